@@ -1,0 +1,116 @@
+//! The `Runtime` trait: how an agent runs sandboxes. One implementation per isolation technology
+//! (`bwrap` now; `docker` next), one conformance suite for all of them (`agent/tests/runtime_conformance.rs`).
+
+pub mod bwrap;
+
+use async_trait::async_trait;
+use corral_core::ids::{ExecId, SandboxId};
+use corral_core::model::{ExecSpec, ExitStatus, FileEntry, RuntimeKind, SandboxSpec};
+use corral_core::protocol::{AgentError, AgentErrorKind};
+use tokio::sync::mpsc;
+
+/// Output and completion of one exec, in order. The last event is always `Exit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitStatus),
+}
+
+/// A started exec. Dropping the receiver does not kill the process; use `Runtime::kill_exec`.
+#[derive(Debug)]
+pub struct ExecHandle {
+    pub events: mpsc::Receiver<ExecEvent>,
+}
+
+/// A piece of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChunk {
+    pub data: Vec<u8>,
+    /// Total file size.
+    pub size: u64,
+    pub mode: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("sandbox {0} not found on this node")]
+    SandboxNotFound(SandboxId),
+    #[error("exec {exec} not found in sandbox {sandbox}")]
+    ExecNotFound { sandbox: SandboxId, exec: ExecId },
+    #[error("path {path:?}: {why}")]
+    InvalidPath { path: String, why: String },
+    #[error("path {path:?} not found")]
+    PathNotFound { path: String },
+    #[error("path {path:?}: {why}")]
+    PathRefused { path: String, why: String },
+    #[error("{what}: {why}")]
+    Invalid { what: &'static str, why: String },
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("sandbox {sandbox} failed to start: {why}")]
+    StartFailed { sandbox: SandboxId, why: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+impl From<RuntimeError> for AgentError {
+    fn from(e: RuntimeError) -> Self {
+        let kind = match &e {
+            RuntimeError::SandboxNotFound(_)
+            | RuntimeError::ExecNotFound { .. }
+            | RuntimeError::PathNotFound { .. } => AgentErrorKind::NotFound,
+            RuntimeError::InvalidPath { .. } | RuntimeError::Invalid { .. } => AgentErrorKind::InvalidArgument,
+            RuntimeError::PathRefused { .. } => AgentErrorKind::PermissionDenied,
+            RuntimeError::ResourceExhausted(_) => AgentErrorKind::ResourceExhausted,
+            RuntimeError::StartFailed { .. } => AgentErrorKind::FailedPrecondition,
+            RuntimeError::Io { .. } => AgentErrorKind::Internal,
+        };
+        AgentError::new(kind, e.to_string())
+    }
+}
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+
+/// Runs sandboxes on this node. Paths given to file operations are sandbox paths (absolute, e.g.
+/// `/workspace/a.txt`); implementations must refuse anything that resolves outside the sandbox's
+/// writable areas, including through symlinks and `..`.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    fn kind(&self) -> RuntimeKind;
+
+    /// Starts the sandbox and returns once it can run commands. Idempotent for an existing id.
+    async fn create(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
+
+    /// Starts a command in the sandbox's shared namespaces; returns once it is running.
+    async fn exec(&self, sandbox: &SandboxId, exec: ExecId, spec: ExecSpec) -> RuntimeResult<ExecHandle>;
+
+    /// Kills the whole process tree of a running exec (its Exit event reports the signal).
+    async fn kill_exec(&self, sandbox: &SandboxId, exec: ExecId) -> RuntimeResult<()>;
+
+    async fn read_file(&self, sandbox: &SandboxId, path: &str, offset: u64, len: u32) -> RuntimeResult<FileChunk>;
+
+    /// Writes a whole file atomically (temp file + rename), creating missing parent directories.
+    /// Returns the size written.
+    async fn write_file(&self, sandbox: &SandboxId, path: &str, data: &[u8], mode: u32) -> RuntimeResult<u64>;
+
+    async fn list_files(&self, sandbox: &SandboxId, path: &str) -> RuntimeResult<Vec<FileEntry>>;
+
+    async fn remove_file(&self, sandbox: &SandboxId, path: &str, recursive: bool) -> RuntimeResult<()>;
+
+    /// Kills everything in the sandbox and removes its files and cgroups. Idempotent.
+    async fn destroy(&self, sandbox: &SandboxId) -> RuntimeResult<()>;
+
+    /// Sandboxes currently running on this node.
+    async fn list(&self) -> Vec<SandboxId>;
+}

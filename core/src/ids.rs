@@ -1,0 +1,155 @@
+//! Typed identities. Sandbox ids are 128-bit random values, so they cannot be guessed.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why an id string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{kind} {value:?} is not valid: {why}")]
+pub struct InvalidId {
+    pub kind: &'static str,
+    pub value: String,
+    pub why: &'static str,
+}
+
+fn random_hex128() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
+/// A sandbox: `sb-` followed by 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SandboxId(String);
+
+impl SandboxId {
+    pub const PREFIX: &'static str = "sb-";
+
+    pub fn random() -> Self {
+        Self(format!("{}{}", Self::PREFIX, random_hex128()))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        let err = |why| InvalidId { kind: "sandbox id", value: s.chars().take(80).collect(), why };
+        let hex = s.strip_prefix(Self::PREFIX).ok_or_else(|| err("must start with \"sb-\""))?;
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(err("must be \"sb-\" followed by 32 lowercase hex digits"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates a name-like id: 1..=63 chars of `[a-z0-9-_]`, starting alphanumeric (no '.', so ids are
+/// single NATS subject tokens).
+fn check_name(kind: &'static str, s: &str) -> Result<(), InvalidId> {
+    let err = |why| InvalidId { kind, value: s.chars().take(80).collect(), why };
+    if s.is_empty() || s.len() > 63 {
+        return Err(err("must be 1 to 63 characters"));
+    }
+    if !s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return Err(err("must start with a letter or digit"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b)) {
+        return Err(err("may contain only lowercase letters, digits, '-' and '_'"));
+    }
+    Ok(())
+}
+
+macro_rules! name_id {
+    ($(#[$m:meta])* $name:ident, $kind:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, InvalidId> {
+                check_name($kind, s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_id!(
+    /// A node (one agent). Chosen by configuration, defaults to the host name.
+    NodeId,
+    "node id"
+);
+name_id!(
+    /// A tenant. Until authentication lands every request belongs to `default`.
+    TenantId,
+    "tenant"
+);
+name_id!(
+    /// A user-chosen sandbox name, unique per tenant.
+    SandboxName,
+    "sandbox name"
+);
+
+impl TenantId {
+    pub fn default_tenant() -> Self {
+        Self("default".to_owned())
+    }
+}
+
+/// One command execution inside a sandbox; unique per sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExecId(pub u64);
+
+impl ExecId {
+    pub fn random() -> Self {
+        Self(rand::random::<u64>() >> 1)
+    }
+}
+
+impl fmt::Display for ExecId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_ids_round_trip_and_reject_garbage() {
+        let id = SandboxId::random();
+        assert_eq!(SandboxId::parse(id.as_str()).unwrap(), id);
+        assert!(SandboxId::parse("sb-123").is_err());
+        assert!(SandboxId::parse("../etc").is_err());
+        assert!(SandboxId::parse(&format!("sb-{}", "G".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        assert!(NodeId::parse("node-1").is_ok());
+        assert!(NodeId::parse("").is_err());
+        assert!(NodeId::parse("a/b").is_err());
+        assert!(NodeId::parse("-a").is_err());
+        assert!(SandboxName::parse(&"a".repeat(64)).is_err());
+    }
+}

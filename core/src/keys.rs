@@ -1,0 +1,85 @@
+//! Typed etcd keys under `/corral/v1/`. Call sites build a key struct; `Display` renders the wire key.
+
+use std::fmt;
+
+use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
+
+/// The root of every Corral key.
+pub const ROOT: &str = "/corral/v1/";
+
+/// `nodes/{node_id}`: a node's NodeInfo, on the agent's lease.
+pub struct NodeKey<'a>(pub &'a NodeId);
+
+/// Prefix of all node records.
+pub struct NodesPrefix;
+
+/// `sandboxes/{tenant}/{sandbox_id}`: a sandbox record.
+pub struct SandboxKey<'a> {
+    pub tenant: &'a TenantId,
+    pub id: &'a SandboxId,
+}
+
+/// Prefix of one tenant's sandbox records (`sandboxes/{tenant}/`).
+pub struct TenantSandboxesPrefix<'a>(pub &'a TenantId);
+
+/// Prefix of all sandbox records (`sandboxes/`).
+pub struct SandboxesPrefix;
+
+/// `names/{tenant}/{name}` → sandbox id.
+pub struct NameKey<'a> {
+    pub tenant: &'a TenantId,
+    pub name: &'a SandboxName,
+}
+
+impl fmt::Display for NodeKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}nodes/{}", self.0)
+    }
+}
+
+impl fmt::Display for NodesPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}nodes/")
+    }
+}
+
+impl fmt::Display for SandboxKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}sandboxes/{}/{}", self.tenant, self.id)
+    }
+}
+
+impl fmt::Display for TenantSandboxesPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}sandboxes/{}/", self.0)
+    }
+}
+
+impl fmt::Display for SandboxesPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}sandboxes/")
+    }
+}
+
+impl fmt::Display for NameKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}names/{}/{}", self.tenant, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_render() {
+        let t = TenantId::default_tenant();
+        let id = SandboxId::parse("sb-0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(
+            SandboxKey { tenant: &t, id: &id }.to_string(),
+            "/corral/v1/sandboxes/default/sb-0123456789abcdef0123456789abcdef"
+        );
+        assert!(SandboxKey { tenant: &t, id: &id }.to_string().starts_with(&TenantSandboxesPrefix(&t).to_string()));
+        assert_eq!(NodeKey(&NodeId::parse("n1").unwrap()).to_string(), "/corral/v1/nodes/n1");
+    }
+}

@@ -1,0 +1,21 @@
+//! Corral's shared vocabulary.
+//!
+//! - [`ids`]: typed identities (`SandboxId`, `NodeId`, `TenantId`, `ExecId`).
+//! - [`state`]: the sandbox lifecycle enum and its single transition check.
+//! - [`keys`] and [`subjects`]: typed etcd keys and NATS subjects; their `Display` is the wire string.
+//! - [`model`]: records stored in the state store (sandbox, node).
+//! - [`protocol`]: messages between coordinator and agents on the bus.
+//! - [`store`]: the `StateStore` trait with an etcd and an in-process implementation.
+//! - [`bus`]: the `Bus` trait with a NATS (JetStream + core) and an in-process implementation.
+//! - [`task`]: named, owned background tasks.
+
+pub mod bus;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod protocol;
+pub mod state;
+pub mod store;
+pub mod subjects;
+pub mod task;
+pub mod time;

@@ -1,0 +1,134 @@
+//! Records kept in the state store and the domain types shared by coordinator and agents.
+//! Records are versioned JSON (`v` field) so they can evolve.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
+use crate::state::SandboxState;
+
+/// Which isolation technology runs a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Bwrap,
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bwrap => "bwrap",
+        })
+    }
+}
+
+/// Everything needed to start a sandbox; fixed at creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub id: SandboxId,
+    pub tenant: TenantId,
+    pub runtime: RuntimeKind,
+    pub name: Option<SandboxName>,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    /// Maximum number of processes inside the sandbox.
+    pub pids_limit: u32,
+    pub timeout_seconds: u64,
+    pub internet_access: bool,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Default working directory inside the sandbox (absolute).
+    pub workdir: String,
+}
+
+/// `sandboxes/{tenant}/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub v: u32,
+    pub spec: SandboxSpec,
+    pub state: SandboxState,
+    pub node: Option<NodeId>,
+    pub created_at_ms: i64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub termination_reason: String,
+}
+
+impl SandboxRecord {
+    pub const VERSION: u32 = 1;
+}
+
+/// What a node can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpus: f64,
+    pub memory_mb: u64,
+    /// Maximum number of sandboxes.
+    pub sandboxes: u32,
+}
+
+/// `nodes/{node_id}`, written by the agent on its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub v: u32,
+    pub node_id: NodeId,
+    pub capacity: Capacity,
+    pub runtimes: Vec<RuntimeKind>,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub registered_at_ms: i64,
+}
+
+impl NodeInfo {
+    pub const VERSION: u32 = 1;
+}
+
+/// What an exec runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A program and its arguments, run without a shell.
+    Argv(Vec<String>),
+    /// A command line for `/bin/sh -c`.
+    Shell(String),
+}
+
+/// One command execution inside a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub command: Command,
+    /// Environment layered over the sandbox's env (which is layered over PATH/HOME/LANG).
+    pub env: BTreeMap<String, String>,
+    /// Absolute working directory inside the sandbox.
+    pub cwd: String,
+    pub timeout_ms: u64,
+    #[serde(with = "serde_bytes")]
+    pub stdin: Vec<u8>,
+    /// Output beyond this many bytes per stream is dropped and the exit marked truncated.
+    pub max_output_bytes: u64,
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, or -1 when killed by a signal.
+    pub exit_code: i32,
+    /// Signal that ended the process, 0 if none.
+    pub signal: i32,
+    pub timed_out: bool,
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+/// One directory entry returned by the files API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub is_symlink: bool,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ms: i64,
+}
