@@ -1,4 +1,150 @@
-//! The Corral agent.
+//! The Corral agent: one per node. Registers the node on a lease, runs sandboxes through a
+//! [`runtime::Runtime`], and serves the coordinator over the bus.
 //!
-//! - [`runtime`]: the `Runtime` trait and the bubblewrap implementation.
+//! - [`runtime`]: the `Runtime` trait and the bubblewrap implementation;
+//! - [`node`]: registration, heartbeat and self-fencing;
+//! - [`work`]: the node's lifecycle work queue (create/destroy);
+//! - [`rpc`]: interactive requests (exec, files) and output streaming;
+//! - [`gc`]: reaps local sandboxes whose record ended; [`config`].
+
+pub mod config;
+pub mod gc;
+pub mod node;
+pub mod rpc;
 pub mod runtime;
+pub mod work;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use corral_core::bus::Bus;
+use corral_core::ids::{NodeId, SandboxId};
+use corral_core::model::{Capacity, NodeInfo, SandboxSpec};
+use corral_core::store::{LeaseId, StateStore};
+use corral_core::task::OwnedTask;
+use corral_core::time::now_ms;
+
+pub use config::AgentConfig;
+use runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("could not start serving: {0}")]
+    Bus(#[from] corral_core::bus::BusError),
+    #[error("agent task {0} stopped unexpectedly")]
+    TaskEnded(&'static str),
+}
+
+/// State shared by the agent's tasks.
+pub struct Agent {
+    pub node: NodeId,
+    pub config: AgentConfig,
+    pub runtime: Arc<dyn Runtime>,
+    pub store: Arc<dyn StateStore>,
+    pub bus: Arc<dyn Bus>,
+    /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
+    sandboxes: Mutex<HashMap<SandboxId, SandboxSpec>>,
+    lease: Mutex<Option<LeaseId>>,
+}
+
+impl Agent {
+    fn specs(&self) -> MutexGuard<'_, HashMap<SandboxId, SandboxSpec>> {
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spec(&self, id: &SandboxId) -> Option<SandboxSpec> {
+        self.specs().get(id).cloned()
+    }
+
+    fn set_lease(&self, lease: Option<LeaseId>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+    }
+
+    fn lease(&self) -> Option<LeaseId> {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Destroys a sandbox and forgets it.
+    pub async fn destroy(&self, id: &SandboxId) {
+        if let Err(e) = self.runtime.destroy(id).await {
+            tracing::warn!(sandbox_id = %id, error = %e, "destroy failed");
+        }
+        self.specs().remove(id);
+    }
+
+    /// Kills every local sandbox: the node lost its lease, so the coordinator will (or did)
+    /// declare them LOST and nothing may keep running under a stale claim.
+    pub async fn fence(&self) {
+        let ids = self.runtime.list().await;
+        tracing::warn!(count = ids.len(), "fencing: destroying all local sandboxes");
+        for id in ids {
+            self.destroy(&id).await;
+        }
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let (host_cpus, host_mem) = config::host_capacity();
+        let c = &self.config;
+        NodeInfo {
+            v: NodeInfo::VERSION,
+            node_id: self.node.clone(),
+            capacity: Capacity {
+                cpus: if c.cpus > 0.0 { c.cpus } else { host_cpus },
+                memory_mb: if c.memory_mb > 0 { c.memory_mb } else { host_mem },
+                sandboxes: c.max_sandboxes,
+            },
+            runtimes: vec![self.runtime.kind()],
+            labels: c.labels.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            registered_at_ms: now_ms(),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes (or one of its tasks fails), then deregisters and
+/// destroys its sandboxes.
+pub async fn run(
+    config: AgentConfig,
+    node: NodeId,
+    runtime: Arc<dyn Runtime>,
+    store: Arc<dyn StateStore>,
+    bus: Arc<dyn Bus>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    config.validate().map_err(AgentError::Config)?;
+    let agent =
+        Arc::new(Agent { node, config, runtime, store, bus, sandboxes: Mutex::default(), lease: Mutex::default() });
+    // Serve before registering, so the node is ready when the coordinator first sees it.
+    let rpc_task =
+        OwnedTask::spawn("agent.rpc", rpc::serve(agent.clone(), agent.bus.serve(&rpc::subject(&agent.node)).await?));
+    let work_task = OwnedTask::spawn("agent.work", work::consume(agent.clone()));
+    let heartbeat_task = OwnedTask::spawn("agent.heartbeat", node::heartbeat(agent.clone(), agent.node_info()));
+    let gc_task = OwnedTask::spawn("agent.gc", gc::run(agent.clone()));
+    let tasks = [rpc_task, work_task, heartbeat_task, gc_task];
+
+    tokio::pin!(shutdown);
+    let failed = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                if let Some(t) = tasks.iter().find(|t| t.is_finished()) {
+                    break Some(t.name());
+                }
+            }
+        }
+    };
+    drop(tasks);
+    if let Some(lease) = agent.lease()
+        && let Err(e) = agent.store.revoke_lease(lease).await
+    {
+        tracing::warn!(error = %e, "could not revoke the node lease; it will expire");
+    }
+    agent.fence().await;
+    match failed {
+        Some(name) => Err(AgentError::TaskEnded(name)),
+        None => Ok(()),
+    }
+}

@@ -1,1 +1,149 @@
-//! (being written)
+//! Rust SDK for Corral's gRPC API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), corral_client::ClientError> {
+//! let client = corral_client::Client::connect("http://127.0.0.1:50051").await?;
+//! let sandbox = client.create(Default::default()).await?;
+//! let out = client.run_shell(&sandbox.id, "echo hello").await?;
+//! assert_eq!(out.stdout, b"hello\n");
+//! client.destroy(&sandbox.id).await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use corral_proto::v1 as pb;
+use corral_proto::v1::exec_client::ExecClient;
+use corral_proto::v1::files_client::FilesClient;
+use corral_proto::v1::sandboxes_client::SandboxesClient;
+use futures::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+pub use corral_proto::v1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach corral at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    #[error("the server sent no {0}")]
+    Missing(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Largest message the client accepts (files up to the server's default 64 MiB limit).
+const MAX_MESSAGE: usize = 80 * 1024 * 1024;
+
+/// A connection to a coordinator. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub sandboxes: SandboxesClient<Channel>,
+    pub exec: ExecClient<Channel>,
+    pub files: FilesClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `endpoint` (`http://host:port`; a bare `host:port` gets `http://`).
+    pub async fn connect(endpoint: &str) -> Result<Self> {
+        let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
+        let ep = Endpoint::from_shared(uri.clone())
+            .map_err(|source| ClientError::Endpoint { endpoint: endpoint.to_owned(), source })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = ep.connect().await.map_err(|source| ClientError::Connect { endpoint: uri, source })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            sandboxes: SandboxesClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+            exec: ExecClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+            files: FilesClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        }
+    }
+
+    pub async fn create(&self, req: pb::CreateSandboxRequest) -> Result<pb::Sandbox> {
+        let resp = self.sandboxes.clone().create(req).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<pb::Sandbox> {
+        let resp = self.sandboxes.clone().get(pb::GetSandboxRequest { id: id.to_owned() }).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
+    pub async fn get_by_name(&self, name: &str) -> Result<pb::Sandbox> {
+        let req = pb::GetSandboxByNameRequest { name: name.to_owned() };
+        let resp = self.sandboxes.clone().get_by_name(req).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
+    pub async fn list(&self, req: pb::ListSandboxesRequest) -> Result<pb::ListSandboxesResponse> {
+        Ok(self.sandboxes.clone().list(req).await?.into_inner())
+    }
+
+    pub async fn destroy(&self, id: &str) -> Result<pb::Sandbox> {
+        let resp = self.sandboxes.clone().destroy(pb::DestroySandboxRequest { id: id.to_owned() }).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
+    pub async fn run(&self, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
+        Ok(self.exec.clone().run(req).await?.into_inner())
+    }
+
+    /// Runs `argv` with default settings.
+    pub async fn run_argv(&self, sandbox_id: &str, argv: &[&str]) -> Result<pb::ExecResponse> {
+        let argv = argv.iter().map(|s| s.to_string()).collect();
+        self.run(pb::ExecRequest { sandbox_id: sandbox_id.to_owned(), argv, ..Default::default() }).await
+    }
+
+    /// Runs a shell command line with default settings.
+    pub async fn run_shell(&self, sandbox_id: &str, shell: &str) -> Result<pb::ExecResponse> {
+        self.run(pb::ExecRequest { sandbox_id: sandbox_id.to_owned(), shell: shell.to_owned(), ..Default::default() })
+            .await
+    }
+
+    /// Runs a command and streams its output events; the last event is the exit.
+    pub async fn run_stream(
+        &self,
+        req: pb::ExecRequest,
+    ) -> Result<impl Stream<Item = Result<pb::exec_event::Event>> + use<>> {
+        let stream = self.exec.clone().run_stream(req).await?.into_inner();
+        Ok(stream.map(|item| item.map_err(ClientError::from)?.event.ok_or(ClientError::Missing("event"))))
+    }
+
+    pub async fn read_file(&self, sandbox_id: &str, path: &str) -> Result<Vec<u8>> {
+        let req = pb::ReadFileRequest { sandbox_id: sandbox_id.to_owned(), path: path.to_owned() };
+        Ok(self.files.clone().read(req).await?.into_inner().data)
+    }
+
+    pub async fn write_file(&self, sandbox_id: &str, path: &str, data: Vec<u8>, mode: u32) -> Result<i64> {
+        let req = pb::WriteFileRequest { sandbox_id: sandbox_id.to_owned(), path: path.to_owned(), data, mode };
+        Ok(self.files.clone().write(req).await?.into_inner().size)
+    }
+
+    pub async fn list_files(&self, sandbox_id: &str, path: &str) -> Result<Vec<pb::FileEntry>> {
+        let req = pb::ListFilesRequest { sandbox_id: sandbox_id.to_owned(), path: path.to_owned() };
+        Ok(self.files.clone().list(req).await?.into_inner().entries)
+    }
+
+    pub async fn remove_file(&self, sandbox_id: &str, path: &str, recursive: bool) -> Result<()> {
+        let req = pb::RemoveFileRequest { sandbox_id: sandbox_id.to_owned(), path: path.to_owned(), recursive };
+        self.files.clone().remove(req).await?;
+        Ok(())
+    }
+}

@@ -1,1 +1,84 @@
-//! (being written)
+//! The Corral coordinator: serves the `corral.v1` gRPC API, keeps all state in a `StateStore`
+//! and sends work to agents over a `Bus`.
+//!
+//! - [`api`]: the tonic services (validation and wire conversion at the edge);
+//! - [`service`]: sandbox operations in domain terms; [`records`]: CAS reads/writes of records;
+//! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement;
+//! - [`dispatch`]: work, requests and output streams over the bus;
+//! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod reconciler;
+pub mod records;
+pub mod scheduler;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use corral_core::bus::Bus;
+use corral_core::store::StateStore;
+use corral_core::task::OwnedTask;
+use corral_proto::v1::exec_server::ExecServer;
+use corral_proto::v1::files_server::FilesServer;
+use corral_proto::v1::sandboxes_server::SandboxesServer;
+use tokio::net::TcpListener;
+
+pub use config::CoordinatorConfig;
+
+use crate::cluster::ClusterView;
+use crate::dispatch::Dispatcher;
+use crate::service::Core;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("could not start: {0}")]
+    Start(#[from] error::ApiError),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn run(
+    config: CoordinatorConfig,
+    store: Arc<dyn StateStore>,
+    bus: Arc<dyn Bus>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CoordinatorError> {
+    config.validate().map_err(CoordinatorError::Config)?;
+    let max_message = config.max_file_bytes as usize + 1024 * 1024;
+    let view = ClusterView::default();
+    let _view_task = OwnedTask::spawn("coordinator.cluster_view", view.clone().follow(store.clone()));
+    let (dispatch, unclaimed) = Dispatcher::start(bus).await?;
+    let core = Arc::new(Core { config, store, view, dispatch });
+    let _reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SandboxesServer<api::sandboxes::SandboxesApi>>().await;
+    health.set_serving::<ExecServer<api::exec::ExecApi>>().await;
+    health.set_serving::<FilesServer<api::files::FilesApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(corral_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi(core.clone())))
+        .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
+        .add_service(FilesServer::new(api::files::FilesApi(core)).max_decoding_message_size(max_message))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -52,6 +52,17 @@ impl OwnedTask {
     }
 }
 
+/// Spawns a task owned by the work it does rather than by a handle: it must end on its own
+/// (e.g. bounded by a deadline) and is given a name and a span like every other task.
+pub fn spawn_detached<F>(name: &'static str, fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let span = tracing::info_span!("task", task = name);
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(fut.instrument(span));
+}
+
 impl Drop for OwnedTask {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {

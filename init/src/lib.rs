@@ -1,1 +1,9 @@
-//! (being written)
+//! `corral-init`: the tiny process that runs as pid 1 inside every bubblewrap sandbox and starts
+//! commands for the agent, so that all execs of a sandbox share its namespaces.
+//!
+//! - [`protocol`]: the framed postcard messages the agent and the init exchange over the init's
+//!   stdin/stdout (used by both sides).
+//! - [`server`]: the init's single-threaded `poll(2)` loop (std and libc only, no async runtime).
+
+pub mod protocol;
+pub mod server;

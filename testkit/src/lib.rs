@@ -3,8 +3,8 @@
 //!
 //! A missing service binary is an error that says how to install it, never a skipped test.
 //!
-//! - [`etcd`]: [`etcd::EtcdServer`]
-//! - [`nats`]: [`nats::NatsServer`]
+//! - [`etcd`] — [`etcd::EtcdServer`]
+//! - [`nats`] — [`nats::NatsServer`]
 
 pub mod etcd;
 pub mod nats;

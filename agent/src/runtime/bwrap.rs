@@ -1,1 +1,230 @@
-//! (being written)
+//! The bubblewrap runtime: one long-lived `bwrap` per sandbox running `corral-init` as pid 1, which
+//! starts every exec of that sandbox in its shared namespaces (so a server started by one exec is
+//! reachable from the next).
+//!
+//! - [`args`]: the bwrap command line (namespaces, read-only system dirs, private `/workspace`
+//!   and `/tmp`, no inherited environment).
+//! - [`conn`]: the framed control pipe to the init and the reader task that routes its events.
+//! - [`sandbox`]: start (cgroups joined before bwrap runs), exec, kill, and teardown of one sandbox.
+//!
+//! Sandboxes live in `{state_dir}/sandboxes/{id}/{workspace,tmp}`; a new runtime removes whatever
+//! a previous run left there (directories and cgroups), since the agent re-registers fresh.
+
+mod args;
+mod conn;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use corral_core::ids::{ExecId, SandboxId};
+use corral_core::model::{ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
+use tokio::sync::OnceCell;
+
+pub use self::sandbox::DEFAULT_MAX_OUTPUT;
+use self::sandbox::Sandbox;
+use super::cgroup::{CgroupMode, Cgroups};
+use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
+
+/// How the bubblewrap runtime runs.
+#[derive(Debug, Clone)]
+pub struct BwrapConfig {
+    /// Sandboxes live in `{state_dir}/sandboxes/{id}/{workspace,tmp}`.
+    pub state_dir: PathBuf,
+    pub bwrap_path: PathBuf,
+    /// The `corral-init` binary, mounted read-only at `/.corral/init` in every sandbox.
+    pub init_path: PathBuf,
+    /// Identity of sandbox processes inside the sandbox (it maps to the agent's uid outside).
+    pub sandbox_uid: u32,
+    pub sandbox_gid: u32,
+    pub cgroup: CgroupMode,
+}
+
+impl BwrapConfig {
+    /// Defaults: `bwrap` from `PATH` (or `/usr/bin/bwrap`), the init from [`corral_init_path`],
+    /// uid/gid 1000, cgroup version detected.
+    pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
+        let bwrap_path = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
+        Ok(Self {
+            state_dir: state_dir.into(),
+            bwrap_path,
+            init_path: corral_init_path()?,
+            sandbox_uid: 1000,
+            sandbox_gid: 1000,
+            cgroup: CgroupMode::Auto,
+        })
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Finds the `corral-init` binary: next to the current executable, in its parent directory (test
+/// binaries live in `target/debug/deps`, the init in `target/debug`), then on `PATH`.
+pub fn corral_init_path() -> RuntimeResult<PathBuf> {
+    const NAME: &str = "corral-init";
+    let exe = std::env::current_exe().map_err(|e| RuntimeError::io("locating the current executable", e))?;
+    let near: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(NAME)).collect();
+    if let Some(found) = near.iter().find(|p| p.is_file()).cloned().or_else(|| find_on_path(NAME)) {
+        return Ok(found);
+    }
+    let searched: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
+    let context = format!(
+        "corral-init not found at {} or on PATH; build it with `cargo build -p corral-init`",
+        searched.join(", ")
+    );
+    Err(RuntimeError::io(context, io::ErrorKind::NotFound.into()))
+}
+
+/// Sandboxes by id; a cell is filled once its sandbox started, so concurrent creates of one id
+/// start it once.
+type SandboxMap = HashMap<SandboxId, Arc<OnceCell<Arc<Sandbox>>>>;
+
+pub struct BwrapRuntime {
+    config: BwrapConfig,
+    cgroups: Cgroups,
+    sandboxes: Mutex<SandboxMap>,
+}
+
+impl BwrapRuntime {
+    /// Checks bwrap, the init and the state directory, prepares cgroups, and removes sandboxes a
+    /// previous run of the agent left behind.
+    pub fn new(config: BwrapConfig) -> RuntimeResult<Self> {
+        for (what, path) in [("bwrap", &config.bwrap_path), ("corral-init", &config.init_path)] {
+            if !path.is_file() {
+                let e = io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", path.display()));
+                return Err(RuntimeError::io(format!("{what} binary"), e));
+            }
+        }
+        let sandboxes_dir = config.state_dir.join("sandboxes");
+        let state_err = |e| RuntimeError::io(format!("state directory {}", config.state_dir.display()), e);
+        std::fs::create_dir_all(&sandboxes_dir).map_err(state_err)?;
+        let etc = config.state_dir.join("etc");
+        std::fs::create_dir_all(&etc).map_err(state_err)?;
+        for (name, contents) in args::etc_files(config.sandbox_uid, config.sandbox_gid) {
+            std::fs::write(etc.join(name), contents).map_err(state_err)?;
+        }
+        let canonical = config.state_dir.canonicalize().map_err(state_err)?;
+        let cgroups = Cgroups::setup(config.cgroup, &instance_name(&canonical));
+        cgroups.reap_leftovers();
+        for entry in std::fs::read_dir(&sandboxes_dir).map_err(state_err)?.flatten() {
+            tracing::info!(path = %entry.path().display(), "removing a sandbox left by a previous run");
+            sandbox::cleanup(&entry.path(), None);
+        }
+        Ok(Self { config, cgroups, sandboxes: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether memory, cpu and pids limits are enforced.
+    pub fn cgroups_enabled(&self) -> bool {
+        self.cgroups.is_enabled()
+    }
+
+    /// Memory currently charged to the sandbox's cgroup (processes, page cache, kernel memory).
+    pub async fn memory_usage_bytes(&self, id: &SandboxId) -> Option<u64> {
+        self.get(id).ok()?.cgroup.as_ref()?.memory_usage_bytes()
+    }
+
+    /// Where a sandbox's files live on the host (whether or not it exists).
+    pub fn sandbox_dir(&self, id: &SandboxId) -> PathBuf {
+        self.config.state_dir.join("sandboxes").join(id.as_str())
+    }
+
+    /// The cgroup directories a sandbox has while it runs.
+    pub fn cgroup_dirs(&self, id: &SandboxId) -> Vec<PathBuf> {
+        self.cgroups.paths_for(id)
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, SandboxMap> {
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &SandboxId) -> RuntimeResult<Arc<Sandbox>> {
+        let cell = self.map().get(id).cloned();
+        cell.and_then(|c| c.get().cloned()).ok_or_else(|| RuntimeError::SandboxNotFound(id.clone()))
+    }
+}
+
+/// A stable name for this agent's cgroup subtree, derived from its state directory (FNV-1a).
+fn instance_name(state_dir: &Path) -> String {
+    let hash = state_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+#[async_trait]
+impl Runtime for BwrapRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Bwrap
+    }
+
+    #[tracing::instrument(name = "runtime.create", skip_all, fields(sandbox_id = %spec.id))]
+    async fn create(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
+        let cell = self.map().entry(spec.id.clone()).or_default().clone();
+        let started =
+            cell.get_or_try_init(|| async { Sandbox::start(&self.config, &self.cgroups, spec).await.map(Arc::new) });
+        match started.await {
+            Ok(sandbox) => {
+                // Destroyed while starting: tear down what we just started.
+                let current = self.map().get(&spec.id).is_some_and(|c| Arc::ptr_eq(c, &cell));
+                if !current {
+                    sandbox.clone().shutdown().await?;
+                    return Err(RuntimeError::SandboxNotFound(spec.id.clone()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let mut map = self.map();
+                if map.get(&spec.id).is_some_and(|c| Arc::ptr_eq(c, &cell) && !c.initialized()) {
+                    map.remove(&spec.id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "runtime.exec", skip_all, fields(sandbox_id = %sandbox, exec_id = %exec))]
+    async fn exec(&self, sandbox: &SandboxId, exec: ExecId, spec: ExecSpec) -> RuntimeResult<ExecHandle> {
+        self.get(sandbox)?.exec(exec, spec).await
+    }
+
+    async fn kill_exec(&self, sandbox: &SandboxId, exec: ExecId) -> RuntimeResult<()> {
+        self.get(sandbox)?.kill_exec(exec).await
+    }
+
+    async fn read_file(&self, sandbox: &SandboxId, path: &str, offset: u64, len: u32) -> RuntimeResult<FileChunk> {
+        self.get(sandbox)?.fs.read(path, offset, len).await
+    }
+
+    async fn write_file(&self, sandbox: &SandboxId, path: &str, data: &[u8], mode: u32) -> RuntimeResult<u64> {
+        self.get(sandbox)?.fs.write(path, data.to_vec(), mode).await
+    }
+
+    async fn list_files(&self, sandbox: &SandboxId, path: &str) -> RuntimeResult<Vec<FileEntry>> {
+        self.get(sandbox)?.fs.list(path).await
+    }
+
+    async fn remove_file(&self, sandbox: &SandboxId, path: &str, recursive: bool) -> RuntimeResult<()> {
+        self.get(sandbox)?.fs.remove(path, recursive).await
+    }
+
+    #[tracing::instrument(name = "runtime.destroy", skip_all, fields(sandbox_id = %sandbox))]
+    async fn destroy(&self, sandbox: &SandboxId) -> RuntimeResult<()> {
+        let cell = self.map().remove(sandbox);
+        match cell.and_then(|c| c.get().cloned()) {
+            Some(s) => s.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn list(&self) -> Vec<SandboxId> {
+        self.map().iter().filter(|(_, c)| c.initialized()).map(|(id, _)| id.clone()).collect()
+    }
+}

@@ -2,6 +2,8 @@
 //! (`bwrap` now; `docker` next), one conformance suite for all of them (`agent/tests/runtime_conformance.rs`).
 
 pub mod bwrap;
+pub mod cgroup;
+pub mod files;
 
 use async_trait::async_trait;
 use corral_core::ids::{ExecId, SandboxId};

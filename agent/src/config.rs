@@ -1,0 +1,98 @@
+//! Agent settings (filled by the layered loader in the `corral` binary).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's id (lowercase letters, digits, '-', '_'); empty = derived from the host name.
+    pub node_id: String,
+    /// Where sandboxes' files live (`{state_dir}/sandboxes/{id}`).
+    pub state_dir: PathBuf,
+    /// CPU cores offered to sandboxes; 0 = all cores of the host.
+    pub cpus: f64,
+    /// Memory (MiB) offered to sandboxes; 0 = the host's total memory.
+    pub memory_mb: u64,
+    /// Most sandboxes this node runs at once.
+    pub max_sandboxes: u32,
+    /// Labels published in this node's NodeInfo.
+    pub labels: BTreeMap<String, String>,
+    /// The node record's lease TTL; the node is considered gone this long after its last heartbeat.
+    pub lease_ttl_seconds: u64,
+    /// Heartbeat period (must be well under the TTL).
+    pub heartbeat_seconds: u64,
+    /// Period of the check that destroys local sandboxes whose record ended or vanished.
+    pub gc_interval_seconds: u64,
+    /// Most lifecycle operations (create/destroy) handled at once.
+    pub max_concurrent_work: usize,
+    /// Path of `bwrap`; empty = found on PATH.
+    pub bwrap_path: PathBuf,
+    /// Path of `corral-init`; empty = next to the running binary, then PATH.
+    pub init_path: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            state_dir: PathBuf::from("/var/lib/corral"),
+            cpus: 0.0,
+            memory_mb: 0,
+            max_sandboxes: 256,
+            labels: BTreeMap::new(),
+            lease_ttl_seconds: 10,
+            heartbeat_seconds: 3,
+            gc_interval_seconds: 30,
+            max_concurrent_work: 64,
+            bwrap_path: PathBuf::new(),
+            init_path: PathBuf::new(),
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_ttl_seconds < 2 {
+            return Err("agent.lease_ttl_seconds must be at least 2".into());
+        }
+        if self.heartbeat_seconds == 0 || self.heartbeat_seconds * 2 > self.lease_ttl_seconds {
+            return Err("agent.heartbeat_seconds must be at least 1 and at most half of lease_ttl_seconds".into());
+        }
+        if self.max_sandboxes == 0 {
+            return Err("agent.max_sandboxes must be at least 1".into());
+        }
+        if self.max_concurrent_work == 0 {
+            return Err("agent.max_concurrent_work must be at least 1".into());
+        }
+        if self.cpus < 0.0 || !self.cpus.is_finite() {
+            return Err("agent.cpus must be 0 (all) or positive".into());
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err("agent.state_dir must be set".into());
+        }
+        Ok(())
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_seconds)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_seconds)
+    }
+}
+
+/// The host's core count and total memory (MiB), for capacities left at 0.
+pub fn host_capacity() -> (f64, u64) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(1024 * 1024);
+    (cpus, mem_kb / 1024)
+}

@@ -1,0 +1,40 @@
+//! Garbage collection: every period, destroys local sandboxes whose record is gone or ended, so
+//! no sandbox outlives its record by more than one period (even if a destroy message was lost).
+
+use std::sync::Arc;
+
+use corral_core::keys::SandboxKey;
+use corral_core::model::SandboxRecord;
+use corral_core::store::{self, StoreError};
+
+use crate::Agent;
+
+pub async fn run(agent: Arc<Agent>) -> Result<(), StoreError> {
+    let period = std::time::Duration::from_secs(agent.config.gc_interval_seconds.max(1));
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(e) = sweep(&agent).await {
+            tracing::warn!(error = %e, "gc sweep failed; retrying next period");
+        }
+    }
+}
+
+async fn sweep(agent: &Agent) -> Result<(), StoreError> {
+    for id in agent.runtime.list().await {
+        let Some(spec) = agent.spec(&id) else {
+            tracing::warn!(sandbox_id = %id, "gc: destroying a sandbox this agent has no spec for");
+            agent.destroy(&id).await;
+            continue;
+        };
+        let kv = agent.store.get(&SandboxKey { tenant: &spec.tenant, id: &id }.to_string()).await?;
+        let live = match &kv {
+            Some(kv) => store::decode::<SandboxRecord>(kv).map(|r| r.state.is_active()).unwrap_or(false),
+            None => false,
+        };
+        if !live {
+            tracing::info!(sandbox_id = %id, "gc: record ended or vanished; destroying");
+            agent.destroy(&id).await;
+        }
+    }
+    Ok(())
+}

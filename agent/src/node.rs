@@ -1,0 +1,57 @@
+//! Node registration and heartbeat. The agent holds its NodeInfo on a lease and renews it; when
+//! it cannot renew for most of a TTL it fences itself (kills its sandboxes) before the
+//! coordinator can declare them LOST, then registers again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::keys::NodeKey;
+use corral_core::model::NodeInfo;
+use corral_core::store::{self, LeaseId, StateStore, StoreError, Txn};
+use tokio::time::Instant;
+
+use crate::Agent;
+
+/// Registers the node and keeps it registered until the task is dropped.
+pub async fn heartbeat(agent: Arc<Agent>, info: NodeInfo) -> Result<(), StoreError> {
+    let ttl = agent.config.lease_ttl();
+    let period = agent.config.heartbeat();
+    loop {
+        let lease = match register(agent.store.as_ref(), &info, ttl).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not register the node; retrying");
+                tokio::time::sleep(period).await;
+                continue;
+            }
+        };
+        agent.set_lease(Some(lease));
+        tracing::info!(node = %info.node_id, lease = format!("{lease:x}"), "node registered");
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::time::sleep(period).await;
+            match agent.store.keep_alive(lease).await {
+                Ok(()) => last_ok = Instant::now(),
+                Err(StoreError::LeaseNotFound(_)) => {
+                    tracing::error!("node lease expired; fencing local sandboxes and registering again");
+                    agent.fence().await;
+                    break;
+                }
+                Err(e) if last_ok.elapsed() + period >= ttl => {
+                    tracing::error!(error = %e, "state store unreachable for most of a lease TTL; fencing");
+                    agent.fence().await;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+            }
+        }
+        agent.set_lease(None);
+    }
+}
+
+async fn register(store: &dyn StateStore, info: &NodeInfo, ttl: Duration) -> Result<LeaseId, StoreError> {
+    let lease = store.grant_lease(ttl).await?;
+    let txn = Txn::new().put_with_lease(NodeKey(&info.node_id), store::encode(info), lease);
+    store.txn(txn).await?;
+    Ok(lease)
+}

@@ -1,0 +1,194 @@
+//! The agent's end of one init's control pipes: a writer shared by all callers and a reader task
+//! that demultiplexes events into per-exec channels.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+
+use corral_core::model::ExitStatus;
+use corral_init::protocol::{self, Event, Exited, HEADER, Request, SpawnErrorKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::runtime::{ExecEvent, RuntimeError, RuntimeResult};
+
+/// Events buffered per exec before the reader waits for the consumer (the init stops reading a
+/// child's output meanwhile, so memory stays bounded whatever the command prints).
+pub const EXEC_CHANNEL: usize = 64;
+
+/// The answer to a spawn: started (events follow on the channel) or refused.
+pub type StartReply = oneshot::Receiver<RuntimeResult<()>>;
+
+struct Slot {
+    started: Option<oneshot::Sender<RuntimeResult<()>>>,
+    events: mpsc::Sender<ExecEvent>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// The init is gone: no new execs.
+    closed: bool,
+    slots: HashMap<u64, Slot>,
+}
+
+pub struct Conn {
+    writer: tokio::sync::Mutex<ChildStdin>,
+    table: Mutex<Table>,
+}
+
+/// Reads one event; `Ok(None)` at a clean end of stream.
+pub async fn read_event(r: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Event>> {
+    let mut header = [0u8; HEADER];
+    match r.read_exact(&mut header).await {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    };
+    let len = protocol::payload_len(header).map_err(io::Error::other)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    protocol::decode(&payload).map(Some).map_err(io::Error::other)
+}
+
+fn exit_status(x: &Exited) -> ExitStatus {
+    ExitStatus {
+        exit_code: x.exit_code,
+        signal: x.signal,
+        timed_out: x.timed_out,
+        truncated: x.truncated,
+        duration_ms: x.duration_ms,
+    }
+}
+
+/// The status reported for execs whose sandbox ended under them.
+const SANDBOX_GONE: ExitStatus =
+    ExitStatus { exit_code: -1, signal: libc::SIGKILL, timed_out: false, truncated: false, duration_ms: 0 };
+
+impl Conn {
+    pub fn new(writer: ChildStdin) -> Self {
+        Self { writer: tokio::sync::Mutex::new(writer), table: Mutex::new(Table::default()) }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `id` for a new exec.
+    pub fn register(&self, id: u64) -> RuntimeResult<(StartReply, mpsc::Receiver<ExecEvent>)> {
+        let mut t = self.table();
+        if t.closed {
+            return Err(RuntimeError::io("sandbox init", io::ErrorKind::BrokenPipe.into()));
+        }
+        if t.slots.contains_key(&id) {
+            return Err(RuntimeError::Invalid { what: "exec id", why: format!("exec {id:x} is already running") });
+        }
+        let (started, start_rx) = oneshot::channel();
+        let (events, rx) = mpsc::channel(EXEC_CHANNEL);
+        t.slots.insert(id, Slot { started: Some(started), events });
+        Ok((start_rx, rx))
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.table().slots.remove(&id);
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.table().slots.contains_key(&id)
+    }
+
+    pub async fn send(&self, req: &Request) -> RuntimeResult<()> {
+        let frame = protocol::encode(req).map_err(|e| RuntimeError::Invalid {
+            what: "exec",
+            why: format!("request too large for the sandbox init (stdin is limited to under 1 MiB): {e}"),
+        })?;
+        let mut w = self.writer.lock().await;
+        w.write_all(&frame).await.map_err(|e| RuntimeError::io("writing to the sandbox init", e))
+    }
+
+    /// The reader task: dispatches events until the init's stdout closes, then ends every pending
+    /// exec with [`SANDBOX_GONE`].
+    pub async fn read_loop(&self, mut reader: impl AsyncRead + Unpin) -> io::Result<()> {
+        let result = loop {
+            match read_event(&mut reader).await {
+                Ok(Some(event)) => self.dispatch(event).await,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let slots: Vec<Slot> = {
+            let mut t = self.table();
+            t.closed = true;
+            t.slots.drain().map(|(_, s)| s).collect()
+        };
+        for mut slot in slots {
+            match slot.started.take() {
+                Some(tx) => {
+                    drop(tx.send(Err(RuntimeError::io("sandbox init exited", io::ErrorKind::BrokenPipe.into()))))
+                }
+                None => drop(slot.events.send(ExecEvent::Exit(SANDBOX_GONE)).await),
+            }
+        }
+        result
+    }
+
+    /// Ends every pending exec without waiting for consumers (used when destroying the sandbox).
+    pub fn close(&self) {
+        let mut t = self.table();
+        t.closed = true;
+        for (_, mut slot) in t.slots.drain() {
+            if let Some(tx) = slot.started.take() {
+                let _ = tx.send(Err(RuntimeError::io("sandbox destroyed", io::ErrorKind::BrokenPipe.into())));
+            }
+            let _ = slot.events.try_send(ExecEvent::Exit(SANDBOX_GONE));
+        }
+    }
+
+    async fn dispatch(&self, event: Event) {
+        let (id, ev) = match event {
+            Event::Ready => return,
+            Event::Started { id, .. } => {
+                let tx = self.table().slots.get_mut(&id).and_then(|s| s.started.take());
+                return drop(tx.map(|tx| tx.send(Ok(()))));
+            }
+            Event::SpawnFailed { id, kind, error } => return self.spawn_failed(id, kind, error),
+            Event::Stdout { id, data } => (id, ExecEvent::Stdout(data)),
+            Event::Stderr { id, data } => (id, ExecEvent::Stderr(data)),
+            Event::Exited(x) => {
+                let slot = self.table().slots.remove(&x.id);
+                if let Some(slot) = slot {
+                    let _ = slot.events.send(ExecEvent::Exit(exit_status(&x))).await;
+                }
+                return;
+            }
+        };
+        let tx = self.table().slots.get(&id).map(|s| s.events.clone());
+        if let Some(tx) = tx {
+            // A dropped receiver only means nobody listens; the process keeps running.
+            let _ = tx.send(ev).await;
+        }
+    }
+
+    /// A missing or unrunnable program is a result (exit code 127 or 126 with a message on stderr,
+    /// as a shell reports it); a bad request, working directory or exhausted pids are errors.
+    fn spawn_failed(&self, id: u64, kind: SpawnErrorKind, error: String) {
+        let Some(mut slot) = self.table().slots.remove(&id) else { return };
+        let Some(started) = slot.started.take() else { return };
+        let exit_code = match kind {
+            SpawnErrorKind::NotFound => 127,
+            SpawnErrorKind::NotExecutable => 126,
+            SpawnErrorKind::BadCwd => {
+                return drop(started.send(Err(RuntimeError::Invalid { what: "cwd", why: error })));
+            }
+            SpawnErrorKind::BadRequest => {
+                return drop(started.send(Err(RuntimeError::Invalid { what: "command", why: error })));
+            }
+            SpawnErrorKind::Resources => {
+                return drop(started.send(Err(RuntimeError::ResourceExhausted(format!("cannot start: {error}")))));
+            }
+        };
+        let status = ExitStatus { exit_code, signal: 0, timed_out: false, truncated: false, duration_ms: 0 };
+        let _ = slot.events.try_send(ExecEvent::Stderr(format!("corral: {error}\n").into_bytes()));
+        let _ = slot.events.try_send(ExecEvent::Exit(status));
+        let _ = started.send(Ok(()));
+    }
+}

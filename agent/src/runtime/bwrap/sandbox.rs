@@ -1,0 +1,225 @@
+//! One running sandbox: its bwrap process, its init connection, its cgroups and its files.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::ids::{ExecId, SandboxId};
+use corral_core::model::{Command, ExecSpec, SandboxSpec};
+use corral_core::task::OwnedTask;
+use corral_init::protocol::{Event, Request, SpawnRequest};
+use tokio::io::BufReader;
+use tokio::process::Child;
+
+use super::BwrapConfig;
+use super::args::{self, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
+use super::conn::{self, Conn};
+use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
+use crate::runtime::files::SandboxFs;
+use crate::runtime::{ExecHandle, RuntimeError, RuntimeResult};
+
+/// How long the init may take to report ready, and to answer a spawn.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output cap per stream when the exec does not set one.
+pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+pub struct Sandbox {
+    pub id: SandboxId,
+    pub dir: PathBuf,
+    pub fs: SandboxFs,
+    env: BTreeMap<String, String>,
+    workdir: String,
+    conn: Arc<Conn>,
+    child: tokio::sync::Mutex<Option<Child>>,
+    reader: std::sync::Mutex<Option<OwnedTask>>,
+    pub cgroup: Option<SandboxCgroup>,
+}
+
+impl Sandbox {
+    /// Starts bwrap with the init inside and waits for its ready frame. On failure everything
+    /// created is removed again.
+    pub async fn start(config: &BwrapConfig, cgroups: &Cgroups, spec: &SandboxSpec) -> RuntimeResult<Self> {
+        let dir = config.state_dir.join("sandboxes").join(spec.id.as_str());
+        let failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
+        let cgroup = match prepare(&dir, cgroups, spec) {
+            Ok(cg) => cg,
+            Err(e) => {
+                cleanup(&dir, None);
+                return Err(failed(e.to_string()));
+            }
+        };
+        match launch(config, spec, &dir, cgroup.as_ref()).await {
+            Ok((child, conn, reader)) => Ok(Self {
+                id: spec.id.clone(),
+                fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp")),
+                dir,
+                env: spec.env.clone(),
+                workdir: spec.workdir.clone(),
+                conn,
+                child: tokio::sync::Mutex::new(Some(child)),
+                reader: std::sync::Mutex::new(Some(reader)),
+                cgroup,
+            }),
+            Err(e) => {
+                let log = read_log(&dir);
+                cleanup(&dir, cgroup.as_ref());
+                Err(failed(format!("{e}; bwrap said: {log}")))
+            }
+        }
+    }
+
+    pub async fn exec(&self, exec: ExecId, spec: ExecSpec) -> RuntimeResult<ExecHandle> {
+        let cwd = if spec.cwd.is_empty() { self.workdir.clone() } else { spec.cwd };
+        check_cwd(&cwd)?;
+        let argv = match spec.command {
+            Command::Argv(argv) if !argv.is_empty() => argv,
+            Command::Argv(_) => return Err(RuntimeError::Invalid { what: "command", why: "empty argv".into() }),
+            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
+        };
+        let base = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
+        let mut env: BTreeMap<String, String> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.extend(self.env.iter().chain(&spec.env).map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(k) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
+            return Err(RuntimeError::Invalid { what: "env", why: format!("bad variable name {k:?}") });
+        }
+        let req = Request::Spawn(SpawnRequest {
+            id: exec.0,
+            argv,
+            env: env.into_iter().collect(),
+            cwd,
+            stdin: spec.stdin,
+            timeout_ms: spec.timeout_ms,
+            max_output_bytes: if spec.max_output_bytes == 0 { DEFAULT_MAX_OUTPUT } else { spec.max_output_bytes },
+        });
+        let (started, events) = self.conn.register(exec.0)?;
+        if let Err(e) = self.conn.send(&req).await {
+            self.conn.unregister(exec.0);
+            return Err(e);
+        }
+        match tokio::time::timeout(START_TIMEOUT, started).await {
+            Ok(Ok(Ok(()))) => Ok(ExecHandle { events }),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) | Err(_) => {
+                self.conn.unregister(exec.0);
+                Err(RuntimeError::io("waiting for the sandbox init", io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+
+    pub async fn kill_exec(&self, exec: ExecId) -> RuntimeResult<()> {
+        if !self.conn.is_running(exec.0) {
+            return Err(RuntimeError::ExecNotFound { sandbox: self.id.clone(), exec });
+        }
+        self.conn.send(&Request::Kill { id: exec.0 }).await
+    }
+
+    /// Kills bwrap (the init and every sandbox process die with it: `--die-with-parent` and the
+    /// pid namespace), ends pending execs, and removes the cgroups and the sandbox directory.
+    pub async fn shutdown(self: Arc<Self>) -> RuntimeResult<()> {
+        if let Some(mut child) = self.child.lock().await.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        self.conn.close();
+        drop(self.reader.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || cleanup(&this.dir, this.cgroup.as_ref()))
+            .await
+            .map_err(|e| RuntimeError::io("removing the sandbox", io::Error::other(e)))
+    }
+}
+
+/// Creates the sandbox directories and cgroups.
+fn prepare(dir: &Path, cgroups: &Cgroups, spec: &SandboxSpec) -> io::Result<Option<SandboxCgroup>> {
+    std::fs::create_dir_all(dir.join("workspace"))?;
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    if !cgroups.is_enabled() {
+        return Ok(None);
+    }
+    let limits = Limits {
+        memory_bytes: (spec.memory_mb > 0).then(|| spec.memory_mb * 1024 * 1024),
+        pids: (spec.pids_limit > 0).then_some(spec.pids_limit),
+        cpus: (spec.cpus > 0.0).then_some(spec.cpus),
+    };
+    cgroups.create(&spec.id, &limits).map(Some)
+}
+
+/// Spawns bwrap (inside the cgroups from its first instruction) and waits for the init's ready
+/// frame; returns the child, the connection and its reader task.
+async fn launch(
+    config: &BwrapConfig,
+    spec: &SandboxSpec,
+    dir: &Path,
+    cgroup: Option<&SandboxCgroup>,
+) -> io::Result<(Child, Arc<Conn>, OwnedTask)> {
+    let log = std::fs::File::create(dir.join("init.log"))?;
+    let mut cmd = tokio::process::Command::new(&config.bwrap_path);
+    cmd.args(args::bwrap_args(config, spec, dir)).env_clear().current_dir("/");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).kill_on_drop(true);
+    if let Some(cg) = cgroup {
+        let hook = crate::runtime::cgroup::join_hook(cg.procs_files()?);
+        // SAFETY: the hook only calls write(2) on descriptors opened before the fork, which is
+        // async-signal-safe; it allocates nothing and touches no locks.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(hook)
+        };
+    }
+    let mut child = cmd.spawn()?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("bwrap pipes missing"));
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    match tokio::time::timeout(START_TIMEOUT, conn::read_event(&mut reader)).await {
+        Ok(Ok(Some(Event::Ready))) => {}
+        Ok(Ok(Some(other))) => return Err(io::Error::other(format!("unexpected first event {other:?}"))),
+        Ok(Ok(None)) => return Err(io::Error::other("the sandbox exited before it was ready")),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(io::Error::other("the sandbox was not ready within 10 s")),
+    }
+    let conn = Arc::new(Conn::new(stdin));
+    let task_conn = conn.clone();
+    let task = OwnedTask::spawn("bwrap.init_reader", async move { task_conn.read_loop(reader).await });
+    Ok((child, conn, task))
+}
+
+/// Accepts absolute paths under `/workspace` or `/tmp` without `..`.
+fn check_cwd(cwd: &str) -> RuntimeResult<()> {
+    let invalid = |why: &str| RuntimeError::Invalid { what: "cwd", why: format!("{cwd:?} {why}") };
+    if cwd.len() > 4096 || cwd.contains('\0') {
+        return Err(invalid("is too long or contains NUL"));
+    }
+    let under = |root: &str| cwd.strip_prefix(root).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+    if !under("/workspace") && !under("/tmp") {
+        return Err(invalid("must be under /workspace or /tmp"));
+    }
+    if cwd.split('/').any(|c| c == "..") {
+        return Err(invalid("must not contain '..'"));
+    }
+    Ok(())
+}
+
+/// The first few KiB of the bwrap/init log, for error messages.
+fn read_log(dir: &Path) -> String {
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(dir.join("init.log")) {
+        let _ = f.take(4096).read_to_end(&mut buf);
+    }
+    let text = String::from_utf8_lossy(&buf).trim().to_owned();
+    if text.is_empty() { "(nothing)".to_owned() } else { text }
+}
+
+/// Removes the cgroups (killing anything left in them) and the sandbox directory. Blocking.
+pub fn cleanup(dir: &Path, cgroup: Option<&SandboxCgroup>) {
+    if let Some(cg) = cgroup {
+        cg.remove();
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "sandbox directory not removed");
+    }
+}

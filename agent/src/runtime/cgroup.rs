@@ -1,0 +1,326 @@
+//! Whole-sandbox resource limits (memory, pids, cpu) through cgroups, v1 or v2.
+//!
+//! Layout: every hierarchy used gets `{own cgroup}/corral/{instance}/{sandbox id}`, where
+//! `{own cgroup}` is the agent's cgroup in that hierarchy (from `/proc/self/cgroup`) and `instance`
+//! is derived from the agent's state directory, so agents (and tests) with different state
+//! directories never touch each other's sandboxes. The sandbox's bwrap process joins the cgroups
+//! between fork and exec ([`join_hook`]), before any sandbox code runs.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use corral_core::ids::SandboxId;
+
+/// Which cgroup version to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CgroupMode {
+    /// v2 when its hierarchy offers resource controllers, else v1, else off.
+    #[default]
+    Auto,
+    V1,
+    V2,
+    /// No limits.
+    Off,
+}
+
+/// Limits of one sandbox; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u32>,
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Controller {
+    Memory,
+    Pids,
+    Cpu,
+}
+
+const CONTROLLERS: [(Controller, &str); 3] =
+    [(Controller::Memory, "memory"), (Controller::Pids, "pids"), (Controller::Cpu, "cpu")];
+
+/// One cgroup hierarchy and the directory under which this agent creates sandbox cgroups.
+#[derive(Debug, Clone)]
+struct Hierarchy {
+    base: PathBuf,
+    controllers: Vec<Controller>,
+    v2: bool,
+}
+
+/// This agent's cgroup hierarchies; empty when limits are unavailable.
+#[derive(Debug, Clone, Default)]
+pub struct Cgroups {
+    hierarchies: Vec<Hierarchy>,
+}
+
+impl Cgroups {
+    /// Finds and prepares the hierarchies for `mode`. Never fails: when cgroups are unusable it logs
+    /// one warning and returns a manager that applies no limits.
+    pub fn setup(mode: CgroupMode, instance: &str) -> Self {
+        let found = match mode {
+            CgroupMode::Off => return Self::default(),
+            CgroupMode::V1 => v1_hierarchies(instance),
+            CgroupMode::V2 => v2_hierarchy(instance),
+            CgroupMode::Auto => v2_hierarchy(instance).filter(|h| !h[0].controllers.is_empty()).or_else(|| {
+                let v1 = v1_hierarchies(instance);
+                v1.filter(|h| !h.is_empty())
+            }),
+        };
+        let prepared = found.ok_or_else(|| io::Error::other("no usable cgroup hierarchy")).and_then(|hs| {
+            hs.iter().try_for_each(|h| std::fs::create_dir_all(&h.base).map_err(|e| ctx(&h.base, e)))?;
+            Ok(hs)
+        });
+        match prepared {
+            Ok(hierarchies) => Self { hierarchies },
+            Err(e) => {
+                tracing::warn!(error = %e, ?mode, "cgroups unavailable: sandboxes run without memory, cpu or pids limits");
+                Self::default()
+            }
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.hierarchies.is_empty()
+    }
+
+    /// The cgroup directories a sandbox has (or would have), e.g. to check they are gone.
+    pub fn paths_for(&self, id: &SandboxId) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| h.base.join(id.as_str())).collect()
+    }
+
+    /// Kills and removes every sandbox cgroup left by a previous run of this agent. Blocking.
+    pub fn reap_leftovers(&self) {
+        for h in &self.hierarchies {
+            let Ok(dir) = std::fs::read_dir(&h.base) else { continue };
+            for entry in dir.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                SandboxCgroup { dirs: vec![(entry.path(), h.v2)], memory: None }.remove();
+            }
+        }
+    }
+
+    /// Creates the sandbox's cgroups and writes its limits.
+    pub fn create(&self, id: &SandboxId, limits: &Limits) -> io::Result<SandboxCgroup> {
+        let mut cg = SandboxCgroup { dirs: Vec::new(), memory: None };
+        for h in &self.hierarchies {
+            let dir = h.base.join(id.as_str());
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(ctx(&dir, e)),
+                _ => cg.dirs.push((dir.clone(), h.v2)),
+            }
+            for c in &h.controllers {
+                apply_limit(&dir, *c, h.v2, limits)?;
+            }
+            if h.controllers.contains(&Controller::Memory) {
+                cg.memory = Some(dir.join(if h.v2 { "memory.current" } else { "memory.usage_in_bytes" }));
+            }
+        }
+        Ok(cg)
+    }
+}
+
+fn apply_limit(dir: &Path, c: Controller, v2: bool, limits: &Limits) -> io::Result<()> {
+    match c {
+        Controller::Memory => {
+            let Some(bytes) = limits.memory_bytes else { return Ok(()) };
+            write_file(dir, if v2 { "memory.max" } else { "memory.limit_in_bytes" }, &bytes.to_string())?;
+            // No swap beyond the limit; absent when swap accounting is off, so best effort.
+            let _ = if v2 {
+                write_file(dir, "memory.swap.max", "0")
+            } else {
+                write_file(dir, "memory.memsw.limit_in_bytes", &bytes.to_string())
+            };
+            Ok(())
+        }
+        Controller::Pids => limits.pids.map_or(Ok(()), |n| write_file(dir, "pids.max", &n.to_string())),
+        Controller::Cpu => {
+            let Some(cpus) = limits.cpus.filter(|c| *c > 0.0) else { return Ok(()) };
+            let period = 100_000u64;
+            let quota = ((cpus * period as f64) as u64).max(1000);
+            if v2 {
+                write_file(dir, "cpu.max", &format!("{quota} {period}"))
+            } else {
+                write_file(dir, "cpu.cfs_period_us", &period.to_string())?;
+                write_file(dir, "cpu.cfs_quota_us", &quota.to_string())
+            }
+        }
+    }
+}
+
+/// The cgroups of one sandbox.
+#[derive(Debug)]
+pub struct SandboxCgroup {
+    dirs: Vec<(PathBuf, bool)>,
+    memory: Option<PathBuf>,
+}
+
+impl SandboxCgroup {
+    /// Opens each `cgroup.procs` for writing, for [`join_hook`].
+    pub fn procs_files(&self) -> io::Result<Vec<OwnedFd>> {
+        let open = |dir: &PathBuf| {
+            let path = dir.join("cgroup.procs");
+            let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(&path);
+            f.map(OwnedFd::from).map_err(|e| ctx(&path, e))
+        };
+        self.dirs.iter().map(|(d, _)| open(d)).collect()
+    }
+
+    /// Current memory charged to the sandbox (processes, page cache and kernel memory).
+    pub fn memory_usage_bytes(&self) -> Option<u64> {
+        std::fs::read_to_string(self.memory.as_ref()?).ok()?.trim().parse().ok()
+    }
+
+    /// Kills every process in the sandbox's cgroups (v2 `cgroup.kill`, else SIGKILL per pid).
+    pub fn kill_all(&self) {
+        for (dir, v2) in &self.dirs {
+            if *v2 && write_file(dir, "cgroup.kill", "1").is_ok() {
+                continue;
+            }
+            for _ in 0..16 {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+
+    /// Kills what is left and removes the cgroups, retrying briefly while dying processes leave.
+    /// Blocking.
+    pub fn remove(&self) {
+        for (dir, _) in &self.dirs {
+            for attempt in 0..100 {
+                match std::fs::remove_dir(dir) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if attempt == 99 => tracing::warn!(path = %dir.display(), error = %e, "cgroup not removed"),
+                    Err(_) => {
+                        self.kill_all();
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(()) => break,
+                }
+            }
+        }
+    }
+}
+
+/// A `pre_exec` hook that moves the new process into the cgroups whose `cgroup.procs` are `fds`
+/// (writing "0" means "the writing process"). Async-signal-safe: only `write(2)` on open fds.
+pub fn join_hook(fds: Vec<OwnedFd>) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    move || {
+        for fd in &fds {
+            // SAFETY: writes one byte from a static buffer to an open descriptor.
+            if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_file(dir: &Path, name: &str, value: &str) -> io::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, value).map_err(|e| ctx(&path, e))
+}
+
+fn ctx(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// `(mount point, mount root, super options)` of cgroup mounts, and whether each is cgroup2.
+fn cgroup_mounts() -> Vec<(PathBuf, String, String, bool)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            let v2 = match *right.first()? {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            Some((PathBuf::from(left.get(4)?), left.get(3)?.to_string(), right.get(2)?.to_string(), v2))
+        })
+        .collect()
+}
+
+/// This process's cgroup path in the hierarchy whose `/proc/self/cgroup` controller list matches.
+fn own_cgroup(matches: impl Fn(&str) -> bool) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        matches(ctrls).then(|| path.to_owned())
+    })
+}
+
+/// The directory of this process's cgroup `own` in a hierarchy mounted at `mount` (whose root is
+/// `mount_root`, not `/` inside a cgroup namespace).
+fn own_dir(mount: &Path, mount_root: &str, own: &str) -> PathBuf {
+    let rel = own.strip_prefix(mount_root.trim_end_matches('/')).unwrap_or(own);
+    mount.join(rel.trim_start_matches('/'))
+}
+
+fn v1_hierarchies(instance: &str) -> Option<Vec<Hierarchy>> {
+    let mounts = cgroup_mounts();
+    let mut out = Vec::new();
+    for (c, name) in CONTROLLERS {
+        let has = |opts: &str| opts.split(',').any(|o| o == name);
+        let Some((mount, root, _, _)) = mounts.iter().find(|m| !m.3 && has(&m.2)) else { continue };
+        let own = own_cgroup(has)?;
+        let base = own_dir(mount, root, &own).join("corral").join(instance);
+        out.push(Hierarchy { base, controllers: vec![c], v2: false });
+    }
+    Some(out)
+}
+
+fn v2_hierarchy(instance: &str) -> Option<Vec<Hierarchy>> {
+    let (mount, root, _, _) = cgroup_mounts().into_iter().find(|m| m.3)?;
+    let own = own_cgroup(|c| c.is_empty())?;
+    let dir = own_dir(&mount, &root, &own);
+    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let controllers: Vec<Controller> =
+        CONTROLLERS.iter().filter(|(_, n)| available.split_whitespace().any(|a| a == *n)).map(|(c, _)| *c).collect();
+    let base = dir.join("corral").join(instance);
+    if let Err(e) = enable_controllers(&dir, &base, &controllers) {
+        tracing::warn!(error = %e, "cannot delegate cgroup v2 controllers; only cgroup.kill is used");
+        return Some(vec![Hierarchy { base, controllers: Vec::new(), v2: true }]);
+    }
+    Some(vec![Hierarchy { base, controllers, v2: true }])
+}
+
+/// Enables `controllers` for children along `own_dir → corral → instance`. A non-root cgroup with
+/// processes cannot delegate controllers ("no internal processes"), so on `EBUSY` the agent first
+/// moves itself into the leaf `{own_dir}/corral-agent`.
+fn enable_controllers(own_dir: &Path, base: &Path, controllers: &[Controller]) -> io::Result<()> {
+    if controllers.is_empty() {
+        return Ok(());
+    }
+    let line: Vec<String> =
+        CONTROLLERS.iter().filter(|(c, _)| controllers.contains(c)).map(|(_, n)| format!("+{n}")).collect();
+    let line = line.join(" ");
+    if let Err(e) = write_file(own_dir, "cgroup.subtree_control", &line) {
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(e);
+        }
+        let leaf = own_dir.join("corral-agent");
+        std::fs::create_dir_all(&leaf)?;
+        write_file(&leaf, "cgroup.procs", "0")?;
+        write_file(own_dir, "cgroup.subtree_control", &line)?;
+    }
+    let corral = own_dir.join("corral");
+    std::fs::create_dir_all(base)?;
+    write_file(&corral, "cgroup.subtree_control", &line)?;
+    write_file(base, "cgroup.subtree_control", &line)
+}

@@ -1,0 +1,151 @@
+//! `corral sandbox create|list|get|destroy`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use corral_client::v1 as pb;
+
+use super::{connect, key_value};
+use crate::output::{self, Format};
+
+/// Options for creating a sandbox (shared by `sandbox create` and `run`).
+#[derive(Debug, Clone, Args)]
+pub struct CreateOpts {
+    /// CPU cores (fractions allowed) [default: server's, 1].
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB [default: server's, 512].
+    #[arg(long, value_name = "MIB")]
+    pub memory_mb: Option<i64>,
+    /// Lifetime in seconds, after which the sandbox is destroyed as EXPIRED [default: server's, 300].
+    #[arg(long = "ttl", value_name = "SECONDS")]
+    pub ttl_seconds: Option<i64>,
+    /// Allow network access (off by default: only loopback inside the sandbox).
+    #[arg(long)]
+    pub internet: bool,
+    /// Environment for every command, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = key_value, value_name = "KEY=VALUE")]
+    pub env: Vec<(String, String)>,
+    /// Label, KEY=VALUE (repeatable).
+    #[arg(long = "label", short = 'l', value_parser = key_value, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+    /// Unique name (lowercase letters, digits, '-', '_').
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Default working directory (under /workspace or /tmp).
+    #[arg(long)]
+    pub workdir: Option<String>,
+}
+
+impl CreateOpts {
+    pub fn request(&self) -> pb::CreateSandboxRequest {
+        pb::CreateSandboxRequest {
+            runtime: pb::Runtime::Bwrap as i32,
+            cpus: self.cpus.unwrap_or(0.0),
+            memory_mb: self.memory_mb.unwrap_or(0),
+            timeout_seconds: self.ttl_seconds.unwrap_or(0),
+            internet_access: self.internet,
+            env: self.env.iter().cloned().collect(),
+            labels: self.labels.iter().cloned().collect(),
+            name: self.name.clone().unwrap_or_default(),
+            workdir: self.workdir.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// Create a sandbox and print it once it is RUNNING.
+    Create(CreateOpts),
+    /// List sandboxes (newest records first are not guaranteed; ordered by id).
+    List {
+        /// Only these states (repeatable), e.g. RUNNING, STOPPED, LOST.
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+        /// Only sandboxes with this label, KEY=VALUE (repeatable).
+        #[arg(long = "label", short = 'l', value_parser = key_value, value_name = "KEY=VALUE")]
+        labels: Vec<(String, String)>,
+        /// Page size (1-1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        /// Continue from a previous page's token.
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Follow all pages.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one sandbox, by id or by --name.
+    Get {
+        #[arg(required_unless_present = "name")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        name: Option<String>,
+    },
+    /// Destroy sandboxes (idempotent).
+    Destroy {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+fn parse_state(s: &str) -> anyhow::Result<i32> {
+    let name = format!("SANDBOX_STATE_{}", s.to_ascii_uppercase());
+    pb::SandboxState::from_str_name(&name).map(|v| v as i32).ok_or_else(|| {
+        anyhow::anyhow!("--state {s:?}: not a state (PENDING, SCHEDULED, RUNNING, STOPPED, FAILED, LOST, EXPIRED, ...)")
+    })
+}
+
+pub async fn run(endpoint: &str, out: Format, cmd: SandboxCmd) -> anyhow::Result<ExitCode> {
+    let client = connect(endpoint).await?;
+    match cmd {
+        SandboxCmd::Create(opts) => output::print_sandbox(out, &client.create(opts.request()).await?),
+        SandboxCmd::Get { id, name } => {
+            let s = match (id, name) {
+                (_, Some(name)) => client.get_by_name(&name).await?,
+                (Some(id), None) => client.get(&id).await?,
+                (None, None) => anyhow::bail!("give a sandbox id or --name"),
+            };
+            output::print_sandbox(out, &s);
+        }
+        SandboxCmd::Destroy { ids } => {
+            for id in ids {
+                output::print_sandbox(out, &client.destroy(&id).await?);
+            }
+        }
+        SandboxCmd::List { states, labels, page_size, page_token, all } => {
+            let states = states.iter().map(|s| parse_state(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut req = pb::ListSandboxesRequest {
+                states,
+                labels: labels.into_iter().collect(),
+                page_size,
+                page_token: page_token.unwrap_or_default(),
+            };
+            let mut found = Vec::new();
+            loop {
+                let page = client.list(req.clone()).await?;
+                found.extend(page.sandboxes);
+                if !all || page.next_page_token.is_empty() {
+                    match out {
+                        Format::Json => {
+                            let items: Vec<_> = found.iter().map(output::sandbox_json).collect();
+                            println!(
+                                "{}",
+                                serde_json::json!({ "sandboxes": items, "next_page_token": page.next_page_token })
+                            );
+                        }
+                        Format::Text => {
+                            output::print_table(&found);
+                            if !page.next_page_token.is_empty() {
+                                eprintln!("more: --page-token {}", page.next_page_token);
+                            }
+                        }
+                    }
+                    break;
+                }
+                req.page_token = page.next_page_token;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,66 @@
+//! Rendering API objects for people (`--output text`) or machines (`--output json`).
+
+use corral_client::v1 as pb;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn state_name(state: i32) -> String {
+    pb::SandboxState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("SANDBOX_STATE_").to_owned())
+        .unwrap_or_else(|_| format!("UNKNOWN({state})"))
+}
+
+fn ms_to_rfc3339(ms: i64) -> Value {
+    if ms <= 0 {
+        return Value::Null;
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    Value::String(humantime::format_rfc3339_millis(t).to_string())
+}
+
+pub fn sandbox_json(s: &pb::Sandbox) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "tenant": s.tenant,
+        "runtime": pb::Runtime::try_from(s.runtime).map(|r| r.as_str_name()).unwrap_or("UNKNOWN"),
+        "state": state_name(s.state),
+        "node_id": s.node_id,
+        "cpus": s.cpus,
+        "memory_mb": s.memory_mb,
+        "timeout_seconds": s.timeout_seconds,
+        "internet_access": s.internet_access,
+        "labels": s.labels,
+        "workdir": s.workdir,
+        "created_at": ms_to_rfc3339(s.created_at_ms),
+        "started_at": ms_to_rfc3339(s.started_at_ms),
+        "ended_at": ms_to_rfc3339(s.ended_at_ms),
+        "expires_at": ms_to_rfc3339(s.expires_at_ms),
+        "termination_reason": s.termination_reason,
+    })
+}
+
+pub fn print_sandbox(format: Format, s: &pb::Sandbox) {
+    match format {
+        Format::Json => println!("{}", sandbox_json(s)),
+        Format::Text => {
+            println!("{}  {}  node={}  {}", s.id, state_name(s.state), s.node_id, s.name);
+            if !s.termination_reason.is_empty() {
+                println!("  reason: {}", s.termination_reason);
+            }
+        }
+    }
+}
+
+pub fn print_table(list: &[pb::Sandbox]) {
+    println!("{:<36}  {:<9}  {:<12}  {:<20}  LABELS", "ID", "STATE", "NODE", "NAME");
+    for s in list {
+        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{:<36}  {:<9}  {:<12}  {:<20}  {}", s.id, state_name(s.state), s.node_id, s.name, labels.join(","));
+    }
+}

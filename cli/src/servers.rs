@@ -1,0 +1,118 @@
+//! Starting the servers: `corral dev` (everything in one process on the embedded backends),
+//! `corral coordinator` and `corral agent` (on etcd and NATS).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use corral_agent::runtime::Runtime;
+use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
+use corral_core::bus::Bus;
+use corral_core::bus::mem::MemBus;
+use corral_core::bus::nats::NatsBus;
+use corral_core::ids::NodeId;
+use corral_core::store::StateStore;
+use corral_core::store::etcd::EtcdStore;
+use corral_core::store::mem::MemStore;
+use tokio::net::TcpListener;
+
+use crate::config::{BusBackend, Config, StoreBackend, default_node_id};
+
+async fn store(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(match config.store.backend {
+        StoreBackend::Memory => Arc::new(MemStore::new()),
+        StoreBackend::Etcd => Arc::new(EtcdStore::connect(&config.store.endpoints).await?),
+    })
+}
+
+async fn bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match config.bus.backend {
+        BusBackend::Memory => Arc::new(MemBus::new()),
+        BusBackend::Nats => Arc::new(NatsBus::connect(&config.bus.url).await?),
+    })
+}
+
+fn runtime(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
+    let a = &config.agent;
+    let mut bw = BwrapConfig::with_state_dir(a.state_dir.clone()).context("configuring the bubblewrap runtime")?;
+    if !a.bwrap_path.as_os_str().is_empty() {
+        bw.bwrap_path = a.bwrap_path.clone();
+    }
+    if !a.init_path.as_os_str().is_empty() {
+        bw.init_path = a.init_path.clone();
+    }
+    let rt = BwrapRuntime::new(bw).context("starting the bubblewrap runtime")?;
+    Ok(Arc::new(rt))
+}
+
+fn node_id(config: &Config) -> anyhow::Result<NodeId> {
+    let raw = if config.agent.node_id.is_empty() { default_node_id() } else { config.agent.node_id.clone() };
+    NodeId::parse(&raw).map_err(|e| anyhow::anyhow!("agent.node_id: {e}"))
+}
+
+async fn listener(config: &Config) -> anyhow::Result<TcpListener> {
+    let addr = config.coordinator.listen;
+    TcpListener::bind(addr).await.with_context(|| format!("coordinator.listen: cannot listen on {addr}"))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Coordinator and one agent in one process, on the embedded store and bus.
+pub async fn dev(config: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn StateStore> = Arc::new(MemStore::new());
+    let bus: Arc<dyn Bus> = Arc::new(MemBus::new());
+    let runtime = runtime(&config)?;
+    let node = node_id(&config)?;
+    let listener = listener(&config).await?;
+    let addr = listener.local_addr()?;
+    eprintln!("corral dev: serving on http://{addr} (node {node}, sandboxes in {})", config.agent.state_dir.display());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let agent =
+        corral_agent::run(config.agent.clone(), node, runtime, store.clone(), bus.clone(), stopped(stop_rx.clone()));
+    let coordinator = corral_coordinator::run(config.coordinator.clone(), store, bus, listener, stopped(stop_rx));
+    tokio::pin!(agent, coordinator);
+    // Whichever ends first (a signal, or a failure of either half) stops the other half too.
+    let (a, c) = tokio::select! {
+        a = &mut agent => { let _ = stop_tx.send(true); (a, coordinator.await) }
+        c = &mut coordinator => { let _ = stop_tx.send(true); (agent.await, c) }
+        _ = shutdown_signal() => { let _ = stop_tx.send(true); tokio::join!(agent, coordinator) }
+    };
+    c.context("coordinator")?;
+    a.context("agent")?;
+    Ok(())
+}
+
+pub async fn coordinator(config: Config) -> anyhow::Result<()> {
+    let store = store(&config).await?;
+    let bus = bus(&config).await?;
+    let listener = listener(&config).await?;
+    corral_coordinator::run(config.coordinator.clone(), store, bus, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn agent(config: Config) -> anyhow::Result<()> {
+    let node = node_id(&config)?;
+    let runtime = runtime(&config)?;
+    let store = store(&config).await?;
+    let bus = bus(&config).await?;
+    tracing::info!(node = %node, "agent starting");
+    corral_agent::run(config.agent.clone(), node, runtime, store, bus, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Wire ↔ domain conversions. Every request field is validated here, and errors name the field.
+
+use std::collections::BTreeMap;
+
+use corral_core::ids::{SandboxId, SandboxName, TenantId};
+use corral_core::model::{Command, RuntimeKind, SandboxRecord, SandboxSpec};
+use corral_core::state::SandboxState;
+use corral_proto::v1 as pb;
+
+use crate::config::CoordinatorConfig;
+use crate::error::{ApiError, ApiResult};
+
+pub const MAX_ENV_ENTRIES: usize = 256;
+pub const MAX_ENV_VALUE: usize = 32 * 1024;
+pub const MAX_ENV_TOTAL: usize = 256 * 1024;
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 256;
+pub const MAX_PATH: usize = 4096;
+pub const MAX_ARGV: usize = 4096;
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+pub const MAX_STDIN: usize = 256 * 1024;
+pub const MIN_MEMORY_MB: i64 = 16;
+
+pub fn sandbox_id(field: &str, raw: &str) -> ApiResult<SandboxId> {
+    if raw.is_empty() {
+        return Err(ApiError::field(field, "is required"));
+    }
+    SandboxId::parse(raw).map_err(|e| ApiError::invalid_id(field, e))
+}
+
+pub fn sandbox_name(field: &str, raw: &str) -> ApiResult<SandboxName> {
+    SandboxName::parse(raw).map_err(|e| ApiError::invalid_id(field, e))
+}
+
+/// Validates environment variables (names like POSIX, bounded sizes, no NUL).
+pub fn env(field: &str, env: &std::collections::HashMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+    if env.len() > MAX_ENV_ENTRIES {
+        return Err(ApiError::field(field, format!("{} entries exceed the limit of {MAX_ENV_ENTRIES}", env.len())));
+    }
+    let mut total = 0;
+    for (k, v) in env {
+        let valid_name = !k.is_empty()
+            && k.len() <= 256
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_name {
+            return Err(ApiError::field(
+                format!("{field}[{k:.64}]"),
+                "names must match [A-Za-z_][A-Za-z0-9_]* (≤ 256)",
+            ));
+        }
+        if v.len() > MAX_ENV_VALUE || v.contains('\0') {
+            return Err(ApiError::field(
+                format!("{field}[{k}]"),
+                format!("values must be ≤ {MAX_ENV_VALUE} bytes without NUL"),
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_ENV_TOTAL {
+        return Err(ApiError::field(field, format!("{total} bytes in total exceed the limit of {MAX_ENV_TOTAL}")));
+    }
+    Ok(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+pub fn labels(field: &str, labels: &std::collections::HashMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::field(field, format!("{} labels exceed the limit of {MAX_LABELS}", labels.len())));
+    }
+    for (k, v) in labels {
+        let ok_key = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        if !ok_key {
+            return Err(ApiError::field(format!("{field}[{k:.64}]"), "keys must be 1-63 chars of [A-Za-z0-9-_./]"));
+        }
+        if v.len() > MAX_LABEL_VALUE || v.contains('\0') {
+            return Err(ApiError::field(
+                format!("{field}[{k}]"),
+                format!("values must be ≤ {MAX_LABEL_VALUE} bytes without NUL"),
+            ));
+        }
+    }
+    Ok(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// A directory inside the sandbox: absolute, under /workspace or /tmp, no `..`.
+pub fn sandbox_dir(field: &str, raw: &str) -> ApiResult<String> {
+    if raw.len() > MAX_PATH || raw.contains('\0') {
+        return Err(ApiError::field(field, format!("must be ≤ {MAX_PATH} bytes without NUL")));
+    }
+    let under_root = ["/workspace", "/tmp"].iter().any(|root| raw == *root || raw.starts_with(&format!("{root}/")));
+    if !under_root {
+        return Err(ApiError::field(field, format!("{raw:?} must be /workspace, /tmp or a directory below them")));
+    }
+    if raw.split('/').any(|c| c == "..") {
+        return Err(ApiError::field(field, format!("{raw:?} must not contain '..'")));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+pub fn runtime(raw: i32) -> ApiResult<RuntimeKind> {
+    match pb::Runtime::try_from(raw) {
+        Ok(pb::Runtime::Unspecified | pb::Runtime::Bwrap) => Ok(RuntimeKind::Bwrap),
+        Err(_) => Err(ApiError::field("runtime", format!("unknown runtime {raw}; supported: RUNTIME_BWRAP"))),
+    }
+}
+
+pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &CoordinatorConfig) -> ApiResult<SandboxSpec> {
+    let runtime = runtime(req.runtime)?;
+    if !req.cpus.is_finite() || req.cpus < 0.0 || req.cpus > cfg.max_cpus {
+        return Err(ApiError::field(
+            "cpus",
+            format!("{} is outside 0..={} (0 = default {})", req.cpus, cfg.max_cpus, cfg.default_cpus),
+        ));
+    }
+    let max_mem = cfg.max_memory_mb as i64;
+    if req.memory_mb < 0 || (req.memory_mb != 0 && req.memory_mb < MIN_MEMORY_MB) || req.memory_mb > max_mem {
+        return Err(ApiError::field(
+            "memory_mb",
+            format!("{} is outside {MIN_MEMORY_MB}..={max_mem} (0 = default {})", req.memory_mb, cfg.default_memory_mb),
+        ));
+    }
+    let max_t = cfg.max_timeout_seconds as i64;
+    if req.timeout_seconds < 0 || req.timeout_seconds > max_t {
+        return Err(ApiError::field(
+            "timeout_seconds",
+            format!("{} is outside 0..={max_t} (0 = default {})", req.timeout_seconds, cfg.default_timeout_seconds),
+        ));
+    }
+    let name = if req.name.is_empty() { None } else { Some(sandbox_name("name", &req.name)?) };
+    let workdir = if req.workdir.is_empty() { "/workspace".to_owned() } else { sandbox_dir("workdir", &req.workdir)? };
+    Ok(SandboxSpec {
+        id: SandboxId::random(),
+        tenant,
+        runtime,
+        name,
+        cpus: if req.cpus == 0.0 { cfg.default_cpus } else { req.cpus },
+        memory_mb: if req.memory_mb == 0 { cfg.default_memory_mb } else { req.memory_mb as u64 },
+        pids_limit: cfg.pids_limit,
+        timeout_seconds: if req.timeout_seconds == 0 {
+            cfg.default_timeout_seconds
+        } else {
+            req.timeout_seconds as u64
+        },
+        internet_access: req.internet_access,
+        env: env("env", &req.env)?,
+        labels: labels("labels", &req.labels)?,
+        workdir,
+    })
+}
+
+/// Exactly one of argv and shell, within size limits.
+pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
+    match (argv.is_empty(), shell.is_empty()) {
+        (true, true) => Err(ApiError::field("argv", "empty command: set argv or shell")),
+        (false, false) => Err(ApiError::field("shell", "set either argv or shell, not both")),
+        (true, false) => {
+            if shell.len() > MAX_COMMAND_BYTES || shell.contains('\0') {
+                return Err(ApiError::field("shell", format!("must be ≤ {MAX_COMMAND_BYTES} bytes without NUL")));
+            }
+            Ok(Command::Shell(shell))
+        }
+        (false, true) => {
+            if argv[0].is_empty() {
+                return Err(ApiError::field("argv[0]", "the program must not be empty"));
+            }
+            let total: usize = argv.iter().map(|a| a.len() + 1).sum();
+            if argv.len() > MAX_ARGV || total > MAX_COMMAND_BYTES {
+                return Err(ApiError::field(
+                    "argv",
+                    format!("must be ≤ {MAX_ARGV} arguments and ≤ {MAX_COMMAND_BYTES} bytes"),
+                ));
+            }
+            if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+                return Err(ApiError::field(format!("argv[{i}]"), "must not contain NUL"));
+            }
+            Ok(Command::Argv(argv))
+        }
+    }
+}
+
+pub fn state_to_pb(s: SandboxState) -> pb::SandboxState {
+    use pb::SandboxState as P;
+    match s {
+        SandboxState::Pending => P::Pending,
+        SandboxState::Scheduled => P::Scheduled,
+        SandboxState::Starting => P::Starting,
+        SandboxState::Running => P::Running,
+        SandboxState::Paused => P::Paused,
+        SandboxState::Snapshotting => P::Snapshotting,
+        SandboxState::Stopped => P::Stopped,
+        SandboxState::Failed => P::Failed,
+        SandboxState::Lost => P::Lost,
+        SandboxState::Expired => P::Expired,
+    }
+}
+
+pub fn state_from_pb(field: &str, raw: i32) -> ApiResult<SandboxState> {
+    let p = pb::SandboxState::try_from(raw).map_err(|_| ApiError::field(field, format!("unknown state {raw}")))?;
+    SandboxState::ALL
+        .into_iter()
+        .find(|s| state_to_pb(*s) == p)
+        .ok_or_else(|| ApiError::field(field, "SANDBOX_STATE_UNSPECIFIED is not a state"))
+}
+
+pub fn sandbox_to_pb(r: SandboxRecord) -> pb::Sandbox {
+    let spec = r.spec;
+    pb::Sandbox {
+        id: spec.id.to_string(),
+        name: spec.name.map(|n| n.to_string()).unwrap_or_default(),
+        tenant: spec.tenant.to_string(),
+        runtime: match spec.runtime {
+            RuntimeKind::Bwrap => pb::Runtime::Bwrap as i32,
+        },
+        state: state_to_pb(r.state) as i32,
+        node_id: r.node.map(|n| n.to_string()).unwrap_or_default(),
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb as i64,
+        timeout_seconds: spec.timeout_seconds as i64,
+        internet_access: spec.internet_access,
+        labels: spec.labels.into_iter().collect(),
+        workdir: spec.workdir,
+        created_at_ms: r.created_at_ms,
+        started_at_ms: r.started_at_ms,
+        ended_at_ms: r.ended_at_ms,
+        expires_at_ms: r.expires_at_ms,
+        termination_reason: r.termination_reason,
+    }
+}

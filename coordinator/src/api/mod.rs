@@ -1,0 +1,14 @@
+//! The tonic services: one file per service, thin — validate (in `convert`), call `Core`, convert back.
+
+pub mod convert;
+pub mod exec;
+pub mod files;
+pub mod sandboxes;
+
+use corral_core::ids::TenantId;
+
+/// The tenant a request acts for. Every request belongs to `default` until authentication
+/// (API keys / HMAC) lands; this is the one place that will read it from the credentials.
+pub fn tenant<T>(_req: &tonic::Request<T>) -> TenantId {
+    TenantId::default_tenant()
+}

@@ -1,0 +1,93 @@
+//! `corral.v1.Sandboxes`.
+
+use std::sync::Arc;
+
+use corral_core::state::SandboxState;
+use corral_proto::v1 as pb;
+use corral_proto::v1::sandboxes_server::Sandboxes;
+use tonic::{Request, Response, Status};
+
+use super::{convert, tenant};
+use crate::error::ApiError;
+use crate::service::{Core, ListFilter};
+
+pub struct SandboxesApi(pub Arc<Core>);
+
+const DEFAULT_PAGE: i32 = 100;
+const MAX_PAGE: i32 = 1000;
+
+#[tonic::async_trait]
+impl Sandboxes for SandboxesApi {
+    #[tracing::instrument(name = "api.Sandboxes.Create", skip_all)]
+    async fn create(
+        &self,
+        req: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let spec = convert::create_spec(req.into_inner(), tenant, &self.0.config)?;
+        let record = self.0.create(spec).await?;
+        Ok(Response::new(pb::CreateSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
+
+    #[tracing::instrument(name = "api.Sandboxes.Get", skip_all)]
+    async fn get(&self, req: Request<pb::GetSandboxRequest>) -> Result<Response<pb::GetSandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = convert::sandbox_id("id", &req.get_ref().id)?;
+        let record = self.0.get(&tenant, &id).await?;
+        Ok(Response::new(pb::GetSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
+
+    #[tracing::instrument(name = "api.Sandboxes.GetByName", skip_all)]
+    async fn get_by_name(
+        &self,
+        req: Request<pb::GetSandboxByNameRequest>,
+    ) -> Result<Response<pb::GetSandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let name = convert::sandbox_name("name", &req.get_ref().name)?;
+        let record = self.0.get_by_name(&tenant, &name).await?;
+        Ok(Response::new(pb::GetSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
+
+    #[tracing::instrument(name = "api.Sandboxes.List", skip_all)]
+    async fn list(
+        &self,
+        req: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let tenant = tenant(&req);
+        let req = req.into_inner();
+        if req.page_size < 0 || req.page_size > MAX_PAGE {
+            return Err(ApiError::field(
+                "page_size",
+                format!("{} is outside 0..={MAX_PAGE} (0 = {DEFAULT_PAGE})", req.page_size),
+            )
+            .into());
+        }
+        let page_size = if req.page_size == 0 { DEFAULT_PAGE } else { req.page_size } as usize;
+        let after =
+            if req.page_token.is_empty() { None } else { Some(convert::sandbox_id("page_token", &req.page_token)?) };
+        let states = req
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::state_from_pb(&format!("states[{i}]"), *s))
+            .collect::<Result<Vec<SandboxState>, _>>()?;
+        let labels = convert::labels("labels", &req.labels)?.into_iter().collect();
+        let filter = ListFilter { states, labels };
+        let (records, next) = self.0.list(&tenant, &filter, page_size, after).await?;
+        Ok(Response::new(pb::ListSandboxesResponse {
+            sandboxes: records.into_iter().map(convert::sandbox_to_pb).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(name = "api.Sandboxes.Destroy", skip_all)]
+    async fn destroy(
+        &self,
+        req: Request<pb::DestroySandboxRequest>,
+    ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = convert::sandbox_id("id", &req.get_ref().id)?;
+        let record = self.0.end(&tenant, &id, SandboxState::Stopped, "destroyed by client").await?;
+        Ok(Response::new(pb::DestroySandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
+}

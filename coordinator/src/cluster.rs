@@ -1,0 +1,284 @@
+//! The coordinator's in-memory view of the cluster: registered nodes and the live sandboxes
+//! placed on them. Filled from the state store (a full read, then a watch), and updated
+//! immediately by this coordinator's own writes so back-to-back placements see each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use corral_core::ids::{NodeId, SandboxId, TenantId};
+use corral_core::keys::{NodesPrefix, SandboxesPrefix};
+use corral_core::model::{NodeInfo, SandboxRecord};
+use corral_core::state::SandboxState;
+use corral_core::store::{self, EventKind, KeyValue, StateStore, StoreError};
+use futures::StreamExt;
+
+use crate::scheduler::{self, Allocated, Candidate, Demand};
+
+/// What the view keeps of a live sandbox.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub tenant: TenantId,
+    pub node: NodeId,
+    pub state: SandboxState,
+    pub demand: Demand,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    /// mod_revision of the record this entry reflects (older events are ignored).
+    pub revision: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: HashMap<NodeId, NodeInfo>,
+    sandboxes: HashMap<SandboxId, Placed>,
+    allocated: HashMap<NodeId, Allocated>,
+    /// Sandboxes this coordinator ended before its watch caught up, with the ending revision, so a
+    /// lagging watch event cannot bring them back. Pruned once the watch passes that revision.
+    ended: HashMap<SandboxId, i64>,
+    /// Highest revision the watch delivered.
+    revision: i64,
+}
+
+#[derive(Clone, Default)]
+pub struct ClusterView {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ClusterView {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chooses a node for `demand` and reserves the resources for `id` in the same step.
+    pub fn place_and_reserve(
+        &self,
+        id: &SandboxId,
+        tenant: &TenantId,
+        demand: Demand,
+        created_at_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<NodeId, scheduler::PlacementError> {
+        let mut inner = self.lock();
+        let candidates: Vec<Candidate<'_>> = inner
+            .nodes
+            .values()
+            .map(|n| Candidate {
+                id: &n.node_id,
+                capacity: n.capacity,
+                runtimes: &n.runtimes,
+                allocated: inner.allocated.get(&n.node_id).copied().unwrap_or_default(),
+            })
+            .collect();
+        let node = scheduler::place(&candidates, &demand)?.clone();
+        let placed = Placed {
+            tenant: tenant.clone(),
+            node: node.clone(),
+            state: SandboxState::Scheduled,
+            demand,
+            expires_at_ms,
+            created_at_ms,
+            revision: 0,
+        };
+        inner.insert(id.clone(), placed);
+        Ok(node)
+    }
+
+    /// Records this coordinator's own write of `record` at `revision`.
+    pub fn apply_record(&self, record: &SandboxRecord, revision: i64) {
+        self.lock().apply_record(record, revision);
+    }
+
+    /// Drops a reservation that never became a record.
+    pub fn forget(&self, id: &SandboxId) {
+        self.lock().remove(id);
+    }
+
+    pub fn sandbox(&self, id: &SandboxId) -> Option<Placed> {
+        self.lock().sandboxes.get(id).cloned()
+    }
+
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.lock().nodes.values().cloned().collect()
+    }
+
+    /// Live sandboxes whose node is not registered (its lease expired).
+    pub fn orphans(&self) -> Vec<(TenantId, SandboxId, NodeId)> {
+        let inner = self.lock();
+        inner
+            .sandboxes
+            .iter()
+            .filter(|(_, p)| !inner.nodes.contains_key(&p.node))
+            .map(|(id, p)| (p.tenant.clone(), id.clone(), p.node.clone()))
+            .collect()
+    }
+
+    /// Live sandboxes whose lifetime ended before `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> Vec<(TenantId, SandboxId)> {
+        let inner = self.lock();
+        inner
+            .sandboxes
+            .iter()
+            .filter(|(_, p)| p.expires_at_ms > 0 && p.expires_at_ms <= now_ms)
+            .map(|(id, p)| (p.tenant.clone(), id.clone()))
+            .collect()
+    }
+
+    /// Sandboxes still `SCHEDULED` that were created before `before_ms`.
+    pub fn stuck_scheduled(&self, before_ms: i64) -> Vec<(TenantId, SandboxId, NodeId)> {
+        let inner = self.lock();
+        inner
+            .sandboxes
+            .iter()
+            .filter(|(_, p)| p.state == SandboxState::Scheduled && p.revision > 0 && p.created_at_ms < before_ms)
+            .map(|(id, p)| (p.tenant.clone(), id.clone(), p.node.clone()))
+            .collect()
+    }
+
+    /// Loads nodes and live sandboxes, then follows changes until the watch fails.
+    pub async fn follow(self, store: Arc<dyn StateStore>) -> Result<(), StoreError> {
+        loop {
+            let revision = self.load(store.as_ref()).await?;
+            let mut events = match store.watch(corral_core::keys::ROOT, revision + 1).await {
+                Ok(events) => events,
+                Err(StoreError::Compacted(rev)) => {
+                    tracing::warn!(rev, "cluster watch start was compacted; reloading");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            loop {
+                match events.next().await {
+                    Some(Ok(ev)) => self.lock().apply_event(ev.kind, &ev.key, &ev.value, ev.mod_revision),
+                    Some(Err(StoreError::Compacted(rev))) => {
+                        tracing::warn!(rev, "cluster watch fell behind compaction; reloading");
+                        break;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(StoreError::Unavailable("cluster watch ended".into())),
+                }
+            }
+        }
+    }
+
+    async fn load(&self, store: &dyn StateStore) -> Result<i64, StoreError> {
+        let nodes = read_all(store, &NodesPrefix.to_string()).await?;
+        let sandboxes = read_all(store, &SandboxesPrefix.to_string()).await?;
+        let mut inner = self.lock();
+        inner.nodes.clear();
+        for kv in nodes.0 {
+            inner.apply_event(EventKind::Put, &kv.key, &kv.value, kv.mod_revision);
+        }
+        for kv in sandboxes.0 {
+            inner.apply_event(EventKind::Put, &kv.key, &kv.value, kv.mod_revision);
+        }
+        // Both reads happened at or after the first page's revision; watching from the smaller
+        // one replays anything in between (applying an event twice is harmless).
+        let revision = nodes.1.min(sandboxes.1);
+        inner.revision = revision;
+        Ok(revision)
+    }
+}
+
+/// Reads every key under `prefix` page by page; returns them with the revision of the first page.
+async fn read_all(store: &dyn StateStore, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    let mut revision = 0;
+    loop {
+        let page = store.range(prefix, after.as_deref(), 1000).await?;
+        if revision == 0 {
+            revision = page.revision;
+        }
+        after = page.kvs.last().map(|kv| kv.key.clone());
+        out.extend(page.kvs);
+        if !page.more {
+            return Ok((out, revision));
+        }
+    }
+}
+
+impl Inner {
+    fn insert(&mut self, id: SandboxId, placed: Placed) {
+        self.allocated.entry(placed.node.clone()).or_default().add(&placed.demand);
+        if let Some(old) = self.sandboxes.insert(id, placed)
+            && let Some(a) = self.allocated.get_mut(&old.node)
+        {
+            a.sub(&old.demand);
+        }
+    }
+
+    fn remove(&mut self, id: &SandboxId) {
+        if let Some(old) = self.sandboxes.remove(id)
+            && let Some(a) = self.allocated.get_mut(&old.node)
+        {
+            a.sub(&old.demand);
+        }
+    }
+
+    fn apply_record(&mut self, record: &SandboxRecord, revision: i64) {
+        let id = &record.spec.id;
+        let newer_known = self.sandboxes.get(id).map(|p| p.revision).or_else(|| self.ended.get(id).copied());
+        if newer_known.is_some_and(|rev| rev > revision) {
+            return;
+        }
+        let (false, Some(node)) = (record.state.is_terminal(), record.node.clone()) else {
+            self.remove(id);
+            if revision > self.revision {
+                self.ended.insert(id.clone(), revision);
+            }
+            return;
+        };
+        let spec = &record.spec;
+        let demand = Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb };
+        let placed = Placed {
+            tenant: spec.tenant.clone(),
+            node,
+            state: record.state,
+            demand,
+            expires_at_ms: record.expires_at_ms,
+            created_at_ms: record.created_at_ms,
+            revision,
+        };
+        self.insert(id.clone(), placed);
+    }
+
+    fn apply_event(&mut self, kind: EventKind, key: &str, value: &[u8], revision: i64) {
+        self.revision = self.revision.max(revision);
+        if !self.ended.is_empty() {
+            let seen = self.revision;
+            self.ended.retain(|_, rev| *rev > seen);
+        }
+        let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap_or(key);
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            mod_revision: revision,
+            create_revision: 0,
+            lease: 0,
+        };
+        if let Some(node) = rest.strip_prefix("nodes/") {
+            match (kind, store::decode::<NodeInfo>(&kv)) {
+                (EventKind::Put, Ok(info)) => {
+                    self.nodes.insert(info.node_id.clone(), info);
+                }
+                (EventKind::Put, Err(e)) => tracing::warn!(error = %e, "ignoring unreadable node record"),
+                (EventKind::Delete, _) => {
+                    if let Ok(id) = NodeId::parse(node) {
+                        tracing::info!(node = %id, "node left the cluster");
+                        self.nodes.remove(&id);
+                    }
+                }
+            }
+        } else if rest.starts_with("sandboxes/") {
+            match (kind, store::decode::<SandboxRecord>(&kv)) {
+                (EventKind::Put, Ok(record)) => self.apply_record(&record, revision),
+                (EventKind::Put, Err(e)) => tracing::warn!(error = %e, "ignoring unreadable sandbox record"),
+                (EventKind::Delete, _) => {
+                    if let Some(id) = rest.rsplit('/').next().and_then(|s| SandboxId::parse(s).ok()) {
+                        self.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Coordinator settings (filled by the layered loader in the `corral` binary).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Sandbox lifetime when a request sets none.
+    pub default_timeout_seconds: u64,
+    /// Longest lifetime a request may ask for.
+    pub max_timeout_seconds: u64,
+    /// CPU cores given to a sandbox when a request sets none.
+    pub default_cpus: f64,
+    /// Memory (MiB) given to a sandbox when a request sets none.
+    pub default_memory_mb: u64,
+    pub max_cpus: f64,
+    pub max_memory_mb: u64,
+    /// Process limit inside each sandbox.
+    pub pids_limit: u32,
+    /// Command timeout when an exec sets none.
+    pub default_exec_timeout_seconds: f64,
+    pub max_exec_timeout_seconds: f64,
+    /// Output kept per stream by unary `Exec.Run`; more is dropped and flagged `truncated`.
+    pub max_output_bytes: u64,
+    /// How long Create waits for the agent to report the sandbox ready.
+    pub create_timeout_seconds: u64,
+    /// Largest file accepted by `Files.Write` / returned by `Files.Read`.
+    pub max_file_bytes: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 50051).into(),
+            default_timeout_seconds: 300,
+            max_timeout_seconds: 7 * 24 * 3600,
+            default_cpus: 1.0,
+            default_memory_mb: 512,
+            max_cpus: 64.0,
+            max_memory_mb: 256 * 1024,
+            pids_limit: 1024,
+            default_exec_timeout_seconds: 300.0,
+            max_exec_timeout_seconds: 24.0 * 3600.0,
+            max_output_bytes: 16 * 1024 * 1024,
+            create_timeout_seconds: 30,
+            max_file_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Checks the settings together; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > self.max_timeout_seconds {
+            return Err("coordinator.default_timeout_seconds must be in 1..=max_timeout_seconds".into());
+        }
+        if !(self.default_cpus > 0.0 && self.default_cpus <= self.max_cpus) {
+            return Err("coordinator.default_cpus must be in (0, max_cpus]".into());
+        }
+        if self.default_memory_mb == 0 || self.default_memory_mb > self.max_memory_mb {
+            return Err("coordinator.default_memory_mb must be in 1..=max_memory_mb".into());
+        }
+        if self.pids_limit < 8 {
+            return Err("coordinator.pids_limit must be at least 8".into());
+        }
+        if !(self.default_exec_timeout_seconds > 0.0
+            && self.default_exec_timeout_seconds <= self.max_exec_timeout_seconds)
+        {
+            return Err("coordinator.default_exec_timeout_seconds must be in (0, max_exec_timeout_seconds]".into());
+        }
+        if self.max_output_bytes == 0 || self.max_output_bytes > 256 * 1024 * 1024 {
+            return Err("coordinator.max_output_bytes must be in 1..=268435456".into());
+        }
+        if self.max_file_bytes == 0 || self.max_file_bytes > 1024 * 1024 * 1024 {
+            return Err("coordinator.max_file_bytes must be in 1..=1073741824".into());
+        }
+        Ok(())
+    }
+
+    pub fn create_timeout(&self) -> Duration {
+        Duration::from_secs(self.create_timeout_seconds)
+    }
+}

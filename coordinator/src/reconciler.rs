@@ -1,0 +1,58 @@
+//! Background loops that keep records honest: sandboxes of vanished nodes become LOST, sandboxes
+//! past their lifetime are destroyed as EXPIRED, sandboxes stuck in SCHEDULED fail, and agent
+//! replies nobody waited for are applied.
+//!
+//! Every write is a CAS through `records::transition`, so several coordinators running this
+//! loop at once cannot corrupt a record (leader election arrives with the scheduler issue).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::protocol::WorkReply;
+use corral_core::state::SandboxState;
+use corral_core::time::now_ms;
+use tokio::sync::mpsc;
+
+use crate::service::Core;
+
+/// How often the loops look for work.
+pub const TICK: Duration = Duration::from_millis(500);
+
+pub async fn run(core: Arc<Core>, mut unclaimed: mpsc::UnboundedReceiver<WorkReply>) -> Result<(), String> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            reply = unclaimed.recv() => {
+                let Some(reply) = reply else { return Err("reply inbox closed".into()) };
+                if let Err(e) = core.apply_reply(reply, None).await {
+                    tracing::warn!(error = %e, "could not apply an agent reply");
+                }
+            }
+            _ = tick.tick() => sweep(&core).await,
+        }
+    }
+}
+
+async fn sweep(core: &Core) {
+    for (tenant, id, node) in core.view.orphans() {
+        let reason = format!("node {node} stopped heartbeating (its lease expired)");
+        match core.end(&tenant, &id, SandboxState::Lost, &reason).await {
+            Ok(_) => tracing::warn!(sandbox_id = %id, node = %node, "sandbox lost with its node"),
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not mark sandbox lost"),
+        }
+    }
+    for (tenant, id) in core.view.expired(now_ms()) {
+        match core.end(&tenant, &id, SandboxState::Expired, "its timeout was reached").await {
+            Ok(_) => tracing::info!(sandbox_id = %id, "sandbox expired"),
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not expire sandbox"),
+        }
+    }
+    let stale = now_ms() - 2 * core.config.create_timeout().as_millis() as i64;
+    for (tenant, id, node) in core.view.stuck_scheduled(stale) {
+        let reason = format!("node {node} never confirmed the start (coordinator restarted while creating)");
+        if let Err(e) = core.end(&tenant, &id, SandboxState::Failed, &reason).await {
+            tracing::warn!(sandbox_id = %id, error = %e, "could not fail a stuck sandbox");
+        }
+    }
+}

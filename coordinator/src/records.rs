@@ -1,0 +1,101 @@
+//! Reading and writing sandbox records. Every update is a compare-and-swap on the record's
+//! mod_revision, and every state change goes through `SandboxState::check_transition`.
+
+use std::sync::Arc;
+
+use corral_core::ids::{SandboxId, SandboxName, TenantId};
+use corral_core::keys::{NameKey, SandboxKey};
+use corral_core::model::SandboxRecord;
+use corral_core::state::SandboxState;
+use corral_core::store::{self, StateStore, Txn};
+use corral_core::time::now_ms;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A record with the revision it was read or written at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub record: SandboxRecord,
+    pub revision: i64,
+}
+
+const CAS_ATTEMPTS: usize = 8;
+
+pub async fn get(store: &dyn StateStore, tenant: &TenantId, id: &SandboxId) -> ApiResult<Versioned> {
+    let key = SandboxKey { tenant, id }.to_string();
+    let kv = store.get(&key).await?.ok_or_else(|| ApiError::SandboxNotFound(id.to_string()))?;
+    Ok(Versioned { record: store::decode(&kv)?, revision: kv.mod_revision })
+}
+
+/// Writes a new record (and its name, which must be free) in one transaction.
+pub async fn create(store: &dyn StateStore, record: &SandboxRecord) -> ApiResult<i64> {
+    let spec = &record.spec;
+    let key = SandboxKey { tenant: &spec.tenant, id: &spec.id };
+    let mut txn = Txn::new().when(&key, 0).put(&key, store::encode(record));
+    if let Some(name) = &spec.name {
+        let nk = NameKey { tenant: &spec.tenant, name };
+        txn = txn.when(&nk, 0).put(&nk, spec.id.as_str().as_bytes().to_vec());
+    }
+    let out = store.txn(txn).await?;
+    if !out.succeeded {
+        return Err(match &spec.name {
+            Some(name) => ApiError::NameTaken(name.to_string()),
+            None => ApiError::Conflict(format!("sandbox {}", spec.id)),
+        });
+    }
+    Ok(out.revision)
+}
+
+/// Looks up a live sandbox's id by name.
+pub async fn id_by_name(store: &dyn StateStore, tenant: &TenantId, name: &SandboxName) -> ApiResult<SandboxId> {
+    let kv = store
+        .get(&NameKey { tenant, name }.to_string())
+        .await?
+        .ok_or_else(|| ApiError::NameNotFound(name.to_string()))?;
+    let raw = String::from_utf8_lossy(&kv.value);
+    SandboxId::parse(&raw).map_err(|e| ApiError::Internal(format!("name record {name}: {e}")))
+}
+
+/// Moves a sandbox to `to` (checked), letting `edit` fill in the details, with CAS retries.
+/// `known` is a version the caller already holds: the first attempt uses it without a read.
+/// Reaching a terminal state frees the sandbox's name in the same transaction.
+/// Returns `Ok(None)` when the sandbox is already terminal (nothing written).
+pub async fn transition(
+    store: &Arc<dyn StateStore>,
+    tenant: &TenantId,
+    id: &SandboxId,
+    known: Option<Versioned>,
+    to: SandboxState,
+    edit: impl Fn(&mut SandboxRecord),
+) -> ApiResult<Option<Versioned>> {
+    let key = SandboxKey { tenant, id }.to_string();
+    let mut known = known;
+    for _ in 0..CAS_ATTEMPTS {
+        let Versioned { mut record, revision } = match known.take() {
+            Some(v) => v,
+            None => get(store.as_ref(), tenant, id).await?,
+        };
+        if record.state.is_terminal() {
+            return Ok(None);
+        }
+        record.state = record.state.check_transition(to)?;
+        if to == SandboxState::Running && record.started_at_ms == 0 {
+            record.started_at_ms = now_ms();
+        }
+        if to.is_terminal() {
+            record.ended_at_ms = now_ms();
+        }
+        edit(&mut record);
+        let mut txn = Txn::new().when(&key, revision).put(&key, store::encode(&record));
+        if to.is_terminal()
+            && let Some(name) = &record.spec.name
+        {
+            txn = txn.delete(NameKey { tenant, name });
+        }
+        let out = store.txn(txn).await?;
+        if out.succeeded {
+            return Ok(Some(Versioned { record, revision: out.revision }));
+        }
+    }
+    Err(ApiError::Conflict(format!("sandbox {id}")))
+}

@@ -1,0 +1,250 @@
+//! The sandbox operations behind the API, in domain terms: create, get, list, destroy, and
+//! applying agents' reports. Only this module (through `records`) writes sandbox state.
+
+use std::sync::Arc;
+
+use corral_core::ids::{NodeId, SandboxId, SandboxName, TenantId};
+use corral_core::keys::TenantSandboxesPrefix;
+use corral_core::model::{SandboxRecord, SandboxSpec};
+use corral_core::protocol::{Work, WorkReply};
+use corral_core::state::SandboxState;
+use corral_core::store::{self, StateStore};
+use corral_core::time::now_ms;
+
+use crate::cluster::ClusterView;
+use crate::config::CoordinatorConfig;
+use crate::dispatch::Dispatcher;
+use crate::error::{ApiError, ApiResult};
+use crate::records::{self, Versioned};
+use crate::scheduler::{Demand, PlacementError};
+
+/// Shared state of one coordinator.
+pub struct Core {
+    pub config: CoordinatorConfig,
+    pub store: Arc<dyn StateStore>,
+    pub view: ClusterView,
+    pub dispatch: Dispatcher,
+}
+
+/// Which sandboxes `list` returns.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub states: Vec<SandboxState>,
+    pub labels: Vec<(String, String)>,
+}
+
+impl ListFilter {
+    fn matches(&self, r: &SandboxRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&r.state))
+            && self.labels.iter().all(|(k, v)| r.spec.labels.get(k) == Some(v))
+    }
+}
+
+/// Most records one `list` call reads before returning a short page.
+const LIST_SCAN_LIMIT: usize = 10_000;
+
+impl Core {
+    #[tracing::instrument(skip_all, fields(sandbox_id = %spec.id))]
+    pub async fn create(&self, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
+        let now = now_ms();
+        let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
+        let demand = Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb };
+        let node =
+            self.view.place_and_reserve(&spec.id, &spec.tenant, demand, now, expires_at_ms).map_err(|e| match e {
+                PlacementError::Full { .. } => ApiError::NoCapacity(e.to_string()),
+                _ => ApiError::FailedPrecondition(e.to_string()),
+            })?;
+        tracing::debug!(node = %node, "placed");
+        let record = SandboxRecord {
+            v: SandboxRecord::VERSION,
+            spec: spec.clone(),
+            state: SandboxState::Scheduled,
+            node: Some(node.clone()),
+            created_at_ms: now,
+            started_at_ms: 0,
+            ended_at_ms: 0,
+            expires_at_ms,
+            termination_reason: String::new(),
+        };
+        let revision = match records::create(self.store.as_ref(), &record).await {
+            Ok(rev) => rev,
+            Err(e) => {
+                self.view.forget(&spec.id);
+                return Err(e);
+            }
+        };
+        self.view.apply_record(&record, revision);
+        let id = spec.id.clone();
+        let work = |reply_to| Work::Create { spec, reply_to };
+        let reply = match self.dispatch.send_work_and_wait(&node, &id, work, &format!("{id}.create")).await {
+            Ok(rx) => tokio::time::timeout(self.config.create_timeout(), rx).await,
+            Err(e) => {
+                self.fail(&record.spec.tenant, &id, &format!("could not queue the sandbox for node {node}: {e}")).await;
+                return Err(e);
+            }
+        };
+        match reply {
+            Ok(Ok(reply)) => {
+                let known = Versioned { record, revision };
+                match self.apply_reply(reply, Some(known)).await? {
+                    Some(v) if v.record.state == SandboxState::Running => Ok(v.record),
+                    Some(v) => Err(ApiError::FailedPrecondition(format!(
+                        "sandbox {id} failed to start on node {node}: {}",
+                        v.record.termination_reason
+                    ))),
+                    None => Err(ApiError::FailedPrecondition(format!("sandbox {id} ended while starting"))),
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                self.dispatch.cancel_wait(&id);
+                let why = format!(
+                    "agent on node {node} did not report the sandbox ready within {:?}",
+                    self.config.create_timeout()
+                );
+                self.fail(&record.spec.tenant, &id, &why).await;
+                Err(ApiError::Timeout(why))
+            }
+        }
+    }
+
+    /// Marks a sandbox FAILED and asks its agent to clean up; errors are logged (the agent's
+    /// garbage collection reaps what is left).
+    async fn fail(&self, tenant: &TenantId, id: &SandboxId, why: &str) {
+        if let Err(e) = self.end(tenant, id, SandboxState::Failed, why).await {
+            tracing::warn!(sandbox_id = %id, error = %e, "could not mark the sandbox failed");
+        }
+    }
+
+    /// Applies an agent's report about a work item. Returns the updated record, if any changed.
+    pub async fn apply_reply(&self, reply: WorkReply, known: Option<Versioned>) -> ApiResult<Option<Versioned>> {
+        let (id, node, outcome) = match reply {
+            WorkReply::Created { sandbox, node } => (sandbox, node, Ok(())),
+            WorkReply::CreateFailed { sandbox, node, error } => (sandbox, node, Err(error)),
+            WorkReply::Destroyed { sandbox, node } => {
+                tracing::debug!(sandbox_id = %sandbox, node = %node, "agent destroyed sandbox");
+                return Ok(None);
+            }
+        };
+        let tenant = match (&known, self.view.sandbox(&id)) {
+            (Some(v), _) => v.record.spec.tenant.clone(),
+            (None, Some(p)) => p.tenant,
+            (None, None) => {
+                tracing::info!(sandbox_id = %id, node = %node, "agent reported a sandbox that is no longer live; destroying it");
+                self.send_destroy(&node, &id).await;
+                return Ok(None);
+            }
+        };
+        let updated = match outcome {
+            Ok(()) => records::transition(&self.store, &tenant, &id, known, SandboxState::Running, |_| {}).await?,
+            Err(error) => {
+                let reason = format!("failed to start on node {node}: {error}");
+                records::transition(&self.store, &tenant, &id, known, SandboxState::Failed, |r| {
+                    r.termination_reason = reason.clone()
+                })
+                .await?
+            }
+        };
+        match &updated {
+            Some(v) => self.view.apply_record(&v.record, v.revision),
+            None => self.send_destroy(&node, &id).await,
+        }
+        Ok(updated)
+    }
+
+    pub async fn get(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<SandboxRecord> {
+        let v = records::get(self.store.as_ref(), tenant, id).await?;
+        Ok(v.record)
+    }
+
+    pub async fn get_by_name(&self, tenant: &TenantId, name: &SandboxName) -> ApiResult<SandboxRecord> {
+        let id = records::id_by_name(self.store.as_ref(), tenant, name).await?;
+        self.get(tenant, &id).await
+    }
+
+    /// One page of the tenant's sandboxes in id order, and the token of the next page.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        filter: &ListFilter,
+        page_size: usize,
+        after: Option<SandboxId>,
+    ) -> ApiResult<(Vec<SandboxRecord>, Option<SandboxId>)> {
+        let prefix = TenantSandboxesPrefix(tenant).to_string();
+        let mut cursor = after.map(|id| format!("{prefix}{id}"));
+        let mut out = Vec::with_capacity(page_size);
+        let mut scanned = 0;
+        loop {
+            let page = self.store.range(&prefix, cursor.as_deref(), page_size.max(100)).await?;
+            for kv in &page.kvs {
+                scanned += 1;
+                cursor = Some(kv.key.clone());
+                let record: SandboxRecord = store::decode(kv)?;
+                if filter.matches(&record) {
+                    out.push(record);
+                    if out.len() == page_size {
+                        let more = page.more || !std::ptr::eq(kv, page.kvs.last().unwrap_or(kv));
+                        return Ok((out, more.then(|| last_id(&cursor)).flatten()));
+                    }
+                }
+            }
+            if !page.more {
+                return Ok((out, None));
+            }
+            if scanned >= LIST_SCAN_LIMIT {
+                return Ok((out, last_id(&cursor)));
+            }
+        }
+    }
+
+    /// Ends a live sandbox in `to` (STOPPED, EXPIRED, FAILED, LOST) and tells its agent to tear
+    /// it down. The record is durable before the agent works; an already-ended sandbox is returned
+    /// unchanged.
+    pub async fn end(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        to: SandboxState,
+        reason: &str,
+    ) -> ApiResult<SandboxRecord> {
+        let updated = records::transition(&self.store, tenant, id, None, to, |r| {
+            r.termination_reason = reason.to_owned();
+        })
+        .await?;
+        let Some(v) = updated else {
+            return self.get(tenant, id).await;
+        };
+        self.view.apply_record(&v.record, v.revision);
+        if to != SandboxState::Lost
+            && let Some(node) = &v.record.node
+        {
+            self.send_destroy(node, id).await;
+        }
+        Ok(v.record)
+    }
+
+    async fn send_destroy(&self, node: &NodeId, id: &SandboxId) {
+        let work = |reply_to| Work::Destroy { sandbox: id.clone(), reply_to };
+        if let Err(e) = self.dispatch.send_work(node, work, &format!("{id}.destroy")).await {
+            tracing::warn!(sandbox_id = %id, node = %node, error = %e, "could not queue destroy; the agent's GC will reap it");
+        }
+    }
+
+    /// The node of a RUNNING sandbox of `tenant`; other tenants' sandboxes are NOT_FOUND.
+    pub async fn locate(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<NodeId> {
+        if let Some(p) = self.view.sandbox(id)
+            && &p.tenant == tenant
+            && p.state == SandboxState::Running
+        {
+            return Ok(p.node);
+        }
+        let record = self.get(tenant, id).await?;
+        match (record.state, record.node) {
+            (SandboxState::Running, Some(node)) => Ok(node),
+            (state, _) => Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING"))),
+        }
+    }
+}
+
+fn last_id(cursor: &Option<String>) -> Option<SandboxId> {
+    cursor.as_deref().and_then(|k| k.rsplit('/').next()).and_then(|s| SandboxId::parse(s).ok())
+}

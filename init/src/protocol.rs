@@ -1,0 +1,179 @@
+//! The agent ⇄ init wire protocol: [`Request`]s go to the init on its stdin, [`Event`]s come back on
+//! its stdout. Every message is one frame: `[u32 little-endian length][postcard bytes]`, at most
+//! [`MAX_FRAME`] bytes of payload.
+//!
+//! Exchange: the init sends [`Event::Ready`] once it runs. For each [`Request::Spawn`] it answers
+//! exactly one of `Started` or `SpawnFailed`; after `Started` come any number of `Stdout`/`Stderr`
+//! chunks (in the order the process wrote them, per stream) and then exactly one `Exited`, which is
+//! the last event for that id. [`Request::Kill`] for an unknown or finished id is ignored.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Largest payload of one frame.
+pub const MAX_FRAME: usize = 1024 * 1024;
+
+/// Size of the length prefix.
+pub const HEADER: usize = 4;
+
+/// What the agent asks of the init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Spawn(SpawnRequest),
+    /// SIGKILL the exec's whole process tree (its process group and session).
+    Kill { id: u64 },
+}
+
+/// Starts one command in its own session. The environment is exactly `env` (nothing inherited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    pub id: u64,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    /// Written to the process's stdin, which is then closed; empty means `/dev/null`.
+    #[serde(with = "serde_bytes")]
+    pub stdin: Vec<u8>,
+    /// 0 means no timeout.
+    pub timeout_ms: u64,
+    /// Per stream; output beyond it is read and discarded and the exit marked `truncated`.
+    pub max_output_bytes: u64,
+}
+
+/// Why a spawn failed; the agent maps it to an exit code (127, 126) or an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpawnErrorKind {
+    /// The program does not exist (shell convention: exit code 127).
+    NotFound,
+    /// The program exists but cannot be executed (shell convention: exit code 126).
+    NotExecutable,
+    /// The working directory does not exist or is not a directory.
+    BadCwd,
+    /// The request itself is malformed (empty argv, NUL bytes).
+    BadRequest,
+    /// The system refused (fork failed: pids limit, memory).
+    Resources,
+}
+
+/// What the init reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Ready,
+    /// `pid` is the process id inside the sandbox's pid namespace.
+    Started { id: u64, pid: u32 },
+    SpawnFailed { id: u64, kind: SpawnErrorKind, error: String },
+    Stdout { id: u64, #[serde(with = "serde_bytes")] data: Vec<u8> },
+    Stderr { id: u64, #[serde(with = "serde_bytes")] data: Vec<u8> },
+    Exited(Exited),
+}
+
+/// How an exec ended. `exit_code` is -1 when a signal ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exited {
+    pub id: u64,
+    pub exit_code: i32,
+    pub signal: i32,
+    pub timed_out: bool,
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+/// A frame that cannot be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME} byte limit")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes `msg` as one frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = postcard::to_extend(msg, vec![0u8; HEADER])?;
+    let len = out.len() - HEADER;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    out[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes one frame payload (without the length prefix).
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+/// Reads the payload length from a frame header, refusing oversized frames.
+pub fn payload_len(header: [u8; HEADER]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Splits a byte stream into frames, for readers that receive bytes in arbitrary pieces.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one has arrived.
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let Some(header) = self.buf.first_chunk::<HEADER>() else {
+            return Ok(None);
+        };
+        let len = payload_len(*header)?;
+        if self.buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        let msg = decode(&self.buf[HEADER..HEADER + len]);
+        self.buf.drain(..HEADER + len);
+        if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+        msg.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_the_decoder_in_pieces() {
+        let spawn = Request::Spawn(SpawnRequest {
+            id: 7,
+            argv: vec!["/bin/echo".into(), "hi".into()],
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            cwd: "/workspace".into(),
+            stdin: b"input".to_vec(),
+            timeout_ms: 1000,
+            max_output_bytes: 10,
+        });
+        let mut bytes = encode(&spawn).unwrap();
+        bytes.extend(encode(&Request::Kill { id: 7 }).unwrap());
+        let mut dec = FrameDecoder::default();
+        let mut got = Vec::new();
+        for b in bytes.chunks(3) {
+            dec.push(b);
+            while let Some(m) = dec.next_frame::<Request>().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, vec![spawn, Request::Kill { id: 7 }]);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let big = Event::Stdout { id: 1, data: vec![0; MAX_FRAME + 1] };
+        assert!(matches!(encode(&big), Err(FrameError::TooLarge(_))));
+        let mut dec = FrameDecoder::default();
+        dec.push(&(MAX_FRAME as u32 + 1).to_le_bytes());
+        assert!(matches!(dec.next_frame::<Event>(), Err(FrameError::TooLarge(_))));
+    }
+}
