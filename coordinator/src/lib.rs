@@ -55,7 +55,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError> {
     config.validate().map_err(CoordinatorError::Config)?;
-    let max_message = config.max_file_bytes as usize + 1024 * 1024;
+    // Room for a Write of up to twice the file limit, so oversize files get a clear INVALID_ARGUMENT.
+    let max_message = 2 * config.max_file_bytes as usize + 1024 * 1024;
     let view = ClusterView::default();
     let _view_task = OwnedTask::spawn("coordinator.cluster_view", view.clone().follow(store.clone()));
     let (dispatch, unclaimed) = Dispatcher::start(bus).await?;

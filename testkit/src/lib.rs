@@ -3,9 +3,11 @@
 //!
 //! A missing service binary is an error that says how to install it, never a skipped test.
 //!
+//! - [`corral`] — `corral dev` and whole clusters as separate processes
 //! - [`etcd`] — [`etcd::EtcdServer`]
 //! - [`nats`] — [`nats::NatsServer`]
 
+pub mod corral;
 pub mod etcd;
 pub mod nats;
 

@@ -149,6 +149,18 @@ impl BwrapRuntime {
     }
 }
 
+impl Drop for BwrapRuntime {
+    /// Kills and removes sandboxes that were not destroyed (blocking briefly), and this runtime's
+    /// cgroup subtree once empty.
+    fn drop(&mut self) {
+        let cells: Vec<_> = self.map().drain().map(|(_, c)| c).collect();
+        for sandbox in cells.iter().filter_map(|c| c.get()) {
+            sandbox.teardown_blocking();
+        }
+        self.cgroups.remove_bases();
+    }
+}
+
 /// A stable name for this agent's cgroup subtree, derived from its state directory (FNV-1a).
 fn instance_name(state_dir: &Path) -> String {
     let hash = state_dir

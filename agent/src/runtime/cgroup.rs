@@ -104,23 +104,23 @@ impl Cgroups {
         }
     }
 
-    /// Creates the sandbox's cgroups and writes its limits.
+    /// Removes this agent's (empty) subtree directories.
+    pub fn remove_bases(&self) {
+        for h in &self.hierarchies {
+            let _ = std::fs::remove_dir(&h.base);
+        }
+    }
+
+    /// Creates the sandbox's cgroups and writes its limits (removing them again on failure).
     pub fn create(&self, id: &SandboxId, limits: &Limits) -> io::Result<SandboxCgroup> {
         let mut cg = SandboxCgroup { dirs: Vec::new(), memory: None };
-        for h in &self.hierarchies {
-            let dir = h.base.join(id.as_str());
-            match std::fs::create_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(ctx(&dir, e)),
-                _ => cg.dirs.push((dir.clone(), h.v2)),
-            }
-            for c in &h.controllers {
-                apply_limit(&dir, *c, h.v2, limits)?;
-            }
-            if h.controllers.contains(&Controller::Memory) {
-                cg.memory = Some(dir.join(if h.v2 { "memory.current" } else { "memory.usage_in_bytes" }));
+        match self.hierarchies.iter().try_for_each(|h| cg.add(h, id, limits)) {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                cg.remove();
+                Err(e)
             }
         }
-        Ok(cg)
     }
 }
 
@@ -160,6 +160,19 @@ pub struct SandboxCgroup {
 }
 
 impl SandboxCgroup {
+    fn add(&mut self, h: &Hierarchy, id: &SandboxId, limits: &Limits) -> io::Result<()> {
+        let dir = h.base.join(id.as_str());
+        std::fs::create_dir_all(&dir).map_err(|e| ctx(&dir, e))?;
+        self.dirs.push((dir.clone(), h.v2));
+        for c in &h.controllers {
+            apply_limit(&dir, *c, h.v2, limits)?;
+        }
+        if h.controllers.contains(&Controller::Memory) {
+            self.memory = Some(dir.join(if h.v2 { "memory.current" } else { "memory.usage_in_bytes" }));
+        }
+        Ok(())
+    }
+
     /// Opens each `cgroup.procs` for writing, for [`join_hook`].
     pub fn procs_files(&self) -> io::Result<Vec<OwnedFd>> {
         let open = |dir: &PathBuf| {

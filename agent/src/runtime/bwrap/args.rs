@@ -76,7 +76,9 @@ pub fn bwrap_args(config: &BwrapConfig, spec: &SandboxSpec, sandbox_dir: &Path) 
     push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
     push(&[&"--bind", &sandbox_dir.join("workspace"), &"/workspace"]);
     push(&[&"--bind", &sandbox_dir.join("tmp"), &"/tmp"]);
-    push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX, &"--chdir", &"/workspace"]);
+    push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX]);
+    // The root tmpfs (and so `/etc`) becomes read-only once every mount point exists.
+    push(&[&"--remount-ro", &"/", &"--chdir", &"/workspace"]);
     push(&[&"--setenv", &"PATH", &SANDBOX_PATH, &"--setenv", &"HOME", &SANDBOX_HOME]);
     push(&[&"--setenv", &"LANG", &SANDBOX_LANG, &INIT_IN_SANDBOX]);
     a

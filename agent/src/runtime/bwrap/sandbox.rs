@@ -132,6 +132,22 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Best-effort synchronous teardown for when the runtime is dropped without destroying.
+    pub fn teardown_blocking(&self) {
+        if let Ok(mut child) = self.child.try_lock()
+            && let Some(child) = child.as_mut()
+        {
+            let _ = child.start_kill();
+        }
+        self.conn.close();
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all();
+        }
+        cleanup(&self.dir, self.cgroup.as_ref());
+    }
+}
+
 /// Creates the sandbox directories and cgroups.
 fn prepare(dir: &Path, cgroups: &Cgroups, spec: &SandboxSpec) -> io::Result<Option<SandboxCgroup>> {
     std::fs::create_dir_all(dir.join("workspace"))?;

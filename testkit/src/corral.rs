@@ -1,0 +1,175 @@
+//! Corral's own processes for end-to-end tests and benchmarks: `corral dev`, and a cluster of
+//! nats-server + etcd + one coordinator + N agents, each a separate OS process on free ports.
+//! Everything is killed by PID when the handle drops.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::etcd::EtcdServer;
+use crate::nats::NatsServer;
+use crate::{free_port, wait_for_port};
+
+/// The `corral` binary of this build (target/<profile>/corral), which must have been built
+/// (`cargo build --workspace --bins`).
+pub fn corral_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("corral");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("the corral binary was not found next to {}; run `cargo build --workspace --bins` first", exe.display())
+}
+
+/// A child process killed (SIGTERM, then SIGKILL after `grace`) when dropped; its log is kept.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Self { name: name.to_owned(), child: Some(child), log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `kill -9`, and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut c) = self.child.take() else { return };
+        // SAFETY: sending a signal to a child we own and have not reaped.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The last `bytes` of the process's log.
+    pub fn log_tail(&self, bytes: usize) -> String {
+        let s = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&s[s.len().saturating_sub(bytes)..]).into_owned()
+    }
+
+    /// Resident memory (VmRSS) and its peak (VmHWM) in KiB.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+fn wait_listening(p: &mut Proc, port: u16) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if !p.is_running() {
+            bail!("{} exited during start-up; log:\n{}", p.name, p.log_tail(4000));
+        }
+        if wait_for_port(port, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("{} did not listen on port {port}; log:\n{}", p.name, p.log_tail(4000))
+}
+
+/// `corral dev` on a free port with its own state dir.
+pub struct DevServer {
+    pub proc: Proc,
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl DevServer {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let mut cmd = Command::new(corral_binary()?);
+        cmd.args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"]).arg(dir.path().join("state"));
+        cmd.env("CORRAL_TELEMETRY__LOG", "info");
+        let mut proc = Proc::spawn("corral dev", cmd, dir.path().join("dev.log"))?;
+        wait_listening(&mut proc, port)?;
+        Ok(Self { proc, endpoint: format!("http://127.0.0.1:{port}"), dir })
+    }
+}
+
+/// nats-server + etcd + one coordinator + agents `a1..aN`, all separate processes.
+pub struct Cluster {
+    pub agents: Vec<Proc>,
+    pub coordinator: Proc,
+    pub endpoint: String,
+    pub nats: NatsServer,
+    pub etcd: EtcdServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(agents: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let etcd = EtcdServer::start()?;
+        let nats = NatsServer::start()?;
+        let bin = corral_binary()?;
+        let port = free_port();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--etcd", &etcd.endpoint()]);
+        cmd.args(["--nats", &nats.url()]);
+        let mut coordinator = Proc::spawn("coordinator", cmd, dir.path().join("coordinator.log"))?;
+        wait_listening(&mut coordinator, port)?;
+        let mut cluster =
+            Self { agents: Vec::new(), coordinator, endpoint: format!("http://127.0.0.1:{port}"), nats, etcd, dir };
+        for i in 1..=agents {
+            cluster.agents.push(cluster.spawn_agent(i)?);
+        }
+        Ok(cluster)
+    }
+
+    /// Node id of agent `i` (1-based).
+    pub fn node_id(i: usize) -> String {
+        format!("a{i}")
+    }
+
+    fn spawn_agent(&self, i: usize) -> anyhow::Result<Proc> {
+        let node = Self::node_id(i);
+        let mut cmd = Command::new(corral_binary()?);
+        cmd.args(["agent", "--node-id", &node, "--etcd", &self.etcd.endpoint(), "--nats", &self.nats.url()]);
+        cmd.arg("--state-dir").arg(self.dir.path().join(&node));
+        Proc::spawn(&format!("agent {node}"), cmd, self.dir.path().join(format!("{node}.log")))
+    }
+}

@@ -1,0 +1,87 @@
+//! The end-to-end scenarios against a real cluster: nats-server + etcd + coordinator + 2 agents,
+//! each a separate process; plus node loss (`kill -9` of an agent).
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use corral_client::v1 as pb;
+use corral_e2e::*;
+
+async fn cluster() -> anyhow::Result<(Cluster, corral_client::Client)> {
+    let cluster = Cluster::start(2)?;
+    let client = ready_client(&cluster.endpoint).await?;
+    Ok((cluster, client))
+}
+
+fn logs(c: &Cluster) -> String {
+    let mut s = format!("--- coordinator:\n{}", c.coordinator.log_tail(4000));
+    for a in &c.agents {
+        s += &format!("\n--- {}:\n{}", a.name, a.log_tail(3000));
+    }
+    s
+}
+
+macro_rules! cluster_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> anyhow::Result<()> {
+            let (cluster, client) = cluster().await?;
+            let result = corral_e2e::$name(&client).await;
+            if result.is_err() {
+                eprintln!("{}", logs(&cluster));
+            }
+            result
+        }
+    };
+}
+
+cluster_test!(lifecycle);
+cluster_test!(exec);
+cluster_test!(background_server);
+cluster_test!(files);
+cluster_test!(bad_input);
+cluster_test!(ttl_expiry);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_output_keeps_agent_memory_bounded() -> anyhow::Result<()> {
+    let (cluster, client) = cluster().await?;
+    huge_output(&client).await?;
+    for a in &cluster.agents {
+        let (rss, peak) = a.memory_kib().ok_or_else(|| anyhow::anyhow!("no memory figures for {}", a.name))?;
+        ensure!(peak < 200 * 1024, "{} peaked at {peak} KiB (rss {rss} KiB) for 200 MB of output", a.name);
+    }
+    Ok(())
+}
+
+/// `kill -9` of one agent: its sandboxes become LOST within 15 s, the other agent keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_sandboxes_become_lost() -> anyhow::Result<()> {
+    let (mut cluster, client) = cluster().await?;
+    let mut by_node: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for _ in 0..8 {
+        let s = client.create(Default::default()).await?;
+        by_node.entry(s.node_id.clone()).or_default().push(s.id);
+    }
+    ensure!(by_node.len() == 2, "placement used {} nodes for 8 sandboxes: {by_node:?}", by_node.len());
+    let victim = Cluster::node_id(1);
+    let survivors = by_node[&Cluster::node_id(2)].clone();
+    cluster.agents[0].kill9();
+    let killed_at = Instant::now();
+    for id in &by_node[&victim] {
+        let s = wait_state(&client, id, pb::SandboxState::Lost, Duration::from_secs(15)).await;
+        if s.is_err() {
+            eprintln!("{}", logs(&cluster));
+        }
+        let s = s?;
+        ensure!(s.termination_reason.contains(&victim), "reason {:?}", s.termination_reason);
+    }
+    eprintln!("sandboxes of the killed agent were LOST after {:?}", killed_at.elapsed());
+    for id in &survivors {
+        let out = client.run_argv(id, &["echo", "alive"]).await?;
+        ensure!(out.stdout == b"alive\n", "survivor {id}: {out:?}");
+    }
+    let fresh = client.create(Default::default()).await?;
+    ensure!(fresh.node_id == Cluster::node_id(2), "new sandbox placed on {}", fresh.node_id);
+    ensure!(client.run_argv(&fresh.id, &["true"]).await?.exit_code == 0);
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The end-to-end scenarios against `corral dev` (one process, embedded store and bus).
+
+use corral_e2e::*;
+
+async fn dev() -> anyhow::Result<(DevServer, corral_client::Client)> {
+    let server = DevServer::start()?;
+    let client = ready_client(&server.endpoint).await?;
+    Ok((server, client))
+}
+
+macro_rules! dev_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> anyhow::Result<()> {
+            let (server, client) = dev().await?;
+            let result = corral_e2e::$name(&client).await;
+            if result.is_err() {
+                eprintln!("--- corral dev log:\n{}", server.proc.log_tail(6000));
+            }
+            result
+        }
+    };
+}
+
+dev_test!(lifecycle);
+dev_test!(exec);
+dev_test!(background_server);
+dev_test!(files);
+dev_test!(bad_input);
+dev_test!(ttl_expiry);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_output_keeps_memory_bounded() -> anyhow::Result<()> {
+    let (server, client) = dev().await?;
+    huge_output(&client).await?;
+    let (rss, peak) = server.proc.memory_kib().ok_or_else(|| anyhow::anyhow!("no memory figures"))?;
+    anyhow::ensure!(peak < 400 * 1024, "corral dev peaked at {peak} KiB (rss {rss} KiB) for 200 MB of output");
+    Ok(())
+}
