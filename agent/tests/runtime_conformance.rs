@@ -568,6 +568,9 @@ async fn zz_measure() {
     if let Some(p) = std::env::var_os("INIT") {
         config.init_path = p.into();
     }
+    if std::env::var_os("CG_OFF").is_some() {
+        config.cgroup = corral_agent::runtime::cgroup::CgroupMode::Off;
+    }
     let rt = BwrapRuntime::new(config).unwrap();
     let mut times = Vec::new();
     for _ in 0..200 {

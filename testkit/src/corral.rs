@@ -84,9 +84,8 @@ impl Proc {
     /// Resident memory (VmRSS) and its peak (VmHWM) in KiB.
     pub fn memory_kib(&self) -> Option<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let field = |name: &str| {
-            status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok()
-        };
+        let field =
+            |name: &str| status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok();
         Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 }

@@ -132,7 +132,8 @@ pub async fn lifecycle(c: &Client) -> anyhow::Result<()> {
 
 /// argv and shell, env, cwd, stdin, exit codes, streaming order, timeouts.
 pub async fn exec(c: &Client) -> anyhow::Result<()> {
-    let req = pb::CreateSandboxRequest { env: [("FROM_SANDBOX".to_owned(), "s1".to_owned())].into(), ..Default::default() };
+    let req =
+        pb::CreateSandboxRequest { env: [("FROM_SANDBOX".to_owned(), "s1".to_owned())].into(), ..Default::default() };
     let s = c.create(req).await?;
     let out = c.run_argv(&s.id, &["echo", "hello", "world"]).await?;
     ensure!(out.stdout == b"hello world\n" && out.exit_code == 0, "{out:?}");
@@ -148,9 +149,13 @@ pub async fn exec(c: &Client) -> anyhow::Result<()> {
     ensure!(out.stdout == b"s1 e1 /tmp /workspace\npiped input", "{:?}", String::from_utf8_lossy(&out.stdout));
     let env = c.run_argv(&s.id, &["env"]).await?;
     let env = String::from_utf8_lossy(&env.stdout);
-    ensure!(!env.contains("CARGO") && !env.contains("CORRAL_") && !env.contains("PYENV"), "host environment leaked: {env}");
+    ensure!(
+        !env.contains("CARGO") && !env.contains("CORRAL_") && !env.contains("PYENV"),
+        "host environment leaked: {env}"
+    );
 
-    let mut stream = Box::pin(c.run_stream(shell(&s.id, "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done")).await?);
+    let mut stream =
+        Box::pin(c.run_stream(shell(&s.id, "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done")).await?);
     let (mut so, mut se, mut exit) = (Vec::new(), Vec::new(), None);
     while let Some(ev) = stream.next().await {
         match ev? {
@@ -231,9 +236,21 @@ pub async fn bad_input(c: &Client) -> anyhow::Result<()> {
     let s = c.create(Default::default()).await?;
     let empty = pb::ExecRequest { sandbox_id: s.id.clone(), ..Default::default() };
     expect_err(c.run(empty).await, Code::InvalidArgument, "argv")?;
-    expect_err(c.run(pb::ExecRequest { timeout_seconds: -1.0, ..shell(&s.id, "true") }).await, Code::InvalidArgument, "timeout_seconds")?;
-    expect_err(c.run(pb::ExecRequest { stdin: vec![0; 300_000], ..shell(&s.id, "true") }).await, Code::InvalidArgument, "stdin")?;
-    expect_err(c.run(pb::ExecRequest { cwd: "/etc".into(), ..shell(&s.id, "true") }).await, Code::InvalidArgument, "cwd")?;
+    expect_err(
+        c.run(pb::ExecRequest { timeout_seconds: -1.0, ..shell(&s.id, "true") }).await,
+        Code::InvalidArgument,
+        "timeout_seconds",
+    )?;
+    expect_err(
+        c.run(pb::ExecRequest { stdin: vec![0; 300_000], ..shell(&s.id, "true") }).await,
+        Code::InvalidArgument,
+        "stdin",
+    )?;
+    expect_err(
+        c.run(pb::ExecRequest { cwd: "/etc".into(), ..shell(&s.id, "true") }).await,
+        Code::InvalidArgument,
+        "cwd",
+    )?;
     expect_err(c.read_file(&s.id, "../etc/passwd").await, Code::InvalidArgument, "path")?;
     expect_err(c.read_file(&s.id, "/workspace/../../etc/passwd").await, Code::InvalidArgument, "path")?;
     let abs = c.read_file(&s.id, "/etc/passwd").await;
@@ -243,7 +260,9 @@ pub async fn bad_input(c: &Client) -> anyhow::Result<()> {
     let oversize = vec![0u8; 65 * 1024 * 1024];
     expect_err(c.write_file(&s.id, "/workspace/huge", oversize, 0).await, Code::InvalidArgument, "data")?;
 
-    let link = c.run_shell(&s.id, "ln -s /etc/shadow /workspace/evil && ln -s /etc /workspace/etc && mkfifo /workspace/fifo").await?;
+    let link = c
+        .run_shell(&s.id, "ln -s /etc/shadow /workspace/evil && ln -s /etc /workspace/etc && mkfifo /workspace/fifo")
+        .await?;
     ensure!(link.exit_code == 0, "{link:?}");
     expect_err(c.read_file(&s.id, "/workspace/evil").await, Code::PermissionDenied, "evil")?;
     expect_err(c.read_file(&s.id, "/workspace/etc/passwd").await, Code::PermissionDenied, "etc")?;

@@ -104,11 +104,7 @@ impl BwrapRuntime {
         let sandboxes_dir = config.state_dir.join("sandboxes");
         let state_err = |e| RuntimeError::io(format!("state directory {}", config.state_dir.display()), e);
         std::fs::create_dir_all(&sandboxes_dir).map_err(state_err)?;
-        let etc = config.state_dir.join("etc");
-        std::fs::create_dir_all(&etc).map_err(state_err)?;
-        for (name, contents) in args::etc_files(config.sandbox_uid, config.sandbox_gid) {
-            std::fs::write(etc.join(name), contents).map_err(state_err)?;
-        }
+        args::prepare_etc(&config).map_err(|e| RuntimeError::io("preparing the sandbox /etc", e))?;
         let canonical = config.state_dir.canonicalize().map_err(state_err)?;
         let cgroups = Cgroups::setup(config.cgroup, &instance_name(&canonical));
         cgroups.reap_leftovers();

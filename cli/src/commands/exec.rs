@@ -18,9 +18,6 @@ pub struct CommandOpts {
     /// Seconds before the command's whole process tree is killed [default: server's, 300].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Extra environment, KEY=VALUE (repeatable).
-    #[arg(long = "env", short = 'e', value_parser = key_value, value_name = "KEY=VALUE")]
-    pub env: Vec<(String, String)>,
     /// Working directory inside the sandbox.
     #[arg(long)]
     pub cwd: Option<String>,
@@ -39,6 +36,9 @@ pub struct CommandOpts {
 pub struct ExecArgs {
     /// Sandbox id.
     pub id: String,
+    /// Extra environment for this command, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = key_value, value_name = "KEY=VALUE")]
+    pub env: Vec<(String, String)>,
     #[command(flatten)]
     pub cmd: CommandOpts,
 }
@@ -51,7 +51,7 @@ pub struct RunArgs {
     pub cmd: CommandOpts,
 }
 
-fn request(id: &str, cmd: &CommandOpts) -> anyhow::Result<pb::ExecRequest> {
+fn request(id: &str, cmd: &CommandOpts, env: &[(String, String)]) -> anyhow::Result<pb::ExecRequest> {
     let mut stdin = Vec::new();
     if cmd.stdin {
         std::io::stdin().read_to_end(&mut stdin)?;
@@ -62,7 +62,7 @@ fn request(id: &str, cmd: &CommandOpts) -> anyhow::Result<pb::ExecRequest> {
         sandbox_id: id.to_owned(),
         argv,
         shell,
-        env: cmd.env.iter().cloned().collect(),
+        env: env.iter().cloned().collect(),
         cwd: cmd.cwd.clone().unwrap_or_default(),
         timeout_seconds: cmd.timeout.unwrap_or(0.0),
         stdin,
@@ -118,13 +118,14 @@ async fn stream(client: &Client, req: pb::ExecRequest, out: Format) -> anyhow::R
 
 pub async fn exec(endpoint: &str, out: Format, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let client = connect(endpoint).await?;
-    stream(&client, request(&args.id, &args.cmd)?, out).await
+    stream(&client, request(&args.id, &args.cmd, &args.env)?, out).await
 }
 
 pub async fn run(endpoint: &str, out: Format, args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = connect(endpoint).await?;
     let sandbox = client.create(args.create.request()).await?;
-    let result = match request(&sandbox.id, &args.cmd) {
+    // The sandbox's environment (--env) applies to the command.
+    let result = match request(&sandbox.id, &args.cmd, &[]) {
         Ok(req) => stream(&client, req, out).await,
         Err(e) => Err(e),
     };

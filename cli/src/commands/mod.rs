@@ -178,3 +178,13 @@ pub fn key_value(s: &str) -> Result<(String, String), String> {
 pub async fn connect(endpoint: &str) -> anyhow::Result<corral_client::Client> {
     Ok(corral_client::Client::connect(endpoint).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,108 @@
+//! The `corral` binary itself: help, the layered configuration, and exit codes of `exec`/`run`.
+
+use std::process::Command;
+
+use anyhow::ensure;
+use corral_e2e::*;
+use corral_testkit::corral::corral_binary;
+
+fn corral(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new(corral_binary()?).args(args).env_remove("CORRAL_ENDPOINT").output()?)
+}
+
+#[test]
+fn help_lists_the_commands() -> anyhow::Result<()> {
+    let out = corral(&["--help"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["dev", "coordinator", "agent", "sandbox", "exec", "run", "files", "demo"] {
+        ensure!(text.contains(cmd), "--help does not mention {cmd}: {text}");
+    }
+    ensure!(out.status.success());
+    Ok(())
+}
+
+#[test]
+fn dump_config_shows_every_layer() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("corral.toml");
+    std::fs::write(&file, "[agent]\nmax_sandboxes = 7\nnode_id = \"from-file\"\n[coordinator]\ndefault_cpus = 2.0\n")?;
+    let out = Command::new(corral_binary()?)
+        .args(["--config", file.to_str().unwrap_or_default(), "agent", "--node-id", "from-flag", "--dump-config"])
+        .env("CORRAL_COORDINATOR__DEFAULT_CPUS", "3.0")
+        .env("CORRAL_STORE__ENDPOINTS", "[http://10.0.0.1:2379]")
+        .output()?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(v["agent"]["max_sandboxes"] == 7, "file layer: {v}");
+    ensure!(v["agent"]["node_id"] == "from-flag", "flag beats file: {v}");
+    ensure!(v["coordinator"]["default_cpus"] == 3.0, "env beats file: {v}");
+    ensure!(v["store"]["endpoints"][0] == "http://10.0.0.1:2379", "env list: {v}");
+
+    let bad = Command::new(corral_binary()?)
+        .args(["--dump-config", "dev"])
+        .env("CORRAL_AGENT__HEARTBEAT_SECONDS", "99")
+        .output()?;
+    ensure!(!bad.status.success(), "an invalid setting must be refused");
+    ensure!(
+        String::from_utf8_lossy(&bad.stderr).contains("heartbeat_seconds"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_exec_exit_with_the_command_status() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let client = ready_client(&server.endpoint).await?;
+    let ep = server.endpoint.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        corral(&["--endpoint", &ep, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"])
+    })
+    .await??;
+    ensure!(run.status.code() == Some(7), "run exit status {:?}", run.status);
+    ensure!(run.stdout == b"out\n" && run.stderr == b"err\n", "{run:?}");
+
+    let s = client.create(Default::default()).await?;
+    let (ep, id) = (server.endpoint.clone(), s.id.clone());
+    let exec = tokio::task::spawn_blocking(move || {
+        corral(&["--endpoint", &ep, "exec", &id, "--timeout", "0.3", "--", "sleep", "5"])
+    })
+    .await??;
+    ensure!(exec.status.code() == Some(124), "a timed-out command exits 124, got {:?}", exec.status);
+    let (ep, id) = (server.endpoint.clone(), s.id.clone());
+    let json = tokio::task::spawn_blocking(move || corral(&["--endpoint", &ep, "-o", "json", "sandbox", "get", &id]))
+        .await??;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    ensure!(v["state"] == "RUNNING" && v["id"] == s.id.as_str(), "{v}");
+    let listed = client.list(Default::default()).await?;
+    ensure!(
+        listed.sandboxes.iter().all(|x| x.id == s.id || state(x) != corral_client::v1::SandboxState::Running),
+        "run left a sandbox running"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())?.connect().await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let req = tonic_health::pb::HealthCheckRequest { service: "corral.v1.Sandboxes".into() };
+    let status = health.check(req).await?.into_inner().status;
+    ensure!(status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "status {status}");
+    let mut reflection = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let ask = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = reflection.server_reflection_info(futures::stream::iter([ask])).await?.into_inner();
+    let first = answers.message().await?.ok_or_else(|| anyhow::anyhow!("no reflection answer"))?;
+    let listed = format!("{first:?}");
+    for svc in ["corral.v1.Sandboxes", "corral.v1.Exec", "corral.v1.Files"] {
+        ensure!(listed.contains(svc), "reflection does not list {svc}: {listed}");
+    }
+    Ok(())
+}
