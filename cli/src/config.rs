@@ -167,4 +167,18 @@ mod tests {
         assert!(err.contains("heartbeat_seconds"), "{err}");
         assert!(load(Config::default(), Some(Path::new("/nonexistent.toml")), serde_json::json!({})).is_err());
     }
+
+    /// docs/CONFIGURATION.md must document every key the loader knows.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/CONFIGURATION.md");
+        let tree = serde_json::to_value(Config::default()).unwrap();
+        for (section, keys) in tree.as_object().unwrap() {
+            for key in keys.as_object().unwrap().keys() {
+                let short = format!("| `{key}` |");
+                let long = format!("| `{section}.{key}` |");
+                assert!(doc.contains(&short) || doc.contains(&long), "docs/CONFIGURATION.md lacks {section}.{key}");
+            }
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub struct Cli {
     /// Configuration file (TOML); layered over the defaults, under CORRAL_* variables and flags.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print the effective configuration (after all layers) as TOML-like JSON and exit.
+    /// Print the effective configuration (after all layers) as JSON and exit.
     #[arg(long, global = true)]
     pub dump_config: bool,
     /// Coordinator endpoint for client commands [default: http://127.0.0.1:50051; env: CORRAL_ENDPOINT].
