@@ -573,18 +573,13 @@ async fn zz_measure() {
     }
     let rt = BwrapRuntime::new(config).unwrap();
     let mut times = Vec::new();
+    let mut bare = Vec::new();
     for _ in 0..200 {
         let s = spec();
         let t0 = Instant::now();
         rt.create(&s).await.unwrap();
         times.push(t0.elapsed());
         rt.destroy(&s.id).await.unwrap();
-    }
-    times.sort();
-    println!("create p50 {:?} p90 {:?} p99 {:?}", times[100], times[180], times[198]);
-    // bare bwrap true
-    let mut bare = Vec::new();
-    for _ in 0..200 {
         let t0 = Instant::now();
         let st = std::process::Command::new("bwrap")
             .args(["--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "true"])
@@ -592,6 +587,8 @@ async fn zz_measure() {
         assert!(st.success());
         bare.push(t0.elapsed());
     }
+    times.sort();
+    println!("create p50 {:?} p90 {:?} p99 {:?}", times[100], times[180], times[198]);
     bare.sort();
     println!("bare bwrap true p50 {:?} p90 {:?}", bare[100], bare[180]);
     let mut ids = Vec::new();

