@@ -117,7 +117,7 @@ macro_rules! conformance {
             exec_argv_and_shell, env_is_exactly_the_requested_one, cwd_is_honoured_and_checked, stdin_is_fed,
             exit_codes_and_signals, missing_program_is_127, timeout_kills_the_whole_tree, kill_exec_kills,
             output_arrives_in_order, output_is_capped, concurrent_execs, background_server_survives_its_exec,
-            network_is_off_by_default, files_round_trip, traversal_is_refused, pids_limit_stops_fork_bomb,
+            network_is_off_by_default, internet_access_turns_the_network_on, files_round_trip, traversal_is_refused, pids_limit_stops_fork_bomb,
             memory_limit_kills_inside_only, host_is_invisible, sandboxes_are_isolated_from_each_other,
             create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found);
     };
@@ -142,6 +142,8 @@ conformance!(bwrap, make_bwrap());
 
 /// Checks only the bubblewrap runtime can make (host directories, cgroups, processes).
 mod bwrap_specific {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     /// Host processes whose cgroup paths mention the sandbox.
@@ -170,6 +172,26 @@ mod bwrap_specific {
         rt.destroy(&s.id).await.unwrap();
     }
 
+    /// This machine's cgroup2 mount has no resource controllers, but the v2 code path still
+    /// places, kills and removes sandboxes.
+    #[tokio::test]
+    async fn cgroup_v2_without_controllers_still_holds_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
+        config.cgroup = corral_agent::runtime::cgroup::CgroupMode::V2;
+        let rt = BwrapRuntime::new(config).unwrap();
+        let s = spec();
+        rt.create(&s).await.unwrap();
+        let dirs = rt.cgroup_dirs(&s.id);
+        assert_eq!(dirs.len(), 1);
+        sh(&rt, &s.id, "nohup sleep 300 >/dev/null 2>&1 &").await;
+        let procs = std::fs::read_to_string(dirs[0].join("cgroup.procs")).unwrap();
+        assert!(procs.lines().count() >= 3, "bwrap, init and sleep: {procs}");
+        rt.destroy(&s.id).await.unwrap();
+        assert!(!dirs[0].exists());
+        assert_eq!(host_processes_of(&s.id), Vec::<String>::new());
+    }
+
     #[tokio::test]
     async fn destroy_leaves_nothing_on_the_host() {
         let (rt, _dir) = bwrap_runtime();
@@ -191,17 +213,79 @@ mod bwrap_specific {
     async fn a_new_runtime_removes_what_a_previous_run_left() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec();
-        let (sandbox_dir, cgroups) = {
-            let rt = BwrapRuntime::new(BwrapConfig::with_state_dir(dir.path()).unwrap()).unwrap();
-            rt.create(&s).await.unwrap();
-            (rt.sandbox_dir(&s.id), rt.cgroup_dirs(&s.id))
-            // Dropped without destroy, as if the agent had crashed: bwrap dies with its parent.
-        };
-        assert!(sandbox_dir.exists());
+        let rt = BwrapRuntime::new(BwrapConfig::with_state_dir(dir.path()).unwrap()).unwrap();
+        rt.create(&s).await.unwrap();
+        let (sandbox_dir, cgroups) = (rt.sandbox_dir(&s.id), rt.cgroup_dirs(&s.id));
+        // Forgotten, as if the agent had crashed before cleaning up; its sandbox still runs.
+        std::mem::forget(rt);
+        assert!(sandbox_dir.exists() && !host_processes_of(&s.id).is_empty());
         let rt = BwrapRuntime::new(BwrapConfig::with_state_dir(dir.path()).unwrap()).unwrap();
         assert!(!sandbox_dir.exists(), "leftover sandbox dir removed");
         assert!(cgroups.iter().all(|d| !d.exists()), "leftover cgroups removed");
+        assert_eq!(host_processes_of(&s.id), Vec::<String>::new(), "leftover processes killed");
         assert!(rt.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sandbox_files_belong_to_an_unprivileged_host_user() {
+        let (rt, _dir) = bwrap_runtime();
+        let s = spec();
+        rt.create(&s).await.unwrap();
+        rt.write_file(&s.id, "/workspace/api/file", b"x", 0o644).await.unwrap();
+        assert_eq!(
+            sh(&rt, &s.id, "echo y > made; stat -c %u:%g api api/file made").await.out(),
+            "1000:1000\n".repeat(3)
+        );
+        let ws = rt.sandbox_dir(&s.id).join("workspace");
+        for p in ["api", "api/file", "made"] {
+            let meta = std::fs::metadata(ws.join(p)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (1_000_000, 1_000_000), "{p} on the host");
+        }
+        let ps = std::fs::read_to_string(rt.cgroup_dirs(&s.id)[0].join("cgroup.procs")).unwrap();
+        for pid in ps.lines() {
+            let meta = std::fs::metadata(format!("/proc/{pid}")).unwrap();
+            assert_eq!(meta.uid(), 1_000_000, "bwrap and the init run unprivileged on the host");
+        }
+        rt.destroy(&s.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_dies_ends_its_execs() {
+        let (rt, _dir) = bwrap_runtime();
+        let s = spec();
+        rt.create(&s).await.unwrap();
+        let mut handle = rt.exec(&s.id, ExecId::random(), exec_spec(argv(&["sleep", "30"]))).await.unwrap();
+        // Kill every process of the sandbox behind the runtime's back (bwrap and the init included).
+        let pids = rt.cgroup_dirs(&s.id).into_iter().find(|d| d.to_string_lossy().contains("/pids/")).unwrap();
+        let procs = std::fs::read_to_string(pids.join("cgroup.procs")).unwrap();
+        let procs: Vec<i32> = procs.lines().map(|l| l.parse().unwrap()).collect();
+        assert!(procs.len() >= 3, "bwrap, init and sleep: {procs:?}");
+        for pid in procs {
+            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        }
+        let mut last = None;
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), handle.events.recv()).await.unwrap() {
+            last = Some(ev);
+        }
+        assert!(matches!(last, Some(ExecEvent::Exit(st)) if st.signal == 9), "{last:?}");
+        let err = rt.exec(&s.id, ExecId::random(), exec_spec(argv(&["true"]))).await.expect_err("dead sandbox");
+        assert!(err.to_string().contains("no longer running"), "{err}");
+        rt.destroy(&s.id).await.unwrap();
+        assert!(!rt.sandbox_dir(&s.id).exists());
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_cannot_start_says_why_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
+        config.bwrap_path = "/usr/bin/false".into();
+        let rt = BwrapRuntime::new(config).unwrap();
+        let s = spec();
+        let err = rt.create(&s).await.expect_err("bwrap fails");
+        assert!(matches!(err, RuntimeError::StartFailed { .. }), "{err}");
+        assert!(err.to_string().contains("exited before it was ready"), "{err}");
+        assert!(rt.list().await.is_empty() && !rt.sandbox_dir(&s.id).exists());
+        assert!(rt.cgroup_dirs(&s.id).iter().all(|d| !d.exists()));
     }
 
     #[tokio::test]
@@ -239,11 +323,8 @@ mod suite {
         let mut e = exec_spec(argv(&["env"]));
         e.env = BTreeMap::from([("EXEC_VAR".into(), "e".into()), ("SHARED".into(), "exec".into())]);
         let out = run(&*h.rt, &s.id, e).await.unwrap();
-        let env: BTreeMap<String, String> = out
-            .out()
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect();
+        let env: BTreeMap<String, String> =
+            out.out().lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
         let keys: Vec<&str> = env.keys().map(String::as_str).collect();
         assert_eq!(keys, ["EXEC_VAR", "HOME", "LANG", "PATH", "SBX_VAR", "SHARED"], "nothing of the agent leaks");
         assert_eq!(env["SHARED"], "exec", "exec env overrides sandbox env");
@@ -399,9 +480,23 @@ mod suite {
         assert_eq!(ifaces, ["lo"]);
         let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = host.local_addr().unwrap().port();
-        let probe = format!("import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('refused', e)\n");
+        let probe = format!(
+            "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('refused', e)\n"
+        );
         let out = run(&*h.rt, &sb, exec_spec(argv(&["python3", "-c", &probe]))).await.unwrap();
         assert!(out.out().starts_with("refused"), "host port reachable: {} {}", out.out(), out.err());
+    }
+
+    pub async fn internet_access_turns_the_network_on(h: &Harness) {
+        let mut s = spec();
+        s.internet_access = true;
+        h.rt.create(&s).await.unwrap();
+        let dev = run(&*h.rt, &s.id, exec_spec(argv(&["cat", "/proc/net/dev"]))).await.unwrap().out();
+        assert!(dev.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "{dev}");
+        let out =
+            sh(&*h.rt, &s.id, "test -s /etc/resolv.conf && test -s /etc/ssl/certs/ca-certificates.crt && echo ok")
+                .await;
+        assert_eq!(out.out(), "ok\n", "DNS and CA certificates are there: {}", out.err());
     }
 
     pub async fn files_round_trip(h: &Harness) {
@@ -449,7 +544,9 @@ mod suite {
         }
         let long = format!("/workspace/{}", "a/".repeat(3000));
         assert!(matches!(rt.read_file(&sb, &long, 0, 1).await, Err(RuntimeError::InvalidPath { .. })));
-        let out = sh(rt, &sb, "ln -s /etc/shadow evil && ln -s /etc etcdir && ln -s ../../../../../etc up && mkfifo fifo").await;
+        let out =
+            sh(rt, &sb, "ln -s /etc/shadow evil && ln -s /etc etcdir && ln -s ../../../../../etc up && mkfifo fifo")
+                .await;
         assert_eq!(out.status.exit_code, 0, "{}", out.err());
         for path in ["/workspace/evil", "/workspace/etcdir/passwd", "up/passwd"] {
             let err = rt.read_file(&sb, path, 0, 4096).await.expect_err(path);
@@ -507,14 +604,22 @@ mod suite {
             .collect();
         assert!(procs.len() <= 3 && procs.iter().any(|(_, c)| c == "ps"), "only sandbox processes:\n{ps}");
         assert!(procs.iter().all(|(p, _)| *p < 100), "{ps}");
-        let out = sh(rt, &sb, "cat /etc/shadow; cat /proc/1/root/etc/hostname; touch /usr/x; touch /etc/x; touch /x").await;
+        let out =
+            sh(rt, &sb, "cat /etc/shadow; cat /proc/1/root/etc/hostname; touch /usr/x; touch /etc/x; touch /x").await;
         assert!(out.stdout.is_empty(), "{}", out.out());
         assert_eq!(out.err().lines().count(), 5, "every probe fails: {}", out.err());
         let st = run(rt, &sb, exec_spec(argv(&["grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/self/status"]))).await;
         let st = st.unwrap().out();
         assert!(st.contains("CapEff:\t0000000000000000") && st.contains("NoNewPrivs:\t1"), "{st}");
+        let probe = "for f in /proc/sys/kernel/core_pattern /proc/sys/vm/drop_caches /proc/sysrq-trigger; do \
+            [ -w $f ] && echo writable $f; done; true";
+        assert_eq!(sh(rt, &sb, probe).await.out(), "", "kernel knobs are not writable");
         let out = sh(rt, &sb, "unshare -U true || echo no-userns; hostname; id -u").await;
         assert_eq!(out.out(), "no-userns\ncorral\n1000\n");
+        let out = sh(rt, &sb, "ls /proc/self/fd; ls /proc/1/fd || echo init-fds-hidden").await;
+        assert_eq!(out.out(), "0\n1\n2\n3\ninit-fds-hidden\n", "no inherited descriptors: {}", out.err());
+        let out = sh(rt, &sb, "echo a b | awk '{print $2}'; grep -c . /etc/passwd").await;
+        assert_eq!(out.out(), "b\n2\n", "a usable /etc without the host's users: {}", out.err());
         let dev = run(rt, &sb, exec_spec(argv(&["ls", "/dev"]))).await.unwrap().out();
         assert!(!dev.contains("mem") && !dev.contains("kmsg") && !dev.contains("sda") && !dev.contains("vda"), "{dev}");
     }
@@ -558,74 +663,4 @@ mod suite {
         assert!(not_found(h.rt.remove_file(&id, "/workspace/x", false).await));
         h.rt.destroy(&id).await.unwrap();
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn zz_measure() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
-    if let Some(p) = std::env::var_os("INIT") {
-        config.init_path = p.into();
-    }
-    if std::env::var_os("CG_OFF").is_some() {
-        config.cgroup = corral_agent::runtime::cgroup::CgroupMode::Off;
-    }
-    let rt = BwrapRuntime::new(config).unwrap();
-    let mut times = Vec::new();
-    let mut bare = Vec::new();
-    for _ in 0..200 {
-        let s = spec();
-        let t0 = Instant::now();
-        rt.create(&s).await.unwrap();
-        times.push(t0.elapsed());
-        rt.destroy(&s.id).await.unwrap();
-        let t0 = Instant::now();
-        let st = std::process::Command::new("bwrap")
-            .args(["--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "true"])
-            .env_clear().status().unwrap();
-        assert!(st.success());
-        bare.push(t0.elapsed());
-    }
-    times.sort();
-    println!("create p50 {:?} p90 {:?} p99 {:?}", times[100], times[180], times[198]);
-    bare.sort();
-    println!("bare bwrap true p50 {:?} p90 {:?}", bare[100], bare[180]);
-    let mut ids = Vec::new();
-    for _ in 0..20 {
-        let s = spec();
-        rt.create(&s).await.unwrap();
-        ids.push(s.id);
-    }
-    // exec once in each so the steady state includes a finished exec
-    for id in &ids {
-        sh(&rt, id, "true").await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (mut pss_total, mut cg_total, mut rss_total) = (0u64, 0u64, 0u64);
-    for id in &ids {
-        let procs = std::fs::read_to_string(rt.cgroup_dirs(id).iter().find(|d| d.to_string_lossy().contains("/pids/")).unwrap().join("cgroup.procs")).unwrap();
-        for pid in procs.lines() {
-            let roll = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-            for l in roll.lines() {
-                let kb = |l: &str| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
-                if l.starts_with("Pss:") { pss_total += kb(l); }
-                if l.starts_with("Rss:") { rss_total += kb(l); }
-            }
-        }
-        cg_total += rt.memory_usage_bytes(id).await.unwrap();
-    }
-    let n = ids.len() as u64;
-    println!("per idle sandbox: PSS {} KiB, RSS {} KiB, cgroup memory {} KiB", pss_total / n, rss_total / n, cg_total / n / 1024);
-    let rt_ref = &rt;
-    let t0 = Instant::now();
-    let mut lat = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        sh(rt_ref, &ids[0], "true").await;
-        lat.push(t.elapsed());
-    }
-    lat.sort();
-    println!("exec sh -c true p50 {:?} p90 {:?} (total {:?})", lat[100], lat[180], t0.elapsed());
-    for id in ids { rt.destroy(&id).await.unwrap(); }
 }

@@ -20,7 +20,9 @@ pub const HEADER: usize = 4;
 pub enum Request {
     Spawn(SpawnRequest),
     /// SIGKILL the exec's whole process tree (its process group and session).
-    Kill { id: u64 },
+    Kill {
+        id: u64,
+    },
 }
 
 /// Starts one command in its own session. The environment is exactly `env` (nothing inherited).
@@ -59,10 +61,25 @@ pub enum SpawnErrorKind {
 pub enum Event {
     Ready,
     /// `pid` is the process id inside the sandbox's pid namespace.
-    Started { id: u64, pid: u32 },
-    SpawnFailed { id: u64, kind: SpawnErrorKind, error: String },
-    Stdout { id: u64, #[serde(with = "serde_bytes")] data: Vec<u8> },
-    Stderr { id: u64, #[serde(with = "serde_bytes")] data: Vec<u8> },
+    Started {
+        id: u64,
+        pid: u32,
+    },
+    SpawnFailed {
+        id: u64,
+        kind: SpawnErrorKind,
+        error: String,
+    },
+    Stdout {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Stderr {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     Exited(Exited),
 }
 

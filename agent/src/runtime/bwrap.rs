@@ -6,6 +6,8 @@
 //!   and `/tmp`, no inherited environment).
 //! - [`conn`]: the framed control pipe to the init and the reader task that routes its events.
 //! - [`sandbox`]: start (cgroups joined before bwrap runs), exec, kill, and teardown of one sandbox.
+//! - [`spawn`]: the fork-to-exec hook: join cgroups, drop inherited descriptors, become the
+//!   unprivileged host user that sandboxes run as.
 //!
 //! Sandboxes live in `{state_dir}/sandboxes/{id}/{workspace,tmp}`; a new runtime removes whatever
 //! a previous run left there (directories and cgroups), since the agent re-registers fresh.
@@ -13,9 +15,11 @@
 mod args;
 mod conn;
 mod sandbox;
+mod spawn;
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -37,15 +41,20 @@ pub struct BwrapConfig {
     pub bwrap_path: PathBuf,
     /// The `corral-init` binary, mounted read-only at `/.corral/init` in every sandbox.
     pub init_path: PathBuf,
-    /// Identity of sandbox processes inside the sandbox (it maps to the agent's uid outside).
+    /// Identity of sandbox processes inside the sandbox (`host_uid`/`host_gid` outside).
     pub sandbox_uid: u32,
     pub sandbox_gid: u32,
+    /// Unprivileged host identity that sandbox processes (and the files they own) have when the
+    /// agent runs as root; otherwise they have the agent's own. Never root: a sandbox user that is
+    /// the host's root could, for one, write the kernel's sysctls.
+    pub host_uid: u32,
+    pub host_gid: u32,
     pub cgroup: CgroupMode,
 }
 
 impl BwrapConfig {
     /// Defaults: `bwrap` from `PATH` (or `/usr/bin/bwrap`), the init from [`corral_init_path`],
-    /// uid/gid 1000, cgroup version detected.
+    /// uid/gid 1000 inside, 1000000 on the host, cgroup version detected.
     pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
         let bwrap_path = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
         Ok(Self {
@@ -54,6 +63,8 @@ impl BwrapConfig {
             init_path: corral_init_path()?,
             sandbox_uid: 1000,
             sandbox_gid: 1000,
+            host_uid: 1_000_000,
+            host_gid: 1_000_000,
             cgroup: CgroupMode::Auto,
         })
     }
@@ -86,7 +97,10 @@ pub fn corral_init_path() -> RuntimeResult<PathBuf> {
 type SandboxMap = HashMap<SandboxId, Arc<OnceCell<Arc<Sandbox>>>>;
 
 pub struct BwrapRuntime {
+    /// With `init_path` pointing at the runtime's own copy of the init.
     config: BwrapConfig,
+    /// Host `(uid, gid)` sandboxes run as, when the agent is root.
+    owner: Option<(u32, u32)>,
     cgroups: Cgroups,
     sandboxes: Mutex<SandboxMap>,
 }
@@ -94,7 +108,7 @@ pub struct BwrapRuntime {
 impl BwrapRuntime {
     /// Checks bwrap, the init and the state directory, prepares cgroups, and removes sandboxes a
     /// previous run of the agent left behind.
-    pub fn new(config: BwrapConfig) -> RuntimeResult<Self> {
+    pub fn new(mut config: BwrapConfig) -> RuntimeResult<Self> {
         for (what, path) in [("bwrap", &config.bwrap_path), ("corral-init", &config.init_path)] {
             if !path.is_file() {
                 let e = io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", path.display()));
@@ -104,20 +118,35 @@ impl BwrapRuntime {
         let sandboxes_dir = config.state_dir.join("sandboxes");
         let state_err = |e| RuntimeError::io(format!("state directory {}", config.state_dir.display()), e);
         std::fs::create_dir_all(&sandboxes_dir).map_err(state_err)?;
-        args::prepare_etc(&config).map_err(|e| RuntimeError::io("preparing the sandbox /etc", e))?;
         let canonical = config.state_dir.canonicalize().map_err(state_err)?;
+        let as_root = std::fs::metadata("/proc/self").map_err(state_err)?.uid() == 0;
+        let owner = as_root.then_some((config.host_uid, config.host_gid));
+        if owner.is_some() {
+            open_to_sandbox_owner(&canonical).map_err(state_err)?;
+        }
+        config.init_path = install_init(&config).map_err(|e| RuntimeError::io("installing corral-init", e))?;
+        args::prepare_etc(&config).map_err(|e| RuntimeError::io("preparing the sandbox /etc", e))?;
         let cgroups = Cgroups::setup(config.cgroup, &instance_name(&canonical));
         cgroups.reap_leftovers();
         for entry in std::fs::read_dir(&sandboxes_dir).map_err(state_err)?.flatten() {
             tracing::info!(path = %entry.path().display(), "removing a sandbox left by a previous run");
             sandbox::cleanup(&entry.path(), None);
         }
-        Ok(Self { config, cgroups, sandboxes: Mutex::new(HashMap::new()) })
+        Ok(Self { config, owner, cgroups, sandboxes: Mutex::new(HashMap::new()) })
+    }
+
+    /// Destroys every sandbox (for a graceful agent stop; dropping the runtime only kills them).
+    pub async fn shutdown(&self) {
+        for id in self.list().await {
+            if let Err(e) = self.destroy(&id).await {
+                tracing::warn!(sandbox_id = %id, error = %e, "sandbox not destroyed at shutdown");
+            }
+        }
     }
 
     /// Whether memory, cpu and pids limits are enforced.
     pub fn cgroups_enabled(&self) -> bool {
-        self.cgroups.is_enabled()
+        self.cgroups.enforces_limits()
     }
 
     /// Memory currently charged to the sandbox's cgroup (processes, page cache, kernel memory).
@@ -157,6 +186,34 @@ impl Drop for BwrapRuntime {
     }
 }
 
+/// Lets bwrap, running as the unprivileged sandbox owner, reach the state directory: it and
+/// `sandboxes/` become traversable (not listable) by others; every ancestor must already be.
+fn open_to_sandbox_owner(state_dir: &Path) -> io::Result<()> {
+    for dir in [state_dir.to_path_buf(), state_dir.join("sandboxes")] {
+        let mode = std::fs::metadata(&dir)?.permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o711))?;
+    }
+    for ancestor in state_dir.ancestors().skip(1) {
+        if std::fs::metadata(ancestor)?.permissions().mode() & 0o001 == 0 {
+            let why = format!("{} is not traversable by others; sandboxes run unprivileged", ancestor.display());
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        }
+    }
+    Ok(())
+}
+
+/// Copies the init into `{state_dir}/bin` (readable by the sandbox owner, and immune to the build
+/// replacing the original while sandboxes run).
+fn install_init(config: &BwrapConfig) -> io::Result<PathBuf> {
+    let bin = config.state_dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let (tmp, dest) = (bin.join(".corral-init.tmp"), bin.join("corral-init"));
+    std::fs::copy(&config.init_path, &tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
+}
+
 /// A stable name for this agent's cgroup subtree, derived from its state directory (FNV-1a).
 fn instance_name(state_dir: &Path) -> String {
     let hash = state_dir
@@ -176,8 +233,8 @@ impl Runtime for BwrapRuntime {
     #[tracing::instrument(name = "runtime.create", skip_all, fields(sandbox_id = %spec.id))]
     async fn create(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         let cell = self.map().entry(spec.id.clone()).or_default().clone();
-        let started =
-            cell.get_or_try_init(|| async { Sandbox::start(&self.config, &self.cgroups, spec).await.map(Arc::new) });
+        let start = || async { Sandbox::start(&self.config, self.owner, &self.cgroups, spec).await.map(Arc::new) };
+        let started = cell.get_or_try_init(start);
         match started.await {
             Ok(sandbox) => {
                 // Destroyed while starting: tear down what we just started.

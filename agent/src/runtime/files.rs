@@ -32,17 +32,20 @@ const MAX_DEPTH: usize = 256;
 pub struct SandboxFs {
     workspace: PathBuf,
     tmp: PathBuf,
+    /// Host `(uid, gid)` given to what the API creates, so the sandbox user owns it.
+    owner: Option<(u32, u32)>,
 }
 
 /// A validated sandbox path: its area and its components (no `.`, `..` or empty ones).
 struct Resolved {
     root: PathBuf,
     parts: Vec<String>,
+    owner: Option<(u32, u32)>,
 }
 
 impl SandboxFs {
-    pub fn new(workspace: PathBuf, tmp: PathBuf) -> Self {
-        Self { workspace, tmp }
+    pub fn new(workspace: PathBuf, tmp: PathBuf, owner: Option<(u32, u32)>) -> Self {
+        Self { workspace, tmp, owner }
     }
 
     /// Maps a sandbox path to an area and relative components, refusing anything else lexically.
@@ -65,7 +68,7 @@ impl SandboxFs {
         if parts.iter().any(|p| p == "..") {
             return Err(invalid("must not contain '..'"));
         }
-        Ok(Resolved { root: root.clone(), parts })
+        Ok(Resolved { root: root.clone(), parts, owner: self.owner })
     }
 
     pub async fn read(&self, path: &str, offset: u64, len: u32) -> RuntimeResult<FileChunk> {
@@ -117,9 +120,11 @@ fn path_error(path: &str, e: io::Error) -> RuntimeError {
         Some(libc::ENOENT) => RuntimeError::PathNotFound { path },
         Some(libc::EXDEV | libc::ELOOP) => refused("resolves outside the sandbox (symlink or mount)"),
         Some(libc::EACCES | libc::EPERM) => refused("permission denied"),
-        Some(libc::ENOTDIR) => invalid("a parent is not a directory"),
+        Some(libc::ENOTDIR) => invalid("it or a parent is not a directory"),
         Some(libc::EISDIR) => invalid("is a directory"),
-        Some(libc::ENOTEMPTY) => invalid("directory not empty (remove it recursively)"),
+        Some(libc::ENOTEMPTY) => {
+            RuntimeError::PathConflict { path: path.clone(), why: "directory not empty (remove it recursively)".into() }
+        }
         Some(libc::ENAMETOOLONG) => invalid("name too long"),
         Some(libc::ENOSPC | libc::EDQUOT) => RuntimeError::ResourceExhausted(format!("{path:?}: no space left")),
         _ if e.get_ref().is_some_and(|i| i.is::<NotRegular>()) => refused("not a regular file"),
@@ -266,7 +271,7 @@ fn read_blocking(r: &Resolved, offset: u64, len: u32) -> io::Result<FileChunk> {
 }
 
 /// Opens (creating as needed) the directory `parts` beneath `root`.
-fn make_dirs(root: &OwnedFd, parts: &[String]) -> io::Result<OwnedFd> {
+fn make_dirs(root: &OwnedFd, parts: &[String], owner: Option<(u32, u32)>) -> io::Result<OwnedFd> {
     if let Ok(fd) = open_beneath(root, &parts.join("/"), libc::O_PATH | libc::O_DIRECTORY) {
         return Ok(fd);
     }
@@ -279,6 +284,9 @@ fn make_dirs(root: &OwnedFd, parts: &[String]) -> io::Result<OwnedFd> {
             if e.raw_os_error() != Some(libc::EEXIST) {
                 return Err(e);
             }
+        } else if let Some((uid, gid)) = owner {
+            // SAFETY: `name` is a valid C string; the directory was just made, not followed.
+            ret(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
         }
         dir = open_beneath(root, &parts[..=i].join("/"), libc::O_PATH | libc::O_DIRECTORY)?;
     }
@@ -288,11 +296,13 @@ fn make_dirs(root: &OwnedFd, parts: &[String]) -> io::Result<OwnedFd> {
 fn write_blocking(r: &Resolved, data: &[u8], mode: u32) -> io::Result<u64> {
     let root = open_root(r)?;
     let (name, parents) = r.parts.split_last().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
-    let dir = make_dirs(&root, parents)?;
+    let dir = make_dirs(&root, parents, r.owner)?;
     let tmp = format!(".corral-write-{:016x}", rand::random::<u64>());
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
     let mut file = File::from(open_name(&dir, &tmp, flags, 0o600)?);
-    let written = file.write_all(data).and_then(|()| file.set_permissions(Permissions::from_mode(mode)));
+    let owned = r.owner.map_or(Ok(()), |(uid, gid)| std::os::unix::fs::fchown(&file, Some(uid), Some(gid)));
+    let written = owned.and_then(|()| file.write_all(data));
+    let written = written.and_then(|()| file.set_permissions(Permissions::from_mode(mode)));
     let renamed = written.and_then(|()| {
         let (from, to) = (cstr(&tmp)?, cstr(name)?);
         // SAFETY: both names are valid C strings relative to the same verified directory.
@@ -351,4 +361,23 @@ fn remove_tree(parent: &OwnedFd, name: &str, depth: usize) -> io::Result<()> {
         }
     }
     unlink_name(parent, name, libc::AT_REMOVEDIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_paths_map_to_areas_or_are_refused() {
+        let fs = SandboxFs::new("/h/ws".into(), "/h/tmp".into(), None);
+        let ok = |p: &str| fs.resolve(p).map(|r| (r.root, r.parts.join("/"))).unwrap();
+        assert_eq!(ok("/workspace/a/./b//c"), ("/h/ws".into(), "a/b/c".into()));
+        assert_eq!(ok("/workspace"), ("/h/ws".into(), String::new()));
+        assert_eq!(ok("/tmp/x"), ("/h/tmp".into(), "x".into()));
+        assert_eq!(ok("rel/y"), ("/h/ws".into(), "rel/y".into()));
+        for bad in ["/etc/passwd", "/", "/workspacex", "/tmpx/y", "a/../b", "/workspace/..", "a\0b"] {
+            assert!(matches!(fs.resolve(bad), Err(RuntimeError::InvalidPath { .. })), "{bad:?}");
+        }
+        assert!(fs.resolve(&"a".repeat(MAX_PATH + 1)).is_err());
+    }
 }

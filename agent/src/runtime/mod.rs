@@ -46,6 +46,9 @@ pub enum RuntimeError {
     PathNotFound { path: String },
     #[error("path {path:?}: {why}")]
     PathRefused { path: String, why: String },
+    /// The operation conflicts with the path's current state (e.g. removing a non-empty directory).
+    #[error("path {path:?}: {why}")]
+    PathConflict { path: String, why: String },
     #[error("{what}: {why}")]
     Invalid { what: &'static str, why: String },
     #[error("{0}")]
@@ -75,7 +78,7 @@ impl From<RuntimeError> for AgentError {
             RuntimeError::InvalidPath { .. } | RuntimeError::Invalid { .. } => AgentErrorKind::InvalidArgument,
             RuntimeError::PathRefused { .. } => AgentErrorKind::PermissionDenied,
             RuntimeError::ResourceExhausted(_) => AgentErrorKind::ResourceExhausted,
-            RuntimeError::StartFailed { .. } => AgentErrorKind::FailedPrecondition,
+            RuntimeError::StartFailed { .. } | RuntimeError::PathConflict { .. } => AgentErrorKind::FailedPrecondition,
             RuntimeError::Io { .. } => AgentErrorKind::Internal,
         };
         AgentError::new(kind, e.to_string())

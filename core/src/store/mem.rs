@@ -189,22 +189,4 @@ mod tests {
         let out = store.txn(Txn::new().delete("nope")).await.unwrap();
         assert_eq!(out, TxnOutcome { succeeded: true, revision: 1 });
     }
-
-    /// `cargo test -p corral-core --release -- --ignored --nocapture mem_throughput`
-    #[tokio::test]
-    #[ignore = "throughput measurement, not a check"]
-    async fn mem_throughput() {
-        let store = MemStore::new();
-        let _watch = store.watch("bench/", 0).await.unwrap();
-        let n = 200_000;
-        let started = std::time::Instant::now();
-        for i in 0..n {
-            let key = format!("bench/{}", i % 1000);
-            let rev = store.get(&key).await.unwrap().map_or(0, |kv| kv.mod_revision);
-            let out = store.txn(Txn::new().when(&key, rev).put(&key, vec![0; 200])).await.unwrap();
-            assert!(out.succeeded);
-        }
-        let per_sec = f64::from(n) / started.elapsed().as_secs_f64();
-        println!("MemStore: {per_sec:.0} get+CAS txns/s with one watcher");
-    }
 }

@@ -42,6 +42,7 @@ struct Init {
 
 /// Runs the init until the agent goes away. Errors are fatal (protocol violations, broken setup).
 pub fn run() -> io::Result<()> {
+    sys::close_inherited_fds();
     sys::harden_process()?;
     let ctl_in = sys::take_fd(0)?;
     let ctl_out = sys::take_fd(1)?;

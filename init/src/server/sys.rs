@@ -20,6 +20,13 @@ pub fn harden_process() -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every descriptor above stderr that bwrap passed on (the agent's must never reach
+/// sandbox processes). Best effort: kernels before 5.9 lack close_range.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors of this process; none ≥ 3 is in use yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
 /// Moves `fd` to a new close-on-exec descriptor ≥ 3 and points `fd` at `/dev/null`, so children
 /// never inherit the control pipe and stray writes to fd 0/1 go nowhere.
 pub fn take_fd(fd: RawFd) -> io::Result<OwnedFd> {

@@ -18,40 +18,39 @@ pub const INIT_IN_SANDBOX: &str = "/.corral/init";
 /// Host directories mounted read-only (or recreated as symlinks where the host has a symlink).
 const SYSTEM_DIRS: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
 
-/// Host `/etc` entries copied into the sandbox's `/etc` (symlinks stay symlinks; they point into
-/// the mounted `/usr`). Never `shadow`, `gshadow`, `sudoers` or `ssl/private`: the sandbox user is
-/// the host's root outside, so whatever is mounted is readable. `passwd`, `group` and `hosts` are
-/// generated ([`generated_etc`]); `resolv.conf` is bound live only when the network is on.
-const ETC_COPIED: [&str; 14] = [
+/// Small host `/etc` entries copied into the sandbox's `/etc` (symlinks stay symlinks; they point
+/// into the mounted `/usr`). Never `shadow`, `gshadow`, `sudoers` or `ssl/private`: the sandbox
+/// user is the host's root outside, so whatever is mounted is readable. `passwd`, `group` and
+/// `hosts` are generated ([`generated_etc`]).
+const ETC_COPIED: [&str; 10] = [
     "nsswitch.conf",
     "host.conf",
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",
-    "ssl/certs",
     "ssl/openssl.cnf",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "alternatives",
     "localtime",
     "os-release",
     "mime.types",
     "protocols",
 ];
 
+/// Host `/etc` directories bound live over empty mount points (hundreds of symlinks: copying them
+/// is slow on some filesystems), and those bound only when the network is on.
+const ETC_BOUND: [&str; 1] = ["alternatives"];
+const ETC_NETWORK: [&str; 2] = ["resolv.conf", "ssl/certs"];
+
 /// Generated `/etc` files: `(name, contents)`.
-fn generated_etc(uid: u32, gid: u32) -> [(&'static str, String); 4] {
+fn generated_etc(uid: u32, gid: u32) -> [(&'static str, String); 3] {
     [
         ("passwd", format!("root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{gid}:sandbox:/workspace:/bin/sh\n")),
         ("group", format!("root:x:0:\nsandbox:x:{gid}:\n")),
         ("hosts", "127.0.0.1\tlocalhost corral\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_owned()),
-        // Mount point for the host's resolv.conf when the network is on.
-        ("resolv.conf", String::new()),
     ]
 }
 
-/// Builds `{state_dir}/etc`, mounted read-only as every sandbox's `/etc` (one mount instead of a
-/// dozen: each bind costs bwrap ~0.2 ms). Host changes are picked up when the runtime restarts.
+/// Builds `{state_dir}/etc`, mounted read-only as every sandbox's `/etc` (a few mounts instead of
+/// a dozen: each bind costs bwrap ~0.2 ms). Copied files are refreshed when the runtime restarts.
 pub fn prepare_etc(config: &BwrapConfig) -> io::Result<()> {
     let etc = config.state_dir.join("etc");
     if etc.exists() {
@@ -65,6 +64,13 @@ pub fn prepare_etc(config: &BwrapConfig) -> io::Result<()> {
         let src = Path::new("/etc").join(name);
         if std::fs::symlink_metadata(&src).is_ok() {
             copy_tree(&src, &etc.join(name))?;
+        }
+    }
+    for name in ETC_BOUND.iter().chain(&ETC_NETWORK) {
+        match std::fs::metadata(Path::new("/etc").join(name)) {
+            Ok(m) if m.is_dir() => std::fs::create_dir_all(etc.join(name))?,
+            Ok(_) => std::fs::write(etc.join(name), "")?,
+            Err(_) => {}
         }
     }
     Ok(())
@@ -112,8 +118,12 @@ pub fn bwrap_args(config: &BwrapConfig, spec: &SandboxSpec, sandbox_dir: &Path) 
         }
     }
     push(&[&"--ro-bind", &config.state_dir.join("etc"), &"/etc"]);
-    if spec.internet_access && Path::new("/etc/resolv.conf").exists() {
-        push(&[&"--ro-bind", &"/etc/resolv.conf", &"/etc/resolv.conf"]);
+    let network: &[&str] = if spec.internet_access { &ETC_NETWORK } else { &[] };
+    for name in ETC_BOUND.iter().chain(network) {
+        let path = Path::new("/etc").join(name);
+        if config.state_dir.join("etc").join(name).exists() {
+            push(&[&"--ro-bind", &path, &path]);
+        }
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
     push(&[&"--bind", &sandbox_dir.join("workspace"), &"/workspace"]);
@@ -124,4 +134,55 @@ pub fn bwrap_args(config: &BwrapConfig, spec: &SandboxSpec, sandbox_dir: &Path) 
     push(&[&"--setenv", &"PATH", &SANDBOX_PATH, &"--setenv", &"HOME", &SANDBOX_HOME]);
     push(&[&"--setenv", &"LANG", &SANDBOX_LANG, &INIT_IN_SANDBOX]);
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use corral_core::ids::{SandboxId, TenantId};
+    use corral_core::model::RuntimeKind;
+
+    use super::*;
+    use crate::runtime::cgroup::CgroupMode;
+
+    fn args(internet_access: bool) -> Vec<String> {
+        let config = BwrapConfig {
+            state_dir: "/state".into(),
+            bwrap_path: "/usr/bin/bwrap".into(),
+            init_path: "/state/bin/corral-init".into(),
+            sandbox_uid: 1000,
+            sandbox_gid: 1000,
+            host_uid: 1_000_000,
+            host_gid: 1_000_000,
+            cgroup: CgroupMode::Off,
+        };
+        let spec = SandboxSpec {
+            id: SandboxId::random(),
+            tenant: TenantId::default_tenant(),
+            runtime: RuntimeKind::Bwrap,
+            name: None,
+            cpus: 1.0,
+            memory_mb: 64,
+            pids_limit: 64,
+            timeout_seconds: 60,
+            internet_access,
+            env: BTreeMap::from([("SECRET".into(), "x".into())]),
+            labels: BTreeMap::new(),
+            workdir: "/workspace".into(),
+        };
+        bwrap_args(&config, &spec, Path::new("/state/sandboxes/s")).iter().map(|a| a.to_string_lossy().into()).collect()
+    }
+
+    #[test]
+    fn network_is_unshared_unless_asked_and_env_never_passes_through_bwrap() {
+        let off = args(false);
+        let on = args(true);
+        assert!(off.contains(&"--unshare-net".to_owned()) && !on.contains(&"--unshare-net".to_owned()));
+        assert!(!off.iter().any(|a| a.contains("SECRET")), "sandbox env goes per exec, not into bwrap");
+        assert!(!off.iter().any(|a| a.contains("shadow")));
+        assert_eq!(off.last().map(String::as_str), Some(INIT_IN_SANDBOX));
+        let setenv: Vec<&String> = off.windows(2).filter(|w| w[0] == "--setenv").map(|w| &w[1]).collect();
+        assert_eq!(setenv, ["PATH", "HOME", "LANG"]);
+    }
 }

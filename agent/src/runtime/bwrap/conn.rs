@@ -33,7 +33,8 @@ struct Table {
 }
 
 pub struct Conn {
-    writer: tokio::sync::Mutex<ChildStdin>,
+    /// `None` once closed: the init then kills everything and exits.
+    writer: tokio::sync::Mutex<Option<ChildStdin>>,
     table: Mutex<Table>,
 }
 
@@ -66,7 +67,7 @@ const SANDBOX_GONE: ExitStatus =
 
 impl Conn {
     pub fn new(writer: ChildStdin) -> Self {
-        Self { writer: tokio::sync::Mutex::new(writer), table: Mutex::new(Table::default()) }
+        Self { writer: tokio::sync::Mutex::new(Some(writer)), table: Mutex::new(Table::default()) }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -77,7 +78,8 @@ impl Conn {
     pub fn register(&self, id: u64) -> RuntimeResult<(StartReply, mpsc::Receiver<ExecEvent>)> {
         let mut t = self.table();
         if t.closed {
-            return Err(RuntimeError::io("sandbox init", io::ErrorKind::BrokenPipe.into()));
+            let e = io::Error::new(io::ErrorKind::BrokenPipe, "its init exited; destroy and recreate it");
+            return Err(RuntimeError::io("the sandbox is no longer running", e));
         }
         if t.slots.contains_key(&id) {
             return Err(RuntimeError::Invalid { what: "exec id", why: format!("exec {id:x} is already running") });
@@ -102,7 +104,21 @@ impl Conn {
             why: format!("request too large for the sandbox init (stdin is limited to under 1 MiB): {e}"),
         })?;
         let mut w = self.writer.lock().await;
+        let w =
+            w.as_mut().ok_or_else(|| RuntimeError::io("the sandbox is stopping", io::ErrorKind::BrokenPipe.into()))?;
         w.write_all(&frame).await.map_err(|e| RuntimeError::io("writing to the sandbox init", e))
+    }
+
+    /// Closes the control pipe; the init answers by killing every sandbox process and exiting.
+    pub async fn close_writer(&self) {
+        self.writer.lock().await.take();
+    }
+
+    /// [`Self::close_writer`] without waiting (when a writer holds the lock, nothing happens).
+    pub fn try_close_writer(&self) {
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.take();
+        }
     }
 
     /// The reader task: dispatches events until the init's stdout closes, then ends every pending

@@ -17,12 +17,15 @@ use tokio::process::Child;
 use super::BwrapConfig;
 use super::args::{self, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
 use super::conn::{self, Conn};
+use super::spawn;
 use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
 use crate::runtime::files::SandboxFs;
 use crate::runtime::{ExecHandle, RuntimeError, RuntimeResult};
 
 /// How long the init may take to report ready, and to answer a spawn.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the init may take to stop after its control pipe closed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Output cap per stream when the exec does not set one.
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
 
@@ -41,24 +44,25 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts bwrap with the init inside and waits for its ready frame. On failure everything
     /// created is removed again.
-    pub async fn start(config: &BwrapConfig, cgroups: &Cgroups, spec: &SandboxSpec) -> RuntimeResult<Self> {
+    pub async fn start(
+        config: &BwrapConfig,
+        owner: Option<(u32, u32)>,
+        cgroups: &Cgroups,
+        spec: &SandboxSpec,
+    ) -> RuntimeResult<Self> {
         let dir = config.state_dir.join("sandboxes").join(spec.id.as_str());
         let failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
-        let t0 = std::time::Instant::now();
-        let cgroup = match prepare(&dir, cgroups, spec) {
+        let cgroup = match prepare(&dir, owner, cgroups, spec) {
             Ok(cg) => cg,
             Err(e) => {
                 cleanup(&dir, None);
                 return Err(failed(e.to_string()));
             }
         };
-        let t1 = t0.elapsed();
-        let r = launch(config, spec, &dir, cgroup.as_ref()).await;
-        eprintln!("TIMING prepare {:?} launch {:?}", t1, t0.elapsed() - t1);
-        match r {
+        match launch(config, owner, spec, &dir, cgroup.as_ref()).await {
             Ok((child, conn, reader)) => Ok(Self {
                 id: spec.id.clone(),
-                fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp")),
+                fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp"), owner),
                 dir,
                 env: spec.env.clone(),
                 workdir: spec.workdir.clone(),
@@ -120,10 +124,19 @@ impl Sandbox {
         self.conn.send(&Request::Kill { id: exec.0 }).await
     }
 
-    /// Kills bwrap (the init and every sandbox process die with it: `--die-with-parent` and the
-    /// pid namespace), ends pending execs, and removes the cgroups and the sandbox directory.
+    /// Stops the sandbox and removes its cgroups and directory. Closing the control pipe makes
+    /// the init kill everything and exit; as pid 1 its exit ends the namespace, and bwrap, its
+    /// parent, reaps it and exits (killing bwrap first would orphan the init to the host's pid 1).
+    /// If that takes too long, everything in the cgroups and bwrap are killed.
     pub async fn shutdown(self: Arc<Self>) -> RuntimeResult<()> {
-        if let Some(mut child) = self.child.lock().await.take() {
+        let graceful = tokio::time::timeout(STOP_GRACE, self.conn.close_writer()).await.is_ok();
+        if let Some(mut child) = self.child.lock().await.take()
+            && (!graceful || tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err())
+        {
+            tracing::warn!(sandbox_id = %self.id, "the sandbox init did not stop; killing it");
+            if let Some(cg) = &self.cgroup {
+                cg.kill_all();
+            }
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
@@ -139,9 +152,18 @@ impl Sandbox {
 impl Sandbox {
     /// Best-effort synchronous teardown for when the runtime is dropped without destroying.
     pub fn teardown_blocking(&self) {
+        self.conn.try_close_writer();
         if let Ok(mut child) = self.child.try_lock()
             && let Some(child) = child.as_mut()
         {
+            // Give the init a moment to stop everything (bwrap then reaps it and exits) before
+            // bwrap is killed, which would orphan the init.
+            for _ in 0..100 {
+                if child.id().is_none_or(has_exited) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
             let _ = child.start_kill();
         }
         self.conn.close();
@@ -152,10 +174,25 @@ impl Sandbox {
     }
 }
 
+/// Whether a child process is gone or a zombie.
+fn has_exited(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
 /// Creates the sandbox directories and cgroups.
-fn prepare(dir: &Path, cgroups: &Cgroups, spec: &SandboxSpec) -> io::Result<Option<SandboxCgroup>> {
-    std::fs::create_dir_all(dir.join("workspace"))?;
-    std::fs::create_dir_all(dir.join("tmp"))?;
+fn prepare(
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    cgroups: &Cgroups,
+    spec: &SandboxSpec,
+) -> io::Result<Option<SandboxCgroup>> {
+    for area in ["workspace", "tmp"] {
+        std::fs::create_dir_all(dir.join(area))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.join(area), Some(uid), Some(gid))?;
+        }
+    }
     if !cgroups.is_enabled() {
         return Ok(None);
     }
@@ -171,6 +208,7 @@ fn prepare(dir: &Path, cgroups: &Cgroups, spec: &SandboxSpec) -> io::Result<Opti
 /// frame; returns the child, the connection and its reader task.
 async fn launch(
     config: &BwrapConfig,
+    owner: Option<(u32, u32)>,
     spec: &SandboxSpec,
     dir: &Path,
     cgroup: Option<&SandboxCgroup>,
@@ -179,18 +217,15 @@ async fn launch(
     let mut cmd = tokio::process::Command::new(&config.bwrap_path);
     cmd.args(args::bwrap_args(config, spec, dir)).env_clear().current_dir("/");
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).kill_on_drop(true);
-    if let Some(cg) = cgroup {
-        let hook = crate::runtime::cgroup::join_hook(cg.procs_files()?);
-        // SAFETY: the hook only calls write(2) on descriptors opened before the fork, which is
-        // async-signal-safe; it allocates nothing and touches no locks.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(hook)
-        };
-    }
-    let ts = std::time::Instant::now();
+    let join = cgroup.map(SandboxCgroup::join_files).transpose()?.unwrap_or_default();
+    let hook = spawn::child_setup(join, owner);
+    // SAFETY: the hook only makes raw system calls on values prepared before the fork
+    // (async-signal-safe); it allocates nothing and takes no locks.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(hook)
+    };
     let mut child = cmd.spawn()?;
-    eprintln!("TIMING spawn {:?}", ts.elapsed());
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("bwrap pipes missing"));
     };
