@@ -23,8 +23,11 @@ pub struct Placed {
     pub demand: Demand,
     pub expires_at_ms: i64,
     pub created_at_ms: i64,
-    /// mod_revision of the record this entry reflects (older events are ignored).
+    /// mod_revision of the record this entry reflects (older events are ignored); 0 while only
+    /// reserved.
     pub revision: i64,
+    /// The record at `revision` (None while only reserved), so updates can CAS without a read.
+    pub record: Option<Arc<SandboxRecord>>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,7 @@ impl ClusterView {
             expires_at_ms,
             created_at_ms,
             revision: 0,
+            record: None,
         };
         inner.insert(id.clone(), placed);
         Ok(node)
@@ -238,6 +242,7 @@ impl Inner {
             expires_at_ms: record.expires_at_ms,
             created_at_ms: record.created_at_ms,
             revision,
+            record: Some(Arc::new(record.clone())),
         };
         self.insert(id.clone(), placed);
     }

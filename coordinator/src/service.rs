@@ -206,7 +206,7 @@ impl Core {
         to: SandboxState,
         reason: &str,
     ) -> ApiResult<SandboxRecord> {
-        let updated = records::transition(&self.store, tenant, id, None, to, |r| {
+        let updated = records::transition(&self.store, tenant, id, self.known(tenant, id), to, |r| {
             r.termination_reason = reason.to_owned();
         })
         .await?;
@@ -227,6 +227,13 @@ impl Core {
         if let Err(e) = self.dispatch.send_work(node, work, &format!("{id}.destroy")).await {
             tracing::warn!(sandbox_id = %id, node = %node, error = %e, "could not queue destroy; the agent's GC will reap it");
         }
+    }
+
+    /// The latest version of a live sandbox's record this coordinator knows, if any (a stale one
+    /// only costs a failed CAS and a re-read).
+    fn known(&self, tenant: &TenantId, id: &SandboxId) -> Option<Versioned> {
+        let p = self.view.sandbox(id).filter(|p| &p.tenant == tenant)?;
+        Some(Versioned { record: SandboxRecord::clone(p.record.as_ref()?), revision: p.revision })
     }
 
     /// The node of a RUNNING sandbox of `tenant`; other tenants' sandboxes are NOT_FOUND.
