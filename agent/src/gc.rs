@@ -20,7 +20,11 @@ pub async fn run(agent: Arc<Agent>) -> Result<(), StoreError> {
 }
 
 async fn sweep(agent: &Agent) -> Result<(), StoreError> {
-    for id in agent.runtime.list().await {
+    let mut local = Vec::new();
+    for rt in &agent.runtimes {
+        local.extend(rt.list().await);
+    }
+    for id in local {
         let Some(spec) = agent.spec(&id) else {
             tracing::warn!(sandbox_id = %id, "gc: destroying a sandbox this agent has no spec for");
             agent.destroy(&id).await;

@@ -5,8 +5,10 @@
 //! - [`node`]: registration, heartbeat and self-fencing;
 //! - [`work`]: the node's lifecycle work queue (create/destroy);
 //! - [`rpc`]: interactive requests (exec, files) and output streaming;
-//! - [`gc`]: reaps local sandboxes whose record ended; [`config`].
+//! - [`gc`]: reaps local sandboxes whose record ended; [`adopt`]: takes back sandboxes that
+//!   survived an agent restart; [`config`].
 
+pub mod adopt;
 pub mod config;
 pub mod gc;
 pub mod node;
@@ -20,13 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::bus::Bus;
 use corral_core::ids::{NodeId, SandboxId};
-use corral_core::model::{Capacity, NodeInfo, SandboxSpec};
+use corral_core::model::{Capacity, NodeInfo, RuntimeKind, SandboxSpec};
 use corral_core::store::{LeaseId, StateStore};
 use corral_core::task::OwnedTask;
 use corral_core::time::now_ms;
 
 pub use config::AgentConfig;
-use runtime::Runtime;
+use runtime::{Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -34,6 +36,8 @@ pub enum AgentError {
     Config(String),
     #[error("could not start serving: {0}")]
     Bus(#[from] corral_core::bus::BusError),
+    #[error("state store: {0}")]
+    Store(#[from] corral_core::store::StoreError),
     #[error("agent task {0} stopped unexpectedly")]
     TaskEnded(&'static str),
 }
@@ -42,7 +46,8 @@ pub enum AgentError {
 pub struct Agent {
     pub node: NodeId,
     pub config: AgentConfig,
-    pub runtime: Arc<dyn Runtime>,
+    /// One runtime per kind this node offers.
+    pub runtimes: Vec<Arc<dyn Runtime>>,
     pub store: Arc<dyn StateStore>,
     pub bus: Arc<dyn Bus>,
     /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
@@ -59,6 +64,17 @@ impl Agent {
         self.specs().get(id).cloned()
     }
 
+    /// The runtime of a given kind, if this node offers it.
+    pub fn runtime(&self, kind: RuntimeKind) -> Option<&Arc<dyn Runtime>> {
+        self.runtimes.iter().find(|r| r.kind() == kind)
+    }
+
+    /// The runtime running sandbox `id`.
+    pub fn runtime_of(&self, id: &SandboxId) -> Result<Arc<dyn Runtime>, RuntimeError> {
+        let kind = self.spec(id).map(|s| s.runtime).ok_or_else(|| RuntimeError::SandboxNotFound(id.clone()))?;
+        self.runtime(kind).cloned().ok_or_else(|| RuntimeError::SandboxNotFound(id.clone()))
+    }
+
     fn set_lease(&self, lease: Option<LeaseId>) {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
     }
@@ -67,10 +83,17 @@ impl Agent {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Destroys a sandbox and forgets it.
+    /// Destroys a sandbox and forgets it. A sandbox of unknown kind is destroyed in every runtime
+    /// (destroy is idempotent).
     pub async fn destroy(&self, id: &SandboxId) {
-        if let Err(e) = self.runtime.destroy(id).await {
-            tracing::warn!(sandbox_id = %id, error = %e, "destroy failed");
+        let targets = match self.runtime_of(id) {
+            Ok(rt) => vec![rt],
+            Err(_) => self.runtimes.clone(),
+        };
+        for rt in targets {
+            if let Err(e) = rt.destroy(id).await {
+                tracing::warn!(sandbox_id = %id, runtime = %rt.kind(), error = %e, "destroy failed");
+            }
         }
         self.specs().remove(id);
     }
@@ -78,15 +101,26 @@ impl Agent {
     /// Kills every local sandbox: the node lost its lease, so the coordinator will (or did)
     /// declare them LOST and nothing may keep running under a stale claim.
     pub async fn fence(&self) {
-        let ids = self.runtime.list().await;
-        tracing::warn!(count = ids.len(), "fencing: destroying all local sandboxes");
-        for id in ids {
-            self.destroy(&id).await;
+        for rt in &self.runtimes {
+            let ids = rt.list().await;
+            tracing::warn!(count = ids.len(), runtime = %rt.kind(), "fencing: destroying local sandboxes");
+            for id in ids {
+                if let Err(e) = rt.destroy(&id).await {
+                    tracing::warn!(sandbox_id = %id, error = %e, "destroy failed while fencing");
+                }
+                self.specs().remove(&id);
+            }
         }
     }
 
-    fn node_info(&self) -> NodeInfo {
+    async fn node_info(&self) -> NodeInfo {
         let (host_cpus, host_mem) = config::host_capacity();
+        let mut images = Vec::new();
+        for rt in &self.runtimes {
+            images.extend(rt.images().await);
+        }
+        images.sort();
+        images.dedup();
         let c = &self.config;
         NodeInfo {
             v: NodeInfo::VERSION,
@@ -96,7 +130,8 @@ impl Agent {
                 memory_mb: if c.memory_mb > 0 { c.memory_mb } else { host_mem },
                 sandboxes: c.max_sandboxes,
             },
-            runtimes: vec![self.runtime.kind()],
+            runtimes: self.runtimes.iter().map(|r| r.kind()).collect(),
+            images,
             labels: c.labels.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             registered_at_ms: now_ms(),
@@ -109,19 +144,23 @@ impl Agent {
 pub async fn run(
     config: AgentConfig,
     node: NodeId,
-    runtime: Arc<dyn Runtime>,
+    runtimes: Vec<Arc<dyn Runtime>>,
     store: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.validate().map_err(AgentError::Config)?;
+    if runtimes.is_empty() {
+        return Err(AgentError::Config("the agent needs at least one runtime".into()));
+    }
     let agent =
-        Arc::new(Agent { node, config, runtime, store, bus, sandboxes: Mutex::default(), lease: Mutex::default() });
+        Arc::new(Agent { node, config, runtimes, store, bus, sandboxes: Mutex::default(), lease: Mutex::default() });
+    adopt::recover(&agent).await?;
     // Serve before registering, so the node is ready when the coordinator first sees it.
     let rpc_task =
         OwnedTask::spawn("agent.rpc", rpc::serve(agent.clone(), agent.bus.serve(&rpc::subject(&agent.node)).await?));
     let work_task = OwnedTask::spawn("agent.work", work::consume(agent.clone()));
-    let heartbeat_task = OwnedTask::spawn("agent.heartbeat", node::heartbeat(agent.clone(), agent.node_info()));
+    let heartbeat_task = OwnedTask::spawn("agent.heartbeat", node::heartbeat(agent.clone()));
     let gc_task = OwnedTask::spawn("agent.gc", gc::run(agent.clone()));
     let tasks = [rpc_task, work_task, heartbeat_task, gc_task];
 

@@ -12,11 +12,13 @@ use tokio::time::Instant;
 
 use crate::Agent;
 
-/// Registers the node and keeps it registered until the task is dropped.
-pub async fn heartbeat(agent: Arc<Agent>, info: NodeInfo) -> Result<(), StoreError> {
+/// Registers the node and keeps it registered until the task is dropped. The NodeInfo is
+/// rewritten when what the node offers changes (e.g. an image was built).
+pub async fn heartbeat(agent: Arc<Agent>) -> Result<(), StoreError> {
     let ttl = agent.config.lease_ttl();
     let period = agent.config.heartbeat();
     loop {
+        let mut info = agent.node_info().await;
         let lease = match register(agent.store.as_ref(), &info, ttl).await {
             Ok(lease) => lease,
             Err(e) => {
@@ -31,7 +33,10 @@ pub async fn heartbeat(agent: Arc<Agent>, info: NodeInfo) -> Result<(), StoreErr
         loop {
             tokio::time::sleep(period).await;
             match agent.store.keep_alive(lease).await {
-                Ok(()) => last_ok = Instant::now(),
+                Ok(()) => {
+                    last_ok = Instant::now();
+                    refresh(&agent, &mut info, lease).await;
+                }
                 Err(StoreError::LeaseNotFound(_)) => {
                     tracing::error!("node lease expired; fencing local sandboxes and registering again");
                     agent.fence().await;
@@ -46,6 +51,23 @@ pub async fn heartbeat(agent: Arc<Agent>, info: NodeInfo) -> Result<(), StoreErr
             }
         }
         agent.set_lease(None);
+    }
+}
+
+/// Rewrites the node record if the runtimes' offer changed since `info` was written.
+async fn refresh(agent: &Agent, info: &mut NodeInfo, lease: LeaseId) {
+    let mut now = agent.node_info().await;
+    now.registered_at_ms = info.registered_at_ms;
+    if now == *info {
+        return;
+    }
+    let txn = Txn::new().put_with_lease(NodeKey(&now.node_id), store::encode(&now), lease);
+    match agent.store.txn(txn).await {
+        Ok(_) => {
+            tracing::info!(images = ?now.images, "node offer changed; record updated");
+            *info = now;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not update the node record"),
     }
 }
 

@@ -64,28 +64,36 @@ async fn handle(agent: &Arc<Agent>, uploads: &Uploads, req: RpcRequest) -> RpcRe
         Ok(match req {
             RpcRequest::Exec { sandbox, exec, spec } => start_exec(agent, sandbox, exec, spec).await?,
             RpcRequest::KillExec { sandbox, exec } => {
-                agent.runtime.kill_exec(&sandbox, exec).await?;
+                agent.runtime_of(&sandbox)?.kill_exec(&sandbox, exec).await?;
                 RpcReply::Ok
             }
             RpcRequest::ReadFile { sandbox, path, offset, len } => {
                 let len = len.min(CHUNK_BYTES as u32);
-                let c = agent.runtime.read_file(&sandbox, &path, offset, len).await?;
+                let c = agent.runtime_of(&sandbox)?.read_file(&sandbox, &path, offset, len).await?;
                 RpcReply::FileChunk { data: c.data, size: c.size, mode: c.mode }
             }
             RpcRequest::WriteFile { sandbox, path, upload, offset, data, mode, last } => {
                 match uploads.add(&sandbox, upload, &path, offset, data, last)? {
                     None => RpcReply::Ok,
                     Some(bytes) => {
-                        let size = agent.runtime.write_file(&sandbox, &path, &bytes, mode).await?;
+                        let size = agent.runtime_of(&sandbox)?.write_file(&sandbox, &path, &bytes, mode).await?;
                         RpcReply::Written { size }
                     }
                 }
             }
             RpcRequest::ListFiles { sandbox, path } => {
-                RpcReply::Entries(agent.runtime.list_files(&sandbox, &path).await?)
+                RpcReply::Entries(agent.runtime_of(&sandbox)?.list_files(&sandbox, &path).await?)
             }
             RpcRequest::RemoveFile { sandbox, path, recursive } => {
-                agent.runtime.remove_file(&sandbox, &path, recursive).await?;
+                agent.runtime_of(&sandbox)?.remove_file(&sandbox, &path, recursive).await?;
+                RpcReply::Ok
+            }
+            RpcRequest::Pause { sandbox } => {
+                agent.runtime_of(&sandbox)?.pause(&sandbox).await?;
+                RpcReply::Ok
+            }
+            RpcRequest::Resume { sandbox } => {
+                agent.runtime_of(&sandbox)?.resume(&sandbox).await?;
                 RpcReply::Ok
             }
             RpcRequest::Ping => RpcReply::Pong { node: agent.node.clone() },
@@ -104,7 +112,7 @@ async fn start_exec(
     if spec.cwd.is_empty() {
         spec.cwd = agent.spec(&sandbox).map(|s| s.workdir).unwrap_or_else(|| "/workspace".to_owned());
     }
-    let mut handle = agent.runtime.exec(&sandbox, exec, spec).await?;
+    let mut handle = agent.runtime_of(&sandbox)?.exec(&sandbox, exec, spec).await?;
     let mut pump =
         OutputPump { bus: agent.bus.clone(), subject: OutputSubject { sandbox: &sandbox, exec }.to_string(), seq: 0 };
     corral_core::task::spawn_detached("agent.exec_output", async move {

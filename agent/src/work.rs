@@ -82,13 +82,14 @@ async fn handle(agent: &Agent, tombstones: &Mutex<HashMap<SandboxId, Instant>>, 
 }
 
 async fn create(agent: &Agent, spec: corral_core::model::SandboxSpec) -> Result<(), AgentError> {
-    if spec.runtime != agent.runtime.kind() {
-        let why = format!("node {} runs {}, not {}", agent.node, agent.runtime.kind(), spec.runtime);
+    let Some(runtime) = agent.runtime(spec.runtime).cloned() else {
+        let offered: Vec<String> = agent.runtimes.iter().map(|r| r.kind().to_string()).collect();
+        let why = format!("node {} runs {}, not {}", agent.node, offered.join(", "), spec.runtime);
         return Err(AgentError::new(AgentErrorKind::FailedPrecondition, why));
-    }
+    };
     let id = spec.id.clone();
     agent.specs().insert(id.clone(), spec.clone());
-    if let Err(e) = agent.runtime.create(&spec).await {
+    if let Err(e) = runtime.create(&spec).await {
         tracing::warn!(sandbox_id = %id, error = %e, "create failed");
         agent.destroy(&id).await;
         return Err(e.into());

@@ -45,6 +45,7 @@ pub fn spec() -> SandboxSpec {
         env: BTreeMap::new(),
         labels: BTreeMap::new(),
         workdir: "/workspace".into(),
+        image: String::new(),
     }
 }
 

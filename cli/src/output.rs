@@ -30,6 +30,7 @@ pub fn sandbox_json(s: &pb::Sandbox) -> Value {
         "tenant": s.tenant,
         "runtime": pb::Runtime::try_from(s.runtime).map(|r| r.as_str_name()).unwrap_or("UNKNOWN"),
         "state": state_name(s.state),
+        "image": s.image,
         "node_id": s.node_id,
         "cpus": s.cpus,
         "memory_mb": s.memory_mb,

@@ -31,7 +31,11 @@ async fn bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     })
 }
 
-fn runtime(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
+fn runtimes(config: &Config) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
+    Ok(vec![bwrap(config)?])
+}
+
+fn bwrap(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
     let a = &config.agent;
     let mut bw = BwrapConfig::with_state_dir(a.state_dir.clone()).context("configuring the bubblewrap runtime")?;
     if !a.bwrap_path.as_os_str().is_empty() {
@@ -75,7 +79,7 @@ pub async fn shutdown_signal() {
 pub async fn dev(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn StateStore> = Arc::new(MemStore::new());
     let bus: Arc<dyn Bus> = Arc::new(MemBus::new());
-    let runtime = runtime(&config)?;
+    let runtimes = runtimes(&config)?;
     let node = node_id(&config)?;
     let listener = listener(&config).await?;
     let addr = listener.local_addr()?;
@@ -85,7 +89,7 @@ pub async fn dev(config: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
     let agent =
-        corral_agent::run(config.agent.clone(), node, runtime, store.clone(), bus.clone(), stopped(stop_rx.clone()));
+        corral_agent::run(config.agent.clone(), node, runtimes, store.clone(), bus.clone(), stopped(stop_rx.clone()));
     let coordinator = corral_coordinator::run(config.coordinator.clone(), store, bus, listener, stopped(stop_rx));
     tokio::pin!(agent, coordinator);
     // Whichever ends first (a signal, or a failure of either half) stops the other half too.
@@ -109,10 +113,10 @@ pub async fn coordinator(config: Config) -> anyhow::Result<()> {
 
 pub async fn agent(config: Config) -> anyhow::Result<()> {
     let node = node_id(&config)?;
-    let runtime = runtime(&config)?;
+    let runtimes = runtimes(&config)?;
     let store = store(&config).await?;
     let bus = bus(&config).await?;
     tracing::info!(node = %node, "agent starting");
-    corral_agent::run(config.agent.clone(), node, runtime, store, bus, shutdown_signal()).await?;
+    corral_agent::run(config.agent.clone(), node, runtimes, store, bus, shutdown_signal()).await?;
     Ok(())
 }

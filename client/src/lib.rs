@@ -101,6 +101,16 @@ impl Client {
         resp.sandbox.ok_or(ClientError::Missing("sandbox"))
     }
 
+    pub async fn pause(&self, id: &str) -> Result<pb::Sandbox> {
+        let resp = self.sandboxes.clone().pause(pb::PauseSandboxRequest { id: id.to_owned() }).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<pb::Sandbox> {
+        let resp = self.sandboxes.clone().resume(pb::ResumeSandboxRequest { id: id.to_owned() }).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
     pub async fn run(&self, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
         Ok(self.exec.clone().run(req).await?.into_inner())
     }

@@ -69,6 +69,7 @@ impl ClusterView {
                 id: &n.node_id,
                 capacity: n.capacity,
                 runtimes: &n.runtimes,
+                images: &n.images,
                 allocated: inner.allocated.get(&n.node_id).copied().unwrap_or_default(),
             })
             .collect();
@@ -233,7 +234,8 @@ impl Inner {
             return;
         };
         let spec = &record.spec;
-        let demand = Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb };
+        let demand =
+            Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb, image: spec.image.clone() };
         let placed = Placed {
             tenant: spec.tenant.clone(),
             node,

@@ -8,11 +8,13 @@ use corral_core::ids::NodeId;
 use corral_core::model::{Capacity, RuntimeKind};
 
 /// What a sandbox asks for.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Demand {
     pub runtime: RuntimeKind,
     pub cpus: f64,
     pub memory_mb: u64,
+    /// The image a Docker sandbox needs on its node; empty when none.
+    pub image: String,
 }
 
 /// Resources already promised to sandboxes on a node.
@@ -43,6 +45,7 @@ pub struct Candidate<'a> {
     pub id: &'a NodeId,
     pub capacity: Capacity,
     pub runtimes: &'a [RuntimeKind],
+    pub images: &'a [String],
     pub allocated: Allocated,
 }
 
@@ -53,6 +56,8 @@ pub enum PlacementError {
     NoNodes,
     #[error("no registered node runs the {runtime} runtime ({nodes} nodes registered)")]
     NoRuntime { runtime: RuntimeKind, nodes: usize },
+    #[error("no node has the image {image:?}; images on nodes running {runtime}: {available:?}")]
+    NoImage { image: String, runtime: RuntimeKind, available: Vec<String> },
     #[error("no node has room for {memory_mb} MiB more ({eligible} nodes run {runtime}, all full)")]
     Full { runtime: RuntimeKind, memory_mb: u64, eligible: usize },
 }
@@ -75,9 +80,17 @@ pub fn place<'a>(candidates: &[Candidate<'a>], d: &Demand) -> Result<&'a NodeId,
     if candidates.is_empty() {
         return Err(PlacementError::NoNodes);
     }
-    let eligible: Vec<&Candidate<'a>> = candidates.iter().filter(|c| c.runtimes.contains(&d.runtime)).collect();
-    if eligible.is_empty() {
+    let with_runtime: Vec<&Candidate<'a>> = candidates.iter().filter(|c| c.runtimes.contains(&d.runtime)).collect();
+    if with_runtime.is_empty() {
         return Err(PlacementError::NoRuntime { runtime: d.runtime, nodes: candidates.len() });
+    }
+    let eligible: Vec<&Candidate<'a>> =
+        with_runtime.iter().copied().filter(|c| d.image.is_empty() || c.images.contains(&d.image)).collect();
+    if eligible.is_empty() {
+        let mut available: Vec<String> = with_runtime.iter().flat_map(|c| c.images.iter().cloned()).collect();
+        available.sort();
+        available.dedup();
+        return Err(PlacementError::NoImage { image: d.image.clone(), runtime: d.runtime, available });
     }
     eligible
         .iter()
@@ -103,16 +116,16 @@ mod tests {
     fn prefers_the_emptier_node_and_breaks_ties_by_id() {
         let (a, b) = (node(1), node(2));
         let cap = Capacity { cpus: 2.0, memory_mb: 1024, sandboxes: 10 };
-        let d = Demand { runtime: RuntimeKind::Bwrap, cpus: 1.0, memory_mb: 100 };
+        let d = Demand { runtime: RuntimeKind::Bwrap, cpus: 1.0, memory_mb: 100, image: String::new() };
         let busy = Allocated { cpus: 1.0, memory_mb: 500, sandboxes: 5 };
         let cands = [
-            Candidate { id: &a, capacity: cap, runtimes: BWRAP, allocated: busy },
-            Candidate { id: &b, capacity: cap, runtimes: BWRAP, allocated: Allocated::default() },
+            Candidate { id: &a, capacity: cap, runtimes: BWRAP, images: &[], allocated: busy },
+            Candidate { id: &b, capacity: cap, runtimes: BWRAP, images: &[], allocated: Allocated::default() },
         ];
         assert_eq!(place(&cands, &d).unwrap(), &b);
         let tie = [
-            Candidate { id: &b, capacity: cap, runtimes: BWRAP, allocated: Allocated::default() },
-            Candidate { id: &a, capacity: cap, runtimes: BWRAP, allocated: Allocated::default() },
+            Candidate { id: &b, capacity: cap, runtimes: BWRAP, images: &[], allocated: Allocated::default() },
+            Candidate { id: &a, capacity: cap, runtimes: BWRAP, images: &[], allocated: Allocated::default() },
         ];
         assert_eq!(place(&tie, &d).unwrap(), &a);
     }
@@ -120,15 +133,32 @@ mod tests {
     #[test]
     fn explains_why_nothing_fits() {
         let a = node(1);
-        let d = Demand { runtime: RuntimeKind::Bwrap, cpus: 1.0, memory_mb: 100 };
+        let d = Demand { runtime: RuntimeKind::Bwrap, cpus: 1.0, memory_mb: 100, image: String::new() };
         assert_eq!(place(&[], &d), Err(PlacementError::NoNodes));
         let full = Allocated { cpus: 0.0, memory_mb: 0, sandboxes: 1 };
         let cap = Capacity { cpus: 1.0, memory_mb: 1000, sandboxes: 1 };
-        let cands = [Candidate { id: &a, capacity: cap, runtimes: BWRAP, allocated: full }];
+        let cands = [Candidate { id: &a, capacity: cap, runtimes: BWRAP, images: &[], allocated: full }];
         assert!(matches!(place(&cands, &d), Err(PlacementError::Full { eligible: 1, .. })));
         let none: &[RuntimeKind] = &[];
-        let cands = [Candidate { id: &a, capacity: cap, runtimes: none, allocated: Allocated::default() }];
+        let cands = [Candidate { id: &a, capacity: cap, runtimes: none, images: &[], allocated: Allocated::default() }];
         assert!(matches!(place(&cands, &d), Err(PlacementError::NoRuntime { .. })));
+    }
+
+    #[test]
+    fn docker_sandboxes_go_only_where_their_image_is() {
+        let (a, b) = (node(1), node(2));
+        let cap = Capacity { cpus: 2.0, memory_mb: 1024, sandboxes: 10 };
+        const DOCKER: &[RuntimeKind] = &[RuntimeKind::Bwrap, RuntimeKind::Docker];
+        let (base, py) = (vec!["corral/base:latest".to_owned()], vec!["corral/python:latest".to_owned()]);
+        let cands = [
+            Candidate { id: &a, capacity: cap, runtimes: DOCKER, images: &base, allocated: Allocated::default() },
+            Candidate { id: &b, capacity: cap, runtimes: DOCKER, images: &py, allocated: Allocated::default() },
+        ];
+        let d = Demand { runtime: RuntimeKind::Docker, cpus: 1.0, memory_mb: 64, image: "corral/python:latest".into() };
+        assert_eq!(place(&cands, &d).unwrap(), &b);
+        let missing = Demand { image: "corral/ruby:latest".into(), ..d };
+        let err = place(&cands, &missing).unwrap_err().to_string();
+        assert!(err.contains("corral/ruby:latest") && err.contains("corral/base:latest"), "{err}");
     }
 
     proptest! {
@@ -142,11 +172,12 @@ mod tests {
             let ids: Vec<NodeId> = (0..caps.len()).map(node).collect();
             let mut alloc = vec![Allocated::default(); caps.len()];
             for (cpus, memory_mb) in demands {
-                let d = Demand { runtime: RuntimeKind::Bwrap, cpus, memory_mb };
+                let d = Demand { runtime: RuntimeKind::Bwrap, cpus, memory_mb, image: String::new() };
                 let cands: Vec<Candidate<'_>> = caps.iter().enumerate().map(|(i, &(s, m, has))| Candidate {
                     id: &ids[i],
                     capacity: Capacity { cpus: 2.0, memory_mb: m, sandboxes: s },
                     runtimes: if has { BWRAP } else { &[] },
+                    images: &[],
                     allocated: alloc[i],
                 }).collect();
                 match place(&cands, &d) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use corral_core::ids::{NodeId, SandboxId, SandboxName, TenantId};
 use corral_core::keys::TenantSandboxesPrefix;
 use corral_core::model::{SandboxRecord, SandboxSpec};
-use corral_core::protocol::{Work, WorkReply};
+use corral_core::protocol::{RpcRequest, Work, WorkReply};
 use corral_core::state::SandboxState;
 use corral_core::store::{self, StateStore};
 use corral_core::time::now_ms;
@@ -48,7 +48,8 @@ impl Core {
     pub async fn create(&self, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
         let now = now_ms();
         let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
-        let demand = Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb };
+        let demand =
+            Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb, image: spec.image.clone() };
         let node =
             self.view.place_and_reserve(&spec.id, &spec.tenant, demand, now, expires_at_ms).map_err(|e| match e {
                 PlacementError::Full { .. } => ApiError::NoCapacity(e.to_string()),
@@ -227,6 +228,32 @@ impl Core {
         if let Err(e) = self.dispatch.send_work(node, work, &format!("{id}.destroy")).await {
             tracing::warn!(sandbox_id = %id, node = %node, error = %e, "could not queue destroy; the agent's GC will reap it");
         }
+    }
+
+    /// Pauses a RUNNING sandbox (`pause`) or resumes a PAUSED one: the agent freezes or thaws it,
+    /// then the record follows. Pausing a paused sandbox (or resuming a running one) is a no-op.
+    pub async fn set_paused(&self, tenant: &TenantId, id: &SandboxId, pause: bool) -> ApiResult<SandboxRecord> {
+        let (from, to) =
+            if pause { (SandboxState::Running, SandboxState::Paused) } else { (SandboxState::Paused, SandboxState::Running) };
+        let current = match self.known(tenant, id) {
+            Some(v) => v,
+            None => records::get(self.store.as_ref(), tenant, id).await?,
+        };
+        let state = current.record.state;
+        if state == to {
+            return Ok(current.record);
+        }
+        let (true, Some(node)) = (state == from, current.record.node.clone()) else {
+            let verb = if pause { "paused" } else { "resumed" };
+            return Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}; only a {from} sandbox can be {verb}")));
+        };
+        let req = if pause { RpcRequest::Pause { sandbox: id.clone() } } else { RpcRequest::Resume { sandbox: id.clone() } };
+        self.dispatch.rpc(&node, &req).await?;
+        let v = records::transition(&self.store, tenant, id, Some(current), to, |_| {})
+            .await?
+            .ok_or_else(|| ApiError::FailedPrecondition(format!("sandbox {id} ended meanwhile")))?;
+        self.view.apply_record(&v.record, v.revision);
+        Ok(v.record)
     }
 
     /// The latest version of a live sandbox's record this coordinator knows, if any (a stale one

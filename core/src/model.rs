@@ -14,12 +14,14 @@ use crate::state::SandboxState;
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     Bwrap,
+    Docker,
 }
 
 impl fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Bwrap => "bwrap",
+            Self::Docker => "docker",
         })
     }
 }
@@ -41,6 +43,9 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
     /// Default working directory inside the sandbox (absolute).
     pub workdir: String,
+    /// The image of a Docker sandbox (a local image of the node); empty for bubblewrap.
+    #[serde(default)]
+    pub image: String,
 }
 
 /// `sandboxes/{tenant}/{id}`.
@@ -77,6 +82,9 @@ pub struct NodeInfo {
     pub node_id: NodeId,
     pub capacity: Capacity,
     pub runtimes: Vec<RuntimeKind>,
+    /// Local images the node's Docker runtime can start (`repository:tag`).
+    #[serde(default)]
+    pub images: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     pub registered_at_ms: i64,
@@ -120,6 +128,9 @@ pub struct ExitStatus {
     pub timed_out: bool,
     pub truncated: bool,
     pub duration_ms: u64,
+    /// The sandbox hit its memory limit while the command ran.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// One directory entry returned by the files API.

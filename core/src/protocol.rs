@@ -86,6 +86,10 @@ pub enum RpcRequest {
         path: String,
         recursive: bool,
     },
+    /// Freeze every process of the sandbox.
+    Pause { sandbox: SandboxId },
+    /// Thaw a paused sandbox.
+    Resume { sandbox: SandboxId },
     /// Liveness and identity check.
     Ping,
 }

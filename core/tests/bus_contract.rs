@@ -97,7 +97,10 @@ async fn request_reply_round_trip(b: &impl Backend) -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     let (served, asked) = tokio::join!(server, client);
-    served.and(asked)
+    match (served, asked) {
+        (Ok(()), Ok(())) => Ok(()),
+        (s, a) => bail!("server side: {s:?}; client side: {a:?}"),
+    }
 }
 
 async fn request_without_server_is_no_responders(b: &impl Backend) -> anyhow::Result<()> {

@@ -226,6 +226,23 @@ fn instance_name(state_dir: &Path) -> String {
 
 #[async_trait]
 impl Runtime for BwrapRuntime {
+    async fn pause(&self, _sandbox: &SandboxId) -> RuntimeResult<()> {
+        Err(RuntimeError::Invalid { what: "pause", why: "not supported by the bwrap runtime yet".into() })
+    }
+
+    async fn resume(&self, _sandbox: &SandboxId) -> RuntimeResult<()> {
+        Err(RuntimeError::Invalid { what: "resume", why: "not supported by the bwrap runtime yet".into() })
+    }
+
+    async fn images(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn adopt(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
+        // A bubblewrap sandbox dies with its agent (--die-with-parent), so none survive a restart.
+        Err(RuntimeError::SandboxNotFound(spec.id.clone()))
+    }
+
     fn kind(&self) -> RuntimeKind {
         RuntimeKind::Bwrap
     }

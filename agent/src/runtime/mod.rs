@@ -116,6 +116,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// Kills everything in the sandbox and removes its files and cgroups. Idempotent.
     async fn destroy(&self, sandbox: &SandboxId) -> RuntimeResult<()>;
 
-    /// Sandboxes currently running on this node.
+    /// Sandboxes currently running on this node (after an agent restart: those that survived it).
     async fn list(&self) -> Vec<SandboxId>;
+
+    /// Freezes every process of the sandbox; idempotent.
+    async fn pause(&self, sandbox: &SandboxId) -> RuntimeResult<()>;
+
+    /// Thaws a paused sandbox; idempotent.
+    async fn resume(&self, sandbox: &SandboxId) -> RuntimeResult<()>;
+
+    /// Images this runtime can start (`repository:tag`); empty for runtimes without images.
+    async fn images(&self) -> Vec<String>;
+
+    /// Takes back a sandbox found by `list` after an agent restart, so it can be used again.
+    async fn adopt(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
 }

@@ -11,6 +11,12 @@ use crate::output::{self, Format};
 /// Options for creating a sandbox (shared by `sandbox create` and `run`).
 #[derive(Debug, Clone, Args)]
 pub struct CreateOpts {
+    /// Isolation: bubblewrap (host system read-only) or a Docker container.
+    #[arg(long, value_enum, default_value = "bwrap")]
+    pub runtime: RuntimeArg,
+    /// Image for --runtime docker (a local image of the node) [default: corral/base].
+    #[arg(long, alias = "template")]
+    pub image: Option<String>,
     /// CPU cores (fractions allowed) [default: server's, 1].
     #[arg(long)]
     pub cpus: Option<f64>,
@@ -40,7 +46,11 @@ pub struct CreateOpts {
 impl CreateOpts {
     pub fn request(&self) -> pb::CreateSandboxRequest {
         pb::CreateSandboxRequest {
-            runtime: pb::Runtime::Bwrap as i32,
+            runtime: match self.runtime {
+                RuntimeArg::Bwrap => pb::Runtime::Bwrap as i32,
+                RuntimeArg::Docker => pb::Runtime::Docker as i32,
+            },
+            image: self.image.clone().unwrap_or_default(),
             cpus: self.cpus.unwrap_or(0.0),
             memory_mb: self.memory_mb.unwrap_or(0),
             timeout_seconds: self.ttl_seconds.unwrap_or(0),
@@ -51,6 +61,12 @@ impl CreateOpts {
             workdir: self.workdir.clone().unwrap_or_default(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Bwrap,
+    Docker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +98,16 @@ pub enum SandboxCmd {
         #[arg(long, conflicts_with = "id")]
         name: Option<String>,
     },
+    /// Freeze every process of running sandboxes.
+    Pause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Thaw paused sandboxes.
+    Resume {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Destroy sandboxes (idempotent).
     Destroy {
         #[arg(required = true)]
@@ -107,6 +133,16 @@ pub async fn run(endpoint: &str, out: Format, cmd: SandboxCmd) -> anyhow::Result
                 (None, None) => anyhow::bail!("give a sandbox id or --name"),
             };
             output::print_sandbox(out, &s);
+        }
+        SandboxCmd::Pause { ids } => {
+            for id in ids {
+                output::print_sandbox(out, &client.pause(&id).await?);
+            }
+        }
+        SandboxCmd::Resume { ids } => {
+            for id in ids {
+                output::print_sandbox(out, &client.resume(&id).await?);
+            }
         }
         SandboxCmd::Destroy { ids } => {
             for id in ids {

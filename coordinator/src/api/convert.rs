@@ -103,12 +103,38 @@ pub fn sandbox_dir(field: &str, raw: &str) -> ApiResult<String> {
 pub fn runtime(raw: i32) -> ApiResult<RuntimeKind> {
     match pb::Runtime::try_from(raw) {
         Ok(pb::Runtime::Unspecified | pb::Runtime::Bwrap) => Ok(RuntimeKind::Bwrap),
-        Err(_) => Err(ApiError::field("runtime", format!("unknown runtime {raw}; supported: RUNTIME_BWRAP"))),
+        Ok(pb::Runtime::Docker) => Ok(RuntimeKind::Docker),
+        Err(_) => Err(ApiError::field("runtime", format!("unknown runtime {raw}; supported: RUNTIME_BWRAP, RUNTIME_DOCKER"))),
     }
+}
+
+/// The image Docker sandboxes use when a request names none.
+pub const DEFAULT_IMAGE: &str = "corral/base:latest";
+
+/// A local image reference, normalised to `repository:tag` (`latest` when no tag is given).
+pub fn image(runtime: RuntimeKind, raw: &str) -> ApiResult<String> {
+    if runtime == RuntimeKind::Bwrap {
+        if !raw.is_empty() {
+            return Err(ApiError::field("image", "only RUNTIME_DOCKER sandboxes have an image"));
+        }
+        return Ok(String::new());
+    }
+    if raw.is_empty() {
+        return Ok(DEFAULT_IMAGE.to_owned());
+    }
+    let ok = raw.len() <= 255
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b))
+        && raw.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !ok {
+        return Err(ApiError::field("image", format!("{raw:.80?} is not an image reference like corral/python:latest")));
+    }
+    let last = raw.rsplit('/').next().unwrap_or(raw);
+    Ok(if last.contains(':') || raw.contains('@') { raw.to_owned() } else { format!("{raw}:latest") })
 }
 
 pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &CoordinatorConfig) -> ApiResult<SandboxSpec> {
     let runtime = runtime(req.runtime)?;
+    let image = image(runtime, &req.image)?;
     if !req.cpus.is_finite() || req.cpus < 0.0 || req.cpus > cfg.max_cpus {
         return Err(ApiError::field(
             "cpus",
@@ -148,6 +174,7 @@ pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &Coordi
         env: env("env", &req.env)?,
         labels: labels("labels", &req.labels)?,
         workdir,
+        image,
     })
 }
 
@@ -213,7 +240,9 @@ pub fn sandbox_to_pb(r: SandboxRecord) -> pb::Sandbox {
         tenant: spec.tenant.to_string(),
         runtime: match spec.runtime {
             RuntimeKind::Bwrap => pb::Runtime::Bwrap as i32,
+            RuntimeKind::Docker => pb::Runtime::Docker as i32,
         },
+        image: spec.image,
         state: state_to_pb(r.state) as i32,
         node_id: r.node.map(|n| n.to_string()).unwrap_or_default(),
         cpus: spec.cpus,

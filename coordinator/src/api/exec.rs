@@ -72,6 +72,7 @@ fn exit_to_pb(s: ExitStatus) -> pb::ExecExit {
         truncated: s.truncated,
         duration_ms: s.duration_ms as i64,
         signal: s.signal,
+        oom_killed: s.oom_killed,
     }
 }
 
@@ -97,6 +98,7 @@ impl Exec for ExecApi {
                         truncated: s.truncated || cut,
                         duration_ms: s.duration_ms as i64,
                         signal: s.signal,
+                        oom_killed: s.oom_killed,
                     }));
                 }
             }

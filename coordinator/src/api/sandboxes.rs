@@ -90,4 +90,20 @@ impl Sandboxes for SandboxesApi {
         let record = self.0.end(&tenant, &id, SandboxState::Stopped, "destroyed by client").await?;
         Ok(Response::new(pb::DestroySandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
     }
+
+    #[tracing::instrument(name = "api.Sandboxes.Pause", skip_all)]
+    async fn pause(&self, req: Request<pb::PauseSandboxRequest>) -> Result<Response<pb::PauseSandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = convert::sandbox_id("id", &req.get_ref().id)?;
+        let record = self.0.set_paused(&tenant, &id, true).await?;
+        Ok(Response::new(pb::PauseSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
+
+    #[tracing::instrument(name = "api.Sandboxes.Resume", skip_all)]
+    async fn resume(&self, req: Request<pb::ResumeSandboxRequest>) -> Result<Response<pb::ResumeSandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = convert::sandbox_id("id", &req.get_ref().id)?;
+        let record = self.0.set_paused(&tenant, &id, false).await?;
+        Ok(Response::new(pb::ResumeSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
 }

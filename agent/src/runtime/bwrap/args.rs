@@ -170,6 +170,7 @@ mod tests {
             env: BTreeMap::from([("SECRET".into(), "x".into())]),
             labels: BTreeMap::new(),
             workdir: "/workspace".into(),
+            image: String::new(),
         };
         bwrap_args(&config, &spec, Path::new("/state/sandboxes/s")).iter().map(|a| a.to_string_lossy().into()).collect()
     }

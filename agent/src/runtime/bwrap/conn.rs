@@ -58,12 +58,13 @@ fn exit_status(x: &Exited) -> ExitStatus {
         timed_out: x.timed_out,
         truncated: x.truncated,
         duration_ms: x.duration_ms,
+        oom_killed: false,
     }
 }
 
 /// The status reported for execs whose sandbox ended under them.
 const SANDBOX_GONE: ExitStatus =
-    ExitStatus { exit_code: -1, signal: libc::SIGKILL, timed_out: false, truncated: false, duration_ms: 0 };
+    ExitStatus { exit_code: -1, signal: libc::SIGKILL, timed_out: false, truncated: false, duration_ms: 0, oom_killed: false };
 
 impl Conn {
     pub fn new(writer: ChildStdin) -> Self {
@@ -202,7 +203,7 @@ impl Conn {
                 return drop(started.send(Err(RuntimeError::ResourceExhausted(format!("cannot start: {error}")))));
             }
         };
-        let status = ExitStatus { exit_code, signal: 0, timed_out: false, truncated: false, duration_ms: 0 };
+        let status = ExitStatus { exit_code, signal: 0, timed_out: false, truncated: false, duration_ms: 0, oom_killed: false };
         let _ = slot.events.try_send(ExecEvent::Stderr(format!("corral: {error}\n").into_bytes()));
         let _ = slot.events.try_send(ExecEvent::Exit(status));
         let _ = started.send(Ok(()));

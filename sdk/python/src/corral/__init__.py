@@ -1,0 +1,95 @@
+"""Corral's Python SDK: sandboxes on a Corral coordinator, over gRPC (``corral.v1``).
+
+Quick start::
+
+    import asyncio
+    from corral import AsyncSandbox
+
+    async def main():
+        async with AsyncSandbox.create(labels={"team": "eval"}) as sb:
+            r = await sb.run_code("print(6 * 7)")
+            print(r.stdout)          # "42\\n"
+
+    asyncio.run(main())
+
+``Sandbox`` is the same API without ``await``; ``AsyncSandboxClient`` is the low-level client
+(one method per RPC). The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
+``~/.config/corral/config.toml``, or ``127.0.0.1:50051``.
+"""
+
+from ._config import DEFAULT_ENDPOINT, ResolvedConfig, resolve as resolve_config
+from .client import AsyncSandboxClient, SandboxPage
+from .errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CorralError,
+    DataLossError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RequestCancelledError,
+    ResourceExhaustedError,
+    SandboxNotFoundError,
+    SandboxTimeoutError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+)
+from .sandbox import LANGUAGES, AsyncSandbox, SandboxCreation
+from .sync import Sandbox
+from .types import (
+    CommandResult,
+    ExecResult,
+    FileInfo,
+    ResourceLimits,
+    RuntimeType,
+    SandboxInfo,
+    SandboxStatus,
+    WriteResult,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncSandbox",
+    "Sandbox",
+    "AsyncSandboxClient",
+    "SandboxCreation",
+    "SandboxPage",
+    "RuntimeType",
+    "SandboxStatus",
+    "ResourceLimits",
+    "SandboxInfo",
+    "ExecResult",
+    "CommandResult",
+    "FileInfo",
+    "WriteResult",
+    "LANGUAGES",
+    "DEFAULT_ENDPOINT",
+    "ResolvedConfig",
+    "resolve_config",
+    "CorralError",
+    "RequestCancelledError",
+    "UnknownError",
+    "InvalidArgumentError",
+    "SandboxTimeoutError",
+    "SandboxNotFoundError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "ResourceExhaustedError",
+    "FailedPreconditionError",
+    "AbortedError",
+    "OutOfRangeError",
+    "UnimplementedError",
+    "InternalError",
+    "UnavailableError",
+    "DataLossError",
+    "UnauthenticatedError",
+]

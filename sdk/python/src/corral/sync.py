@@ -1,0 +1,336 @@
+"""The synchronous mirror of :class:`~corral.AsyncSandbox`, for scripts: same names, no ``await``.
+
+Calls run on one private event loop in a daemon thread, so ``Sandbox`` also works when called
+from code that has its own event loop (it then blocks that loop while it waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import Any, List, Optional, TypeVar, Union
+
+from .client import StatusFilter
+from .sandbox import CLEANUP_TIMEOUT, AsyncSandbox, StrPath
+from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
+
+__all__ = ["Sandbox"]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: Optional[asyncio.AbstractEventLoop] = None
+
+
+def _get_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def main() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            threading.Thread(target=main, name="corral-sync-loop", daemon=True).start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine on the SDK's loop thread and waits for it. Ctrl-C cancels it (and waits
+    for its cleanup, e.g. destroying a sandbox that was being created)."""
+    finished = threading.Event()
+
+    async def wrapper() -> T:
+        try:
+            return await coro
+        finally:
+            finished.set()
+
+    fut = asyncio.run_coroutine_threadsafe(wrapper(), _get_loop())
+    try:
+        return fut.result()
+    except KeyboardInterrupt:
+        fut.cancel()
+        finished.wait(CLEANUP_TIMEOUT)
+        raise
+
+
+def _iterate(agen: AsyncIterator[T]) -> Iterator[T]:
+    try:
+        while True:
+            try:
+                yield _run(agen.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            _run(aclose())
+
+
+class Sandbox:
+    """A running sandbox (blocking API). See :class:`~corral.AsyncSandbox` for the semantics."""
+
+    def __init__(self, inner: AsyncSandbox) -> None:
+        self._inner = inner
+
+    @property
+    def async_sandbox(self) -> AsyncSandbox:
+        """The underlying AsyncSandbox (bound to the SDK's private loop thread)."""
+        return self._inner
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._inner.sandbox_id
+
+    @property
+    def id(self) -> str:
+        return self._inner.sandbox_id
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def cached_info(self) -> SandboxInfo:
+        return self._inner.cached_info
+
+    def __repr__(self) -> str:
+        return f"Sandbox(sandbox_id={self.sandbox_id!r}, status={self.cached_info.status.value!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        runtime: Union[RuntimeType, str, None] = None,
+        cpus: Optional[float] = None,
+        memory_mb: Optional[int] = None,
+        timeout_seconds: Optional[int] = None,
+        timeout: Optional[int] = None,
+        internet_access: bool = False,
+        env_vars: Optional[Mapping[str, str]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        name: Optional[str] = None,
+        workdir: Optional[str] = None,
+        resources: Optional[ResourceLimits] = None,
+        endpoint: Optional[str] = None,
+        api_key: Optional[str] = None,
+    ) -> "Sandbox":
+        """Creates a sandbox; ``with Sandbox.create(...) as sb:`` destroys it on exit."""
+        creation = AsyncSandbox.create(
+            runtime=runtime,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            timeout_seconds=timeout_seconds,
+            timeout=timeout,
+            internet_access=internet_access,
+            env_vars=env_vars,
+            env=env,
+            labels=labels,
+            name=name,
+            workdir=workdir,
+            resources=resources,
+            endpoint=endpoint,
+            api_key=api_key,
+        )
+
+        async def make() -> AsyncSandbox:
+            return await creation
+
+        return cls(_run(make()))
+
+    @classmethod
+    def from_local(
+        cls,
+        path: StrPath,
+        *,
+        runtime: Union[RuntimeType, str, None] = RuntimeType.BWRAP,
+        resources: Optional[ResourceLimits] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        ignore_patterns: Optional[Iterable[str]] = None,
+        use_gitignore: bool = True,
+        remote_path: str = "/workspace",
+        env_vars: Optional[Mapping[str, str]] = None,
+        name: Optional[str] = None,
+        internet_access: bool = False,
+        timeout_seconds: Optional[int] = None,
+        endpoint: Optional[str] = None,
+        api_key: Optional[str] = None,
+    ) -> "Sandbox":
+        """Creates a sandbox with the local directory ``path`` uploaded into ``/workspace``."""
+        creation = AsyncSandbox.from_local(
+            path,
+            runtime=runtime,
+            resources=resources,
+            labels=labels,
+            ignore_patterns=ignore_patterns,
+            use_gitignore=use_gitignore,
+            remote_path=remote_path,
+            env_vars=env_vars,
+            name=name,
+            internet_access=internet_access,
+            timeout_seconds=timeout_seconds,
+            endpoint=endpoint,
+            api_key=api_key,
+        )
+
+        async def make() -> AsyncSandbox:
+            return await creation
+
+        return cls(_run(make()))
+
+    @classmethod
+    def connect(cls, id_or_name: str, *, endpoint: Optional[str] = None, api_key: Optional[str] = None) -> "Sandbox":
+        return cls(_run(AsyncSandbox.connect(id_or_name, endpoint=endpoint, api_key=api_key)))
+
+    @classmethod
+    def list(
+        cls,
+        status: StatusFilter = None,
+        labels: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        *,
+        page_size: int = 0,
+        endpoint: Optional[str] = None,
+        api_key: Optional[str] = None,
+    ) -> List[SandboxInfo]:
+        return _run(
+            AsyncSandbox.list(status, labels, limit, page_size=page_size, endpoint=endpoint, api_key=api_key)
+        )
+
+    @classmethod
+    def iter(
+        cls,
+        status: StatusFilter = None,
+        labels: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        *,
+        page_size: int = 0,
+        endpoint: Optional[str] = None,
+        api_key: Optional[str] = None,
+    ) -> Iterator[SandboxInfo]:
+        """Lazily paginated listing (a page is fetched when the iteration reaches it)."""
+        return _iterate(
+            AsyncSandbox.iter(status, labels, limit, page_size=page_size, endpoint=endpoint, api_key=api_key)
+        )
+
+    def info(self) -> SandboxInfo:
+        return _run(self._inner.info())
+
+    get_info = info
+
+    def status(self) -> SandboxStatus:
+        return _run(self._inner.status())
+
+    def destroy(self) -> SandboxInfo:
+        return _run(self._inner.destroy())
+
+    terminate = destroy
+    kill = destroy
+
+    def close(self) -> None:
+        _run(self._inner.close())
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        _run(self._inner.__aexit__(exc_type, exc, tb))
+
+    # ------------------------------------------------------------------ commands
+
+    def run(
+        self,
+        command: Union[str, Sequence[str]],
+        args: Optional[Sequence[str]] = None,
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        stdin: Union[bytes, str, None] = None,
+    ) -> ExecResult:
+        return _run(self._inner.run(command, args, timeout=timeout, env=env, cwd=cwd, stdin=stdin))
+
+    exec = run
+
+    def run_stream(
+        self,
+        command: Union[str, Sequence[str]],
+        args: Optional[Sequence[str]] = None,
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        stdin: Union[bytes, str, None] = None,
+    ) -> Iterator[dict[str, Any]]:
+        return _iterate(self._inner.run_stream(command, args, timeout=timeout, env=env, cwd=cwd, stdin=stdin))
+
+    def run_code(
+        self,
+        code: str,
+        language: str = "python",
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+    ) -> ExecResult:
+        return _run(self._inner.run_code(code, language, timeout=timeout, env=env, cwd=cwd))
+
+    def run_code_stream(
+        self,
+        code: str,
+        language: str = "python",
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+    ) -> Iterator[dict[str, Any]]:
+        return _iterate(self._inner.run_code_stream(code, language, timeout=timeout, env=env, cwd=cwd))
+
+    # ------------------------------------------------------------------ files
+
+    def write_file(
+        self, path: str, content: Union[bytes, bytearray, memoryview, str], *, mode: Optional[int] = None
+    ) -> WriteResult:
+        return _run(self._inner.write_file(path, content, mode=mode))
+
+    def read_file(self, path: str, *, binary: bool = False, encoding: str = "utf-8") -> Any:
+        return _run(self._inner.read_file(path, binary=binary, encoding=encoding))
+
+    def read_bytes(self, path: str) -> bytes:
+        return _run(self._inner.read_bytes(path))
+
+    def list_directory(self, path: str = "/workspace") -> List[FileInfo]:
+        return _run(self._inner.list_directory(path))
+
+    def list_files(self, path: str = "/workspace", recursive: bool = False) -> List[FileInfo]:
+        return _run(self._inner.list_files(path, recursive))
+
+    def remove_file(self, path: str, *, recursive: bool = False) -> None:
+        _run(self._inner.remove_file(path, recursive=recursive))
+
+    remove = remove_file
+
+    def upload(
+        self,
+        local_path: StrPath,
+        remote_path: str,
+        *,
+        ignore_patterns: Optional[Iterable[str]] = None,
+        use_gitignore: bool = False,
+    ) -> List[str]:
+        return _run(
+            self._inner.upload(local_path, remote_path, ignore_patterns=ignore_patterns, use_gitignore=use_gitignore)
+        )
+
+    def download(self, remote_path: str, local_path: StrPath) -> List[Any]:
+        return _run(self._inner.download(remote_path, local_path))
