@@ -107,6 +107,7 @@ pub async fn coordinator(config: Config) -> anyhow::Result<()> {
     let store = store(&config).await?;
     let bus = bus(&config).await?;
     let listener = listener(&config).await?;
+    eprintln!("corral coordinator: serving on http://{}", listener.local_addr()?);
     corral_coordinator::run(config.coordinator.clone(), store, bus, listener, shutdown_signal()).await?;
     Ok(())
 }

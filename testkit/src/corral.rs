@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::etcd::EtcdServer;
 use crate::nats::NatsServer;
-use crate::{free_port, wait_for_port};
+use crate::wait_for_port;
 
 /// The `corral` binary of this build (target/<profile>/corral), which must have been built
 /// (`cargo build --workspace --bins`).
@@ -96,17 +96,25 @@ impl Drop for Proc {
     }
 }
 
-fn wait_listening(p: &mut Proc, port: u16) -> anyhow::Result<()> {
+/// Waits for the server's "serving on http://ADDR" line (it listens on port 0, so no other
+/// process can hold its port) and returns the endpoint.
+fn wait_serving(p: &mut Proc) -> anyhow::Result<String> {
+    const MARK: &str = "serving on http://";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         if !p.is_running() {
             bail!("{} exited during start-up; log:\n{}", p.name, p.log_tail(4000));
         }
-        if wait_for_port(port, Duration::from_millis(100)).is_ok() {
-            return Ok(());
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        if let Some(rest) = log.split(MARK).nth(1) {
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).context("port in the serving line")?;
+            wait_for_port(port, Duration::from_secs(5))?;
+            return Ok(format!("http://{addr}"));
         }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    bail!("{} did not listen on port {port}; log:\n{}", p.name, p.log_tail(4000))
+    bail!("{} did not report its address; log:\n{}", p.name, p.log_tail(4000))
 }
 
 /// `corral dev` on a free port with its own state dir.
@@ -124,14 +132,13 @@ impl DevServer {
     /// Starts it with extra environment variables (e.g. `CORRAL_*` settings).
     pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port();
         let mut cmd = Command::new(corral_binary()?);
-        cmd.args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"]).arg(dir.path().join("state"));
+        cmd.args(["dev", "--listen", "127.0.0.1:0", "--state-dir"]).arg(dir.path().join("state"));
         cmd.env("CORRAL_TELEMETRY__LOG", "info");
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("corral dev", cmd, dir.path().join("dev.log"))?;
-        wait_listening(&mut proc, port)?;
-        Ok(Self { proc, endpoint: format!("http://127.0.0.1:{port}"), dir })
+        let endpoint = wait_serving(&mut proc)?;
+        Ok(Self { proc, endpoint, dir })
     }
 }
 
@@ -151,14 +158,12 @@ impl Cluster {
         let etcd = EtcdServer::start()?;
         let nats = NatsServer::start()?;
         let bin = corral_binary()?;
-        let port = free_port();
         let mut cmd = Command::new(&bin);
-        cmd.args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--etcd", &etcd.endpoint()]);
+        cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &etcd.endpoint()]);
         cmd.args(["--nats", &nats.url()]);
         let mut coordinator = Proc::spawn("coordinator", cmd, dir.path().join("coordinator.log"))?;
-        wait_listening(&mut coordinator, port)?;
-        let mut cluster =
-            Self { agents: Vec::new(), coordinator, endpoint: format!("http://127.0.0.1:{port}"), nats, etcd, dir };
+        let endpoint = wait_serving(&mut coordinator)?;
+        let mut cluster = Self { agents: Vec::new(), coordinator, endpoint, nats, etcd, dir };
         for i in 1..=agents {
             cluster.agents.push(cluster.spawn_agent(i)?);
         }

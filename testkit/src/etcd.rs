@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
-use crate::{find_binary, free_port};
+use crate::{file_contains, find_binary, free_port, with_port_retries};
 
 const INSTALL_HINT: &str = "install it with `apt-get install etcd-server`";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,17 +38,19 @@ impl EtcdServer {
     /// Starts etcd and waits (blocking) until it serves requests.
     pub fn start() -> anyhow::Result<Self> {
         let binary = find_binary("etcd", &["/usr/bin", "/usr/local/bin"], INSTALL_HINT)?;
-        let dir = tempfile::Builder::new().prefix("corral-etcd-").tempdir().context("creating etcd data dir")?;
-        let client_port = free_port();
-        let peer_port = loop {
-            let port = free_port();
-            if port != client_port {
-                break port;
-            }
-        };
-        let mut server = Self { binary, client_port, peer_port, dir, child: None };
-        server.spawn()?;
-        Ok(server)
+        with_port_retries(|| {
+            let dir = tempfile::Builder::new().prefix("corral-etcd-").tempdir().context("creating etcd data dir")?;
+            let client_port = free_port();
+            let peer_port = loop {
+                let port = free_port();
+                if port != client_port {
+                    break port;
+                }
+            };
+            let mut server = Self { binary: binary.clone(), client_port, peer_port, dir, child: None };
+            server.spawn()?;
+            Ok(server)
+        })
     }
 
     /// `http://127.0.0.1:PORT`, the client URL.
@@ -127,7 +129,9 @@ impl EtcdServer {
             {
                 bail!("etcd exited during start-up with {status}");
             }
-            if healthy(self.client_port) {
+            // Our own log must say it serves the port: another test's etcd may own it.
+            let serving = format!("serving insecure client requests on 127.0.0.1:{}", self.client_port);
+            if healthy(self.client_port) && file_contains(&self.log_path(), &serving) {
                 return Ok(());
             }
             if Instant::now() >= deadline {

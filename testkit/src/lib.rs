@@ -36,6 +36,24 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     bail!("nothing listened on 127.0.0.1:{port} within {timeout:?}")
 }
 
+/// True once `needle` appears in the file at `path` (a service's log).
+pub fn file_contains(path: &std::path::Path, needle: &str) -> bool {
+    std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+}
+
+/// Runs `start` up to three times: a port picked by [`free_port`] can be taken by another test
+/// process before the service binds it, which the service reports as a start-up failure.
+pub fn with_port_retries<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut last = None;
+    for _ in 0..3 {
+        match start() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no start attempt was made")))
+}
+
 /// Finds an executable: `$PATH` first, then the given fallback directories.
 pub fn find_binary(name: &str, fallbacks: &[&str], install_hint: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

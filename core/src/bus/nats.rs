@@ -205,7 +205,7 @@ impl Bus for NatsBus {
 
     async fn serve(&self, subject: &str) -> BusResult<BoxStream<'static, Request>> {
         let subscriber = self.client.subscribe(subject.to_owned()).await.map_err(|e| sub_error(subject, e))?;
-        self.client.flush().await.map_err(|e| sub_error(subject, e))?;
+        self.sync(subject).await?;
         let client = self.client.clone();
         let requests = subscriber.map(move |message| Request {
             payload: message.payload,
@@ -225,10 +225,28 @@ impl Bus for NatsBus {
     async fn subscribe(&self, subject: &str) -> BusResult<BoxStream<'static, Bytes>> {
         let subscriber = self.client.subscribe(subject.to_owned()).await.map_err(|e| sub_error(subject, e))?;
         // Registered on the server before we return, so later publishes on any connection arrive.
-        self.client.flush().await.map_err(|e| sub_error(subject, e))?;
+        self.sync(subject).await?;
         Ok(Box::pin(subscriber.map(|message| message.payload)))
     }
 }
+
+impl NatsBus {
+    /// Waits until the server has processed everything this connection sent so far. `flush` only
+    /// writes the buffer to the socket; a request to a subject nobody serves is answered (with "no
+    /// responders") only after the server handled the earlier commands of this connection, in order.
+    async fn sync(&self, subject: &str) -> BusResult<()> {
+        let probe = format!("_CORRAL.sync.{:016x}", rand::random::<u64>());
+        let request = async_nats::Request::new().payload(Bytes::new()).timeout(Some(SYNC_TIMEOUT));
+        match self.client.send_request(probe, request).await {
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(sub_error(subject, e)),
+        }
+    }
+}
+
+/// How long a subscription may take to be confirmed by the server.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn sub_error(subject: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("subscribing to {subject}: {e}"))
