@@ -26,7 +26,7 @@ async def main(path: Path) -> None:
     ) as sb:
         print("uploaded:", sorted(f.name for f in await sb.list_directory("/workspace")))
         r = await sb.run("python3 test_calc.py")
-        print(r.stdout.strip(), "(exit", r.exit_code, ")")
+        print(f"{r.stdout.strip()} (exit {r.exit_code})")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Quick start: create a sandbox, run a command and a Python snippet, move a file, destroy it.
 
-    corral dev &                      # or point CORRAL_ENDPOINT at a coordinator
-    python examples/python/quickstart.py
+corral dev &                      # or point CORRAL_ENDPOINT at a coordinator
+python examples/python/quickstart.py
 """
 
 import asyncio

@@ -66,7 +66,9 @@ async def round_(client: AsyncSandboxClient, n: int, memory_mb: int) -> dict[str
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--endpoint", default=None, help="coordinator (default: CORRAL_ENDPOINT / config / 127.0.0.1:50051)")
+    ap.add_argument(
+        "--endpoint", default=None, help="coordinator (default: CORRAL_ENDPOINT / config / 127.0.0.1:50051)"
+    )
     ap.add_argument("-n", type=int, default=100, help="concurrent sandboxes per round (100)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-mb", type=int, default=64, help="memory limit per sandbox (64)")
@@ -89,7 +91,8 @@ async def main() -> int:
                 )
                 for e in r["errors"]:
                     print("  error:", e)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb = usage.ru_maxrss / 1024
     walls = [r["wall_s"] for r in rounds]
     summary = {
         "n": args.n,
@@ -97,13 +100,14 @@ async def main() -> int:
         "wall_s_best": min(walls),
         "wall_s_median": statistics.median(walls),
         "client_peak_rss_mb": round(peak_mb, 1),
+        "client_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(
             f"wall: best {summary['wall_s_best']:.3f} s, median {summary['wall_s_median']:.3f} s; "
-            f"client peak RSS {summary['client_peak_rss_mb']} MB"
+            f"client peak RSS {summary['client_peak_rss_mb']} MB, client CPU {summary['client_cpu_s']} s in total"
         )
     failed = any(r["ok"] != args.n or r["left_running"] for r in rounds)
     return 1 if failed else 0

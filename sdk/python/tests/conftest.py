@@ -60,14 +60,19 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"corral dev exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}", pytrace=False)
+            pytest.fail(
+                f"corral dev exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}", pytrace=False
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    pytest.fail(f"corral dev did not listen on {port} within {timeout}s:\n{log.read_text(errors='replace')[-4000:]}", pytrace=False)
+    pytest.fail(
+        f"corral dev did not listen on {port} within {timeout}s:\n{log.read_text(errors='replace')[-4000:]}",
+        pytrace=False,
+    )
 
 
 class DevServer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -16,7 +15,7 @@ EXPECTED = {
     "quickstart.py": ["run: ['Linux', 'sandbox'] exit 0", "run_code: 10", "read_file: result", "destroyed: stopped"],
     "fanout.py": ["20 sandboxes evaluated in", "sum of results 1330"],
     "streaming.py": ["[stdout] step 0", "[stdout] step 4", "done: exit 0"],
-    "from_local.py": ["uploaded: ['.gitignore', 'calc.py', 'test_calc.py']", "tests ok (exit 0 )"],
+    "from_local.py": ["uploaded: ['.gitignore', 'calc.py', 'test_calc.py']", "tests ok (exit 0)"],
     "sync_script.py": ["hello from 3.", "streamed: 2", "status after exit: stopped"],
 }
 

@@ -116,7 +116,14 @@ async def test_run_code_unknown_language(sb: AsyncSandbox) -> None:
 
 
 async def test_run_code_stream_events(sb: AsyncSandbox) -> None:
-    code = "import sys, time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.05)\nprint('warn', file=sys.stderr, flush=True)\nsys.exit(4)"
+    code = (
+        "import sys, time\n"
+        "for i in range(3):\n"
+        "    print(i, flush=True)\n"
+        "    time.sleep(0.05)\n"
+        "print('warn', file=sys.stderr, flush=True)\n"
+        "sys.exit(4)"
+    )
     events = [ev async for ev in sb.run_code_stream(code)]
     assert events[-1]["type"] == "done"
     assert events[-1]["exit_code"] == 4 and events[-1]["timed_out"] is False
@@ -142,7 +149,12 @@ async def test_stream_arrives_before_the_command_ends(sb: AsyncSandbox) -> None:
 
 async def test_stream_decodes_utf8_split_across_chunks(sb: AsyncSandbox) -> None:
     # "é" is two bytes, written in two separate writes with a pause between them.
-    code = "import sys, time\nb = 'é'.encode()\nsys.stdout.buffer.write(b[:1]); sys.stdout.flush(); time.sleep(0.2)\nsys.stdout.buffer.write(b[1:] + b'\\n'); sys.stdout.flush()"
+    code = (
+        "import sys, time\n"
+        "b = 'é'.encode()\n"
+        "sys.stdout.buffer.write(b[:1]); sys.stdout.flush(); time.sleep(0.2)\n"
+        "sys.stdout.buffer.write(b[1:] + b'\\n'); sys.stdout.flush()"
+    )
     events = [ev async for ev in sb.run_code_stream(code)]
     text = "".join(e["data"] for e in events if e["type"] == "stdout")
     assert text == "é\n"

@@ -241,3 +241,14 @@ async def test_from_local_awaitable_and_errors(tmp_path: Path, labels: dict[str,
     with pytest.raises(InvalidArgumentError):
         await AsyncSandbox.from_local(proj, labels=labels, resources=ResourceLimits(memory_mb=64))
     assert {s.status for s in await AsyncSandbox.list(labels=labels)} == {SandboxStatus.STOPPED}
+
+
+async def test_relative_remote_paths_are_under_workspace(tmp_path: Path, labels: dict[str, str]) -> None:
+    make_tree(tmp_path / "t")
+    async with AsyncSandbox.create(labels=labels, workdir="/tmp", **SMALL) as sb:
+        await sb.upload(tmp_path / "t", "rel")
+        names = sorted(e.name for e in await sb.list_directory("/workspace/rel"))
+        assert names == ["data.bin", "empty", "main.py", "run.sh", "src"]
+        assert (await sb.run("ls /tmp")).stdout == ""
+        got = await sb.download("rel/src", tmp_path / "src-back")
+        assert [p.relative_to(tmp_path / "src-back").as_posix() for p in got] == ["pkg/mod.py"]

@@ -84,7 +84,7 @@ def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
     secure = False
     for prefix, is_secure in (("https://", True), ("http://", False), ("grpcs://", True), ("grpc://", False)):
         if e.lower().startswith(prefix):
-            e, secure = e[len(prefix):], is_secure
+            e, secure = e[len(prefix) :], is_secure
             break
     e = e.rstrip("/")
     if not e or "/" in e:

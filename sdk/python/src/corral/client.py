@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, TypeVar, Union
 
@@ -349,7 +349,9 @@ class AsyncSandboxClient:
         req = exec_pb2.ExecRequest(sandbox_id=sandbox_id)
         if argv is not None:
             if isinstance(argv, str):
-                raise InvalidArgumentError("argv: expected a sequence of str, got a str (use shell= for a command line)")
+                raise InvalidArgumentError(
+                    "argv: expected a sequence of str, got a str (use shell= for a command line)"
+                )
             try:
                 req.argv.extend([str(a) if not isinstance(a, str) else a for a in argv])
             except TypeError as e:
@@ -397,7 +399,7 @@ class AsyncSandboxClient:
         timeout_seconds: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
         timeout: Optional[float] = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """``Exec.RunStream``: yields ``{"type": "stdout"|"stderr", "data": bytes}`` in order, then
         one ``{"type": "done", "exit_code", "timed_out", "truncated", "duration_ms", "signal",
         "oom_killed"}``.
@@ -406,7 +408,7 @@ class AsyncSandboxClient:
         """
         req = self._exec_request(sandbox_id, argv, shell, env, cwd, timeout_seconds, stdin)
         start = time.monotonic()
-        call = self.exec.RunStream(req, metadata=self._metadata, timeout=timeout)
+        call: Any = self.exec.RunStream(req, metadata=self._metadata, timeout=timeout)
         done = False
         try:
             async for ev in call:
@@ -475,11 +477,7 @@ def _convert(e: grpc.aio.AioRpcError, timeout: Optional[float], start: float) ->
     """The CorralError for a failed call. A call with a deadline that ends CANCELLED once the
     deadline has passed timed out: tonic servers answer an expired ``grpc-timeout`` with CANCELLED
     ("Timeout expired") and that answer can beat the client's own DEADLINE_EXCEEDED."""
-    if (
-        timeout is not None
-        and e.code() is grpc.StatusCode.CANCELLED
-        and time.monotonic() - start >= timeout * 0.95
-    ):
+    if timeout is not None and e.code() is grpc.StatusCode.CANCELLED and time.monotonic() - start >= timeout * 0.95:
         return SandboxTimeoutError(
             f"deadline of {timeout}s exceeded ({e.details() or 'cancelled'})", grpc.StatusCode.DEADLINE_EXCEEDED
         )

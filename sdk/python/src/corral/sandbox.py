@@ -5,9 +5,18 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
-import shlex
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path, PurePosixPath
 from typing import Any, List, Optional, TypeVar, Union
 
@@ -141,7 +150,7 @@ async def _finish(task: "asyncio.Future[T]") -> T:
             if deadline is None:
                 deadline = loop.time() + CLEANUP_TIMEOUT
             if loop.time() >= deadline:
-                raise cancelled
+                raise cancelled from None
             continue
         except BaseException:
             if cancelled is not None:
@@ -439,7 +448,12 @@ class AsyncSandbox:
     ) -> List[SandboxInfo]:
         """Sandboxes (every state unless ``status`` is given: one status or several) carrying all
         of ``labels``, at most ``limit`` of them (all by default), oldest pages first."""
-        return [sb async for sb in cls.iter(status, labels, limit, page_size=page_size, endpoint=endpoint, api_key=api_key, client=client)]
+        return [
+            sb
+            async for sb in cls.iter(
+                status, labels, limit, page_size=page_size, endpoint=endpoint, api_key=api_key, client=client
+            )
+        ]
 
     @classmethod
     async def iter(
@@ -508,7 +522,7 @@ class AsyncSandbox:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
         stdin: Union[bytes, str, None] = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Runs a command, yielding its output as it comes: ``{"type": "stdout"|"stderr",
         "data": str}`` events in order, then ``{"type": "done", "exit_code": …, "timed_out": …,
         "truncated": …, "duration_ms": …, "signal": …}``. Breaking out early kills the command."""
@@ -556,7 +570,7 @@ class AsyncSandbox:
         timeout: Optional[float] = None,
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """:meth:`run_code` with streamed output (events as in :meth:`run_stream`)."""
         return self.run_stream(_code_argv(code, language), timeout=timeout, env=env, cwd=cwd)
 
@@ -645,7 +659,9 @@ class AsyncSandbox:
             parts = rel.split("/")[:-1]
             for i in range(1, len(parts) + 1):
                 has_files.add("/".join(parts[:i]))
-        empty = [_remote_join(remote_path, d) for d in dirs if d not in has_files]
+        # (Files paths are relative to /workspace; a command's cwd may be elsewhere.)
+        base = remote_path if remote_path.startswith("/") else _remote_join("/workspace", remote_path)
+        empty = [_remote_join(base, d) for d in dirs if d not in has_files]
         for i in range(0, len(empty), 500):
             r = await self.run(["mkdir", "-p", "--", *empty[i : i + 500]])
             if r.exit_code != 0:
@@ -783,8 +799,3 @@ async def _destroy_when_created(client: AsyncSandboxClient, task: "asyncio.Task[
         await _destroy_rpc(client, info.sandbox_id)
     except CorralError:
         pass
-
-
-def quote(args: Sequence[str]) -> str:
-    """Joins arguments into a shell command line (for ``run``'s string form)."""
-    return shlex.join(args)

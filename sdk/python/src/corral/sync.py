@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, List, Optional, TypeVar, Union
 
 from .client import StatusFilter
@@ -41,7 +41,7 @@ def _get_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Awaitable[T]) -> T:
     """Runs a coroutine on the SDK's loop thread and waits for it. Ctrl-C cancels it (and waits
     for its cleanup, e.g. destroying a sandbox that was being created)."""
     finished = threading.Event()
@@ -203,9 +203,7 @@ class Sandbox:
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
     ) -> List[SandboxInfo]:
-        return _run(
-            AsyncSandbox.list(status, labels, limit, page_size=page_size, endpoint=endpoint, api_key=api_key)
-        )
+        return _run(AsyncSandbox.list(status, labels, limit, page_size=page_size, endpoint=endpoint, api_key=api_key))
 
     @classmethod
     def iter(

@@ -12,7 +12,7 @@ import enum
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional, Union, cast
 
 from .errors import InvalidArgumentError
 from .v1 import exec_pb2, files_pb2, sandbox_pb2
@@ -94,9 +94,7 @@ class RuntimeType(str, enum.Enum):
             return int(sandbox_pb2.Runtime.Value(name))
         except ValueError:
             supported = [
-                n.removeprefix("RUNTIME_").lower()
-                for n in sandbox_pb2.Runtime.keys()
-                if n != "RUNTIME_UNSPECIFIED"
+                n.removeprefix("RUNTIME_").lower() for n in sandbox_pb2.Runtime.keys() if n != "RUNTIME_UNSPECIFIED"
             ]
             raise InvalidArgumentError(
                 f"runtime: {self.value!r} is not part of the corral.v1 protocol this SDK was built with "
@@ -105,7 +103,7 @@ class RuntimeType(str, enum.Enum):
 
     @classmethod
     def from_pb(cls, value: int) -> Optional["RuntimeType"]:
-        name = sandbox_pb2.Runtime.Name(value) if value in sandbox_pb2.Runtime.values() else ""
+        name = sandbox_pb2.Runtime.Name(cast(Any, value)) if value in sandbox_pb2.Runtime.values() else ""
         short = name.removeprefix("RUNTIME_").lower()
         try:
             return cls(short)
@@ -152,7 +150,7 @@ class SandboxStatus(str, enum.Enum):
     @classmethod
     def from_pb(cls, value: int) -> "SandboxStatus":
         try:
-            name = sandbox_pb2.SandboxState.Name(value)
+            name = sandbox_pb2.SandboxState.Name(cast(Any, value))
         except ValueError:
             return cls.UNSPECIFIED
         return cls(name.removeprefix("SANDBOX_STATE_").lower())
