@@ -33,6 +33,23 @@ pub struct AgentConfig {
     pub bwrap_path: PathBuf,
     /// Path of `corral-init`; empty = next to the running binary, then PATH.
     pub init_path: PathBuf,
+    /// Whether the node offers the Docker runtime: `auto` (if the engine answers), `on`
+    /// (required: the agent fails to start without it) or `off`.
+    pub docker: DockerMode,
+    /// The Docker engine's unix socket; empty = `/var/run/docker.sock`.
+    pub docker_socket: PathBuf,
+}
+
+/// The `agent.docker` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerMode {
+    /// Use the engine when it answers a ping at start-up; otherwise run bubblewrap only.
+    #[default]
+    Auto,
+    /// The engine is required.
+    On,
+    Off,
 }
 
 impl Default for AgentConfig {
@@ -50,6 +67,8 @@ impl Default for AgentConfig {
             max_concurrent_work: 64,
             bwrap_path: PathBuf::new(),
             init_path: PathBuf::new(),
+            docker: DockerMode::Auto,
+            docker_socket: PathBuf::new(),
         }
     }
 }
@@ -74,6 +93,12 @@ impl AgentConfig {
         if self.state_dir.as_os_str().is_empty() {
             return Err("agent.state_dir must be set".into());
         }
+        if !self.docker_socket.as_os_str().is_empty() && !self.docker_socket.is_absolute() {
+            return Err("agent.docker_socket must be an absolute path (or empty for the default)".into());
+        }
+        if self.docker == DockerMode::Off && !self.docker_socket.as_os_str().is_empty() {
+            return Err("agent.docker_socket is set but agent.docker is \"off\"".into());
+        }
         Ok(())
     }
 
@@ -95,4 +120,22 @@ pub fn host_capacity() -> (f64, u64) {
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .unwrap_or(1024 * 1024);
     (cpus, mem_kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_settings_are_validated() {
+        let ok = AgentConfig { docker_socket: "/run/docker.sock".into(), ..AgentConfig::default() };
+        assert!(ok.validate().is_ok());
+        let relative = AgentConfig { docker_socket: "docker.sock".into(), ..AgentConfig::default() };
+        assert!(relative.validate().unwrap_err().contains("docker_socket"));
+        let off = AgentConfig { docker: DockerMode::Off, ..ok };
+        assert!(off.validate().unwrap_err().contains("agent.docker"));
+        let mode: DockerMode = serde_json::from_str("\"on\"").unwrap();
+        assert_eq!(mode, DockerMode::On);
+        assert!(serde_json::from_str::<DockerMode>("\"maybe\"").is_err());
+    }
 }

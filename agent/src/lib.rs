@@ -1,7 +1,7 @@
 //! The Corral agent: one per node. Registers the node on a lease, runs sandboxes through a
 //! [`runtime::Runtime`], and serves the coordinator over the bus.
 //!
-//! - [`runtime`]: the `Runtime` trait and the bubblewrap implementation;
+//! - [`runtime`]: the `Runtime` trait, the bubblewrap and Docker implementations;
 //! - [`node`]: registration, heartbeat and self-fencing;
 //! - [`work`]: the node's lifecycle work queue (create/destroy);
 //! - [`rpc`]: interactive requests (exec, files) and output streaming;

@@ -3,25 +3,127 @@
 //! Runtime-specific checks (host directories, cgroups) live in their own modules below.
 //!
 //! bwrap: needs `bwrap` on PATH and the init binary built first: `cargo build -p corral-init`.
+//! docker: needs a reachable engine and the images of `deploy/images/build.sh`; without them the
+//! docker tests fail (never skip silently). `CORRAL_REQUIRE_DOCKER=0` skips them explicitly, with a
+//! warning, on a machine without Docker; CI sets `CORRAL_REQUIRE_DOCKER=1`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
+use corral_agent::runtime::docker::{DockerConfig, DockerRuntime};
 use corral_agent::runtime::{ExecEvent, Runtime, RuntimeError};
-use corral_core::ids::{ExecId, SandboxId, TenantId};
+use corral_core::ids::{ExecId, NodeId, SandboxId, TenantId};
 use corral_core::model::{Command, ExecSpec, ExitStatus, RuntimeKind, SandboxSpec};
 
-/// A runtime under test plus whatever must live as long as it (temp dirs).
+/// Lists what a destroyed sandbox left behind (directories, cgroups, containers, volumes).
+type Leftovers = Box<dyn Fn(&SandboxId) -> Vec<String> + Send + Sync>;
+
+/// A runtime under test plus whatever must live as long as it (temp dirs, cleanup guards).
 pub struct Harness {
     pub rt: Arc<dyn Runtime>,
+    kind: RuntimeKind,
+    image: &'static str,
+    leftovers: Leftovers,
     _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Harness {
+    /// A sandbox spec with test defaults for this runtime.
+    pub fn spec(&self) -> SandboxSpec {
+        SandboxSpec { runtime: self.kind, image: self.image.to_owned(), ..spec() }
+    }
 }
 
 async fn make_bwrap() -> Harness {
     let (rt, dir) = bwrap_runtime();
-    Harness { rt: Arc::new(rt), _guard: Box::new(dir) }
+    let rt = Arc::new(rt);
+    let probe = rt.clone();
+    let leftovers: Leftovers = Box::new(move |id| {
+        let mut left: Vec<PathBuf> = probe.cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
+        left.extend(Some(probe.sandbox_dir(id)).filter(|d| d.exists()));
+        left.iter().map(|p| p.display().to_string()).collect()
+    });
+    Harness { rt, kind: RuntimeKind::Bwrap, image: "", leftovers, _guard: Box::new(dir) }
+}
+
+/// The images the docker tests run.
+const DOCKER_IMAGES: [&str; 2] = ["corral/python:latest", "corral/base:latest"];
+
+/// Whether the docker tests were explicitly switched off (`CORRAL_REQUIRE_DOCKER=0`).
+fn docker_opted_out() -> bool {
+    std::env::var_os("CORRAL_REQUIRE_DOCKER").is_some_and(|v| v == "0")
+}
+
+/// A Docker runtime on a fresh node id; fails (never skips silently) when the engine or the
+/// images are missing.
+async fn docker_runtime(node: &NodeId, dir: &std::path::Path) -> DockerRuntime {
+    let config = DockerConfig::new(node.clone(), dir).expect("docker config (run `cargo build -p corral-init`)");
+    let rt = DockerRuntime::connect(config).await.unwrap_or_else(|e| {
+        panic!("the docker conformance tests need a Docker engine: {e} (set CORRAL_REQUIRE_DOCKER=0 to skip them explicitly)")
+    });
+    let images = rt.images().await;
+    for image in DOCKER_IMAGES {
+        assert!(
+            images.iter().any(|i| i == image),
+            "image {image} is missing: run deploy/images/build.sh (have {images:?})"
+        );
+    }
+    rt
+}
+
+fn test_node() -> NodeId {
+    NodeId::parse(&format!("test-{:016x}", rand_u64())).unwrap()
+}
+
+fn rand_u64() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    t ^ (u64::from(std::process::id()) << 32) ^ (SandboxId::random().as_str().len() as u64).wrapping_mul(0x9e37_79b9)
+}
+
+/// Removes every container and volume of a test node, even when the test failed.
+struct DockerCleanup(NodeId);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let label = format!("label=corral.node_id={}", self.0);
+        for (list, remove) in
+            [(vec!["ps", "-aq"], vec!["rm", "-fv"]), (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"])]
+        {
+            for id in docker_cli(&[&list[..], &["--filter", &label]].concat()) {
+                docker_cli(&[&remove[..], &[id.as_str()]].concat());
+            }
+        }
+    }
+}
+
+/// Runs the docker CLI; its output lines.
+fn docker_cli(args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("docker").args(args).output().expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Containers and volumes labelled with the sandbox's id.
+fn docker_leftovers(id: &SandboxId) -> Vec<String> {
+    let label = format!("label=corral.sandbox_id={id}");
+    let mut left = docker_cli(&["ps", "-aq", "--filter", &label]);
+    left.extend(docker_cli(&["volume", "ls", "-q", "--filter", &label]));
+    left
+}
+
+async fn make_docker() -> Option<Harness> {
+    if docker_opted_out() {
+        eprintln!("WARNING: CORRAL_REQUIRE_DOCKER=0: the docker conformance tests are skipped");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = test_node();
+    let rt = Arc::new(docker_runtime(&node, dir.path()).await);
+    let guard = (DockerCleanup(node), dir);
+    let leftovers: Leftovers = Box::new(docker_leftovers);
+    Some(Harness { rt, kind: RuntimeKind::Docker, image: DOCKER_IMAGES[0], leftovers, _guard: Box::new(guard) })
 }
 
 fn bwrap_runtime() -> (BwrapRuntime, tempfile::TempDir) {
@@ -107,7 +209,7 @@ pub async fn sh(rt: &dyn Runtime, sb: &SandboxId, script: &str) -> Output {
 
 /// Creates a sandbox with the default spec.
 pub async fn sandbox(h: &Harness) -> SandboxId {
-    let s = spec();
+    let s = h.spec();
     h.rt.create(&s).await.expect("create");
     s.id
 }
@@ -118,8 +220,9 @@ macro_rules! conformance {
             exec_argv_and_shell, env_is_exactly_the_requested_one, cwd_is_honoured_and_checked, stdin_is_fed,
             exit_codes_and_signals, missing_program_is_127, timeout_kills_the_whole_tree, kill_exec_kills,
             output_arrives_in_order, output_is_capped, concurrent_execs, background_server_survives_its_exec,
-            network_is_off_by_default, internet_access_turns_the_network_on, files_round_trip, traversal_is_refused, pids_limit_stops_fork_bomb,
-            memory_limit_kills_inside_only, host_is_invisible, sandboxes_are_isolated_from_each_other,
+            network_is_off_by_default, internet_access_turns_the_network_on, files_round_trip, large_files_round_trip,
+            traversal_is_refused, pids_limit_stops_fork_bomb, memory_limit_kills_inside_only, host_is_invisible,
+            sandboxes_are_isolated_from_each_other, pause_stops_and_resume_continues, destroy_leaves_nothing,
             create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found);
     };
     (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
@@ -128,7 +231,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let h = $make.await;
+                    let Some(h) = $make.await else { return };
                     suite::$test(&h).await;
                     for id in h.rt.list().await {
                         h.rt.destroy(&id).await.expect("destroy");
@@ -139,7 +242,8 @@ macro_rules! conformance {
     };
 }
 
-conformance!(bwrap, make_bwrap());
+conformance!(bwrap, async { Some(make_bwrap().await) });
+conformance!(docker, make_docker());
 
 /// Checks only the bubblewrap runtime can make (host directories, cgroups, processes).
 mod bwrap_specific {
@@ -299,6 +403,106 @@ mod bwrap_specific {
     }
 }
 
+/// Checks only the Docker runtime can make (engine state, re-adoption, container settings).
+mod docker_specific {
+    use super::*;
+
+    /// A Docker runtime on a fresh node, plus its cleanup guard; `None` when explicitly skipped.
+    async fn runtime() -> Option<(DockerRuntime, NodeId, (DockerCleanup, tempfile::TempDir))> {
+        if docker_opted_out() {
+            eprintln!("WARNING: CORRAL_REQUIRE_DOCKER=0: the docker tests are skipped");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let node = test_node();
+        let rt = docker_runtime(&node, dir.path()).await;
+        Some((rt, node.clone(), (DockerCleanup(node), dir)))
+    }
+
+    fn docker_spec() -> SandboxSpec {
+        SandboxSpec { runtime: RuntimeKind::Docker, image: DOCKER_IMAGES[0].into(), ..spec() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_runtime_adopts_surviving_containers() {
+        let Some((rt, node, guard)) = runtime().await else { return };
+        let s = docker_spec();
+        rt.create(&s).await.unwrap();
+        sh(&rt, &s.id, "nohup sleep 300 >/dev/null 2>&1 & echo kept > /workspace/mark").await;
+        // Drop the runtime while an exec is streaming, so the new one attaches mid-frame.
+        let mut ticking = exec_spec(Command::Shell("while true; do echo tick-tick-tick; done".into()));
+        ticking.timeout_ms = 3_000;
+        let mut handle = rt.exec(&s.id, ExecId::random(), ticking).await.unwrap();
+        assert!(matches!(handle.events.recv().await, Some(ExecEvent::Stdout(_))));
+        drop(rt);
+        let dir = guard.1.path().to_owned();
+        let rt = DockerRuntime::connect(DockerConfig::new(node, &dir).unwrap()).await.unwrap();
+        assert_eq!(rt.list().await, vec![s.id.clone()], "the container survived and is found by label");
+        rt.adopt(&s).await.expect("adopt");
+        let out = sh(&rt, &s.id, "pgrep -x sleep >/dev/null && echo sleeping; cat /workspace/mark").await;
+        assert_eq!(out.out(), "sleeping\nkept\n", "the background process and files are still there: {}", out.err());
+        assert_eq!(rt.read_file(&s.id, "/workspace/mark", 0, 10).await.unwrap().data, b"kept\n");
+        let out = run(&rt, &s.id, exec_spec(argv(&["seq", "1", "20000"]))).await.unwrap();
+        assert_eq!(out.stdout.len(), (1..=20000).map(|i: u32| i.to_string().len() + 1).sum::<usize>());
+        rt.destroy(&s.id).await.unwrap();
+        assert!(docker_leftovers(&s.id).is_empty());
+        assert!(rt.adopt(&s).await.is_err(), "nothing left to adopt");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn security_settings_are_visible_inside() {
+        let Some((rt, _node, _guard)) = runtime().await else { return };
+        let s = docker_spec();
+        rt.create(&s).await.unwrap();
+        let script = "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; id -u; id -g; \
+            awk '$2 == \"/\" {print $4}' /proc/mounts | cut -d, -f1; touch /x 2>&1 | grep -c 'Read-only'; \
+            touch /workspace/ok /tmp/ok && echo writable";
+        let out = sh(&rt, &s.id, script).await;
+        assert_eq!(
+            out.out(),
+            "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n1000\n1000\nro\n1\nwritable\n",
+            "{}",
+            out.err()
+        );
+        let info = rt.engine().inspect_container(&DockerRuntime::container_name(&s.id), None).await.unwrap();
+        let labels = info.config.unwrap().labels.unwrap();
+        assert_eq!(labels["corral.sandbox_id"], s.id.to_string());
+        assert_eq!(labels["corral.tenant"], s.tenant.to_string());
+        let env = sh(&rt, &s.id, "cat /proc/1/environ | tr '\\0' '\\n' | sort").await;
+        assert!(
+            env.out().is_empty()
+                || env.out().lines().all(|l| l.starts_with("PATH=")
+                    || l.starts_with("HOME=")
+                    || l.starts_with("LANG=")
+                    || l.starts_with("HOSTNAME=")),
+            "{}",
+            env.out()
+        );
+        rt.destroy(&s.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_is_a_clear_error_and_leaves_nothing() {
+        let Some((rt, _node, _guard)) = runtime().await else { return };
+        let s = SandboxSpec { image: "corral/no-such-image:latest".into(), ..docker_spec() };
+        let err = rt.create(&s).await.expect_err("missing image");
+        assert!(
+            matches!(err, RuntimeError::StartFailed { .. }) && err.to_string().contains("not on this node"),
+            "{err}"
+        );
+        assert!(rt.list().await.is_empty() && docker_leftovers(&s.id).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_engine_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DockerConfig::new(test_node(), dir.path()).unwrap();
+        config.socket = Some(dir.path().join("no-docker.sock"));
+        let err = DockerRuntime::connect(config).await.err().expect("refused").to_string();
+        assert!(err.contains("unreachable") && err.contains("no-docker.sock"), "{err}");
+    }
+}
+
 /// The test bodies, runtime-agnostic: each takes a fresh [`Harness`].
 mod suite {
     use super::*;
@@ -318,7 +522,7 @@ mod suite {
     }
 
     pub async fn env_is_exactly_the_requested_one(h: &Harness) {
-        let mut s = spec();
+        let mut s = h.spec();
         s.env = BTreeMap::from([("SBX_VAR".into(), "s".into()), ("SHARED".into(), "sandbox".into())]);
         h.rt.create(&s).await.unwrap();
         let mut e = exec_spec(argv(&["env"]));
@@ -361,6 +565,11 @@ mod suite {
         assert_eq!(run(&*h.rt, &sb, e).await.unwrap().out().trim(), "300000", "more than a pipe buffer");
         let out = run(&*h.rt, &sb, exec_spec(argv(&["cat"]))).await.unwrap();
         assert_eq!((out.stdout.len(), out.status.exit_code), (0, 0), "no stdin reads as end of file");
+        // Every byte value, including Docker's detach keys (ctrl-p ctrl-q), passes unchanged.
+        let mut e = exec_spec(argv(&["cat"]));
+        e.stdin = (0..=255u8).cycle().take(70_000).collect();
+        let out = run(&*h.rt, &sb, e.clone()).await.unwrap();
+        assert!(out.stdout == e.stdin, "binary stdin echoed unchanged ({} bytes back)", out.stdout.len());
     }
 
     pub async fn exit_codes_and_signals(h: &Harness) {
@@ -489,7 +698,7 @@ mod suite {
     }
 
     pub async fn internet_access_turns_the_network_on(h: &Harness) {
-        let mut s = spec();
+        let mut s = h.spec();
         s.internet_access = true;
         h.rt.create(&s).await.unwrap();
         let dev = run(&*h.rt, &s.id, exec_spec(argv(&["cat", "/proc/net/dev"]))).await.unwrap().out();
@@ -534,6 +743,62 @@ mod suite {
         assert_eq!(sh(rt, &sb, "ls /workspace").await.out(), "");
     }
 
+    pub async fn large_files_round_trip(h: &Harness) {
+        let (rt, sb) = (&*h.rt, sandbox(h).await);
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(rt.write_file(&sb, "/workspace/big.bin", &data, 0o600).await.unwrap(), data.len() as u64);
+        let out = sh(rt, &sb, "wc -c < big.bin; ls -A").await;
+        assert_eq!(out.out(), "5000000\nbig.bin\n", "written whole, no temp file left: {}", out.err());
+        let back = rt.read_file(&sb, "/workspace/big.bin", 0, 8_000_000).await.unwrap();
+        assert_eq!(back.size, 5_000_000);
+        assert!(back.data == data, "read back unchanged ({} bytes)", back.data.len());
+        let part = rt.read_file(&sb, "/workspace/big.bin", 4_999_990, 100).await.unwrap();
+        assert_eq!(part.data, data[4_999_990..]);
+        rt.write_file(&sb, "/workspace/empty", b"", 0).await.unwrap();
+        let empty = rt.read_file(&sb, "/workspace/empty", 0, 10).await.unwrap();
+        assert_eq!((empty.data.len(), empty.size, empty.mode), (0, 0, 0o644));
+    }
+
+    /// Reads the counter the background loop of [`pause_stops_and_resume_continues`] writes.
+    async fn counter(h: &Harness, sb: &SandboxId) -> u64 {
+        let out = sh(&*h.rt, sb, "cat /tmp/count").await;
+        out.out().trim().parse().unwrap_or_else(|_| panic!("counter: {:?} {:?}", out.out(), out.err()))
+    }
+
+    pub async fn pause_stops_and_resume_continues(h: &Harness) {
+        let sb = sandbox(h).await;
+        let looped = "nohup sh -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/count; sleep 0.02; done' >/dev/null 2>&1 & sleep 0.3";
+        sh(&*h.rt, &sb, looped).await;
+        let before = counter(h, &sb).await;
+        h.rt.pause(&sb).await.unwrap();
+        h.rt.pause(&sb).await.expect("pause is idempotent");
+        let err = run(&*h.rt, &sb, exec_spec(argv(&["true"]))).await.expect_err("no exec while paused");
+        assert!(err.to_string().contains("paused"), "{err}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        h.rt.resume(&sb).await.unwrap();
+        h.rt.resume(&sb).await.expect("resume is idempotent");
+        let after_pause = counter(h, &sb).await;
+        assert!(after_pause - before < 8, "the loop did not run while paused: {before} → {after_pause}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let resumed = counter(h, &sb).await;
+        assert!(resumed - after_pause >= 8, "the loop runs again: {after_pause} → {resumed}");
+        assert!(h.rt.pause(&SandboxId::random()).await.is_err(), "unknown sandbox");
+        h.rt.pause(&sb).await.unwrap();
+        h.rt.destroy(&sb).await.expect("a paused sandbox can be destroyed");
+        assert_eq!((h.leftovers)(&sb), Vec::<String>::new());
+    }
+
+    pub async fn destroy_leaves_nothing(h: &Harness) {
+        let sb = sandbox(h).await;
+        let out = sh(&*h.rt, &sb, "nohup sleep 300 >/dev/null 2>&1 & echo started").await;
+        assert_eq!(out.out(), "started\n");
+        h.rt.write_file(&sb, "/workspace/f", b"x", 0o644).await.unwrap();
+        assert!(h.rt.list().await.contains(&sb));
+        h.rt.destroy(&sb).await.unwrap();
+        assert!(!h.rt.list().await.contains(&sb));
+        assert_eq!((h.leftovers)(&sb), Vec::<String>::new(), "nothing of the sandbox is left");
+    }
+
     pub async fn traversal_is_refused(h: &Harness) {
         let (rt, sb) = (&*h.rt, sandbox(h).await);
         let shadow = std::fs::read("/etc/shadow").unwrap_or_default();
@@ -573,7 +838,7 @@ mod suite {
     const FORK_MANY: &str = "import os, time\npids, fail = [], 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n        fail += 1\n        continue\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\nfor p in pids:\n    os.kill(p, 9)\n    os.waitpid(p, 0)\nprint(len(pids), fail)\n";
 
     pub async fn pids_limit_stops_fork_bomb(h: &Harness) {
-        let mut s = spec();
+        let mut s = h.spec();
         s.pids_limit = 64;
         h.rt.create(&s).await.unwrap();
         let out = run(&*h.rt, &s.id, exec_spec(argv(&["python3", "-c", FORK_MANY]))).await.unwrap();
@@ -587,13 +852,18 @@ mod suite {
     }
 
     pub async fn memory_limit_kills_inside_only(h: &Harness) {
-        let mut s = spec();
+        let mut s = h.spec();
         s.memory_mb = 64;
         h.rt.create(&s).await.unwrap();
         let hog = "a = b'x' * (512 * 1024 * 1024); print(len(a))";
         let st = run(&*h.rt, &s.id, exec_spec(argv(&["python3", "-c", hog]))).await.unwrap().status;
         assert!(st.signal == 9 || st.exit_code == 137, "killed by the OOM killer: {st:?}");
-        assert_eq!(sh(&*h.rt, &s.id, "echo alive").await.out(), "alive\n", "the sandbox survives");
+        assert!(st.oom_killed, "reported as an OOM kill: {st:?}");
+        let out = sh(&*h.rt, &s.id, "echo alive").await;
+        assert_eq!(out.out(), "alive\n", "the sandbox survives");
+        assert!(!out.status.oom_killed, "a later command is not an OOM kill: {:?}", out.status);
+        let st = sh(&*h.rt, &s.id, "kill -9 $$").await.status;
+        assert!(st.signal == 9 && !st.oom_killed, "a plain SIGKILL is not an OOM kill: {st:?}");
     }
 
     pub async fn host_is_invisible(h: &Harness) {
@@ -619,8 +889,8 @@ mod suite {
         assert_eq!(out.out(), "no-userns\ncorral\n1000\n");
         let out = sh(rt, &sb, "ls /proc/self/fd; ls /proc/1/fd || echo init-fds-hidden").await;
         assert_eq!(out.out(), "0\n1\n2\n3\ninit-fds-hidden\n", "no inherited descriptors: {}", out.err());
-        let out = sh(rt, &sb, "echo a b | awk '{print $2}'; grep -c . /etc/passwd").await;
-        assert_eq!(out.out(), "b\n2\n", "a usable /etc without the host's users: {}", out.err());
+        let out = sh(rt, &sb, "echo a b | awk '{print $2}'; grep -c '^sandbox:x:1000:' /etc/passwd; whoami").await;
+        assert_eq!(out.out(), "b\n1\nsandbox\n", "a usable /etc: {}", out.err());
         let dev = run(rt, &sb, exec_spec(argv(&["ls", "/dev"]))).await.unwrap().out();
         assert!(!dev.contains("mem") && !dev.contains("kmsg") && !dev.contains("sda") && !dev.contains("vda"), "{dev}");
     }
@@ -636,7 +906,7 @@ mod suite {
     }
 
     pub async fn create_is_idempotent(h: &Harness) {
-        let s = spec();
+        let s = h.spec();
         h.rt.create(&s).await.unwrap();
         h.rt.write_file(&s.id, "/workspace/keep", b"1", 0o644).await.unwrap();
         h.rt.create(&s).await.unwrap();

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use corral_agent::config::DockerMode;
 use corral_agent::runtime::Runtime;
 use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
+use corral_agent::runtime::docker::{DockerConfig, DockerRuntime};
 use corral_core::bus::Bus;
 use corral_core::bus::mem::MemBus;
 use corral_core::bus::nats::NatsBus;
@@ -31,8 +33,36 @@ async fn bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     })
 }
 
-fn runtimes(config: &Config) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
-    Ok(vec![bwrap(config)?])
+/// The node's runtimes: bubblewrap, plus Docker unless `agent.docker` is off (with `auto`, only
+/// when the engine answers).
+async fn runtimes(config: &Config, node: &NodeId) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
+    let mut runtimes = vec![bwrap(config)?];
+    if let Some(docker) = docker(config, node).await? {
+        runtimes.push(docker);
+    }
+    Ok(runtimes)
+}
+
+async fn docker(config: &Config, node: &NodeId) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
+    let a = &config.agent;
+    if a.docker == DockerMode::Off {
+        return Ok(None);
+    }
+    let mut dc = DockerConfig::new(node.clone(), a.state_dir.clone()).context("configuring the Docker runtime")?;
+    if !a.init_path.as_os_str().is_empty() {
+        dc.init_path = a.init_path.clone();
+    }
+    if !a.docker_socket.as_os_str().is_empty() {
+        dc.socket = Some(a.docker_socket.clone());
+    }
+    match DockerRuntime::connect(dc).await {
+        Ok(rt) => Ok(Some(Arc::new(rt))),
+        Err(e) if a.docker == DockerMode::Auto => {
+            tracing::warn!(error = %e, "agent.docker = \"auto\": no Docker runtime on this node");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("agent.docker = \"on\": starting the Docker runtime")),
+    }
 }
 
 fn bwrap(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
@@ -79,8 +109,8 @@ pub async fn shutdown_signal() {
 pub async fn dev(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn StateStore> = Arc::new(MemStore::new());
     let bus: Arc<dyn Bus> = Arc::new(MemBus::new());
-    let runtimes = runtimes(&config)?;
     let node = node_id(&config)?;
+    let runtimes = runtimes(&config, &node).await?;
     let listener = listener(&config).await?;
     let addr = listener.local_addr()?;
     eprintln!("corral dev: serving on http://{addr} (node {node}, sandboxes in {})", config.agent.state_dir.display());
@@ -114,7 +144,7 @@ pub async fn coordinator(config: Config) -> anyhow::Result<()> {
 
 pub async fn agent(config: Config) -> anyhow::Result<()> {
     let node = node_id(&config)?;
-    let runtimes = runtimes(&config)?;
+    let runtimes = runtimes(&config, &node).await?;
     let store = store(&config).await?;
     let bus = bus(&config).await?;
     tracing::info!(node = %node, "agent starting");

@@ -233,8 +233,11 @@ impl Core {
     /// Pauses a RUNNING sandbox (`pause`) or resumes a PAUSED one: the agent freezes or thaws it,
     /// then the record follows. Pausing a paused sandbox (or resuming a running one) is a no-op.
     pub async fn set_paused(&self, tenant: &TenantId, id: &SandboxId, pause: bool) -> ApiResult<SandboxRecord> {
-        let (from, to) =
-            if pause { (SandboxState::Running, SandboxState::Paused) } else { (SandboxState::Paused, SandboxState::Running) };
+        let (from, to) = if pause {
+            (SandboxState::Running, SandboxState::Paused)
+        } else {
+            (SandboxState::Paused, SandboxState::Running)
+        };
         let current = match self.known(tenant, id) {
             Some(v) => v,
             None => records::get(self.store.as_ref(), tenant, id).await?,
@@ -245,9 +248,12 @@ impl Core {
         }
         let (true, Some(node)) = (state == from, current.record.node.clone()) else {
             let verb = if pause { "paused" } else { "resumed" };
-            return Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}; only a {from} sandbox can be {verb}")));
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {id} is {state}; only a {from} sandbox can be {verb}"
+            )));
         };
-        let req = if pause { RpcRequest::Pause { sandbox: id.clone() } } else { RpcRequest::Resume { sandbox: id.clone() } };
+        let req =
+            if pause { RpcRequest::Pause { sandbox: id.clone() } } else { RpcRequest::Resume { sandbox: id.clone() } };
         self.dispatch.rpc(&node, &req).await?;
         let v = records::transition(&self.store, tenant, id, Some(current), to, |_| {})
             .await?

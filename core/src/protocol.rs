@@ -87,9 +87,13 @@ pub enum RpcRequest {
         recursive: bool,
     },
     /// Freeze every process of the sandbox.
-    Pause { sandbox: SandboxId },
+    Pause {
+        sandbox: SandboxId,
+    },
     /// Thaw a paused sandbox.
-    Resume { sandbox: SandboxId },
+    Resume {
+        sandbox: SandboxId,
+    },
     /// Liveness and identity check.
     Ping,
 }

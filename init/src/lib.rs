@@ -3,7 +3,10 @@
 //!
 //! - [`protocol`]: the framed postcard messages the agent and the init exchange over the init's
 //!   stdin/stdout (used by both sides).
+//! - [`files`]: sandbox path resolution and `openat2`-confined file operations (used by the agent
+//!   on the host for bubblewrap and by the init inside Docker containers).
 //! - [`server`]: the init's single-threaded `poll(2)` loop (std and libc only, no async runtime).
 
+pub mod files;
 pub mod protocol;
 pub mod server;

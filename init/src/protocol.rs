@@ -6,8 +6,19 @@
 //! exactly one of `Started` or `SpawnFailed`; after `Started` come any number of `Stdout`/`Stderr`
 //! chunks (in the order the process wrote them, per stream) and then exactly one `Exited`, which is
 //! the last event for that id. [`Request::Kill`] for an unknown or finished id is ignored.
+//! Each [`Request::File`] is answered by exactly one [`Event::File`] with the same id.
+//!
+//! Resync (for an agent that attaches to a running init mid-stream, e.g. after a restart, when a
+//! previous connection may have left half a frame in either direction): the agent first writes
+//! [`RESYNC_MAGIC`] followed by an 8-byte nonce, raw. The init discards whatever it had buffered
+//! up to and including it and answers, raw, [`resync_marker`]`(nonce)` after the frames it had
+//! already queued; the agent discards everything up to and including that marker, after which
+//! both directions are frame-aligned again. (A payload that itself contains the magic only
+//! desynchronises the sandbox that sent it.)
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::files::{Entry, FileData};
 
 /// Largest payload of one frame.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -23,6 +34,70 @@ pub enum Request {
     Kill {
         id: u64,
     },
+    /// A file operation inside the sandbox (Docker), paths as for the runtime's files API.
+    File {
+        id: u64,
+        op: FileOp,
+    },
+}
+
+/// A file operation; see [`crate::files`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    Read {
+        path: String,
+        offset: u64,
+        len: u32,
+    },
+    /// One piece of an atomic write (see [`crate::files::write`]).
+    Write {
+        path: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        offset: u64,
+        last: bool,
+        mode: u32,
+        token: u64,
+    },
+    List {
+        path: String,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+}
+
+/// The answer to a [`FileOp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileReply {
+    Read(FileData),
+    /// Bytes written so far.
+    Written(u64),
+    List(Vec<Entry>),
+    Removed,
+}
+
+/// A failed [`FileOp`]: the `errno`, or 0 with `not_regular` for a FIFO/device/socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFailure {
+    pub errno: i32,
+    pub not_regular: bool,
+    pub message: String,
+}
+
+/// Largest read or write piece carried by one frame (leaves room for the framing).
+pub const MAX_FILE_PIECE: usize = MAX_FRAME - 64 * 1024;
+
+/// Starts a resync request (followed by an 8-byte little-endian nonce).
+pub const RESYNC_MAGIC: [u8; 16] = *b"\xc0\xffcorral-resync\x00";
+
+/// What the init writes, raw, in answer to a resync request with `nonce`.
+pub fn resync_marker(nonce: u64) -> [u8; 24] {
+    let mut m = [0u8; 24];
+    m[..16].copy_from_slice(b"\xc0\xffcorral-synced\x00");
+    m[16..].copy_from_slice(&nonce.to_le_bytes());
+    m
 }
 
 /// Starts one command in its own session. The environment is exactly `env` (nothing inherited).
@@ -81,6 +156,10 @@ pub enum Event {
         data: Vec<u8>,
     },
     Exited(Exited),
+    File {
+        id: u64,
+        result: Result<FileReply, FileFailure>,
+    },
 }
 
 /// How an exec ended. `exit_code` is -1 when a signal ended it.
@@ -132,11 +211,29 @@ pub fn payload_len(header: [u8; HEADER]) -> Result<usize, FrameError> {
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the next search for [`RESYNC_MAGIC`] starts.
+    scan_from: usize,
 }
 
 impl FrameDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Finds a resync request in what has arrived; if there is one, drops everything up to and
+    /// including it and returns its nonce.
+    pub fn take_resync(&mut self) -> Option<u64> {
+        const LEN: usize = RESYNC_MAGIC.len() + 8;
+        let from = self.scan_from.min(self.buf.len());
+        let found = self.buf[from..].windows(LEN).position(|w| w[..RESYNC_MAGIC.len()] == RESYNC_MAGIC);
+        let Some(at) = found.map(|i| from + i) else {
+            self.scan_from = self.buf.len().saturating_sub(LEN - 1);
+            return None;
+        };
+        let nonce = u64::from_le_bytes(self.buf[at + RESYNC_MAGIC.len()..at + LEN].try_into().ok()?);
+        self.buf.drain(..at + LEN);
+        self.scan_from = 0;
+        Some(nonce)
     }
 
     /// The next complete message, if one has arrived.
@@ -150,6 +247,7 @@ impl FrameDecoder {
         }
         let msg = decode(&self.buf[HEADER..HEADER + len]);
         self.buf.drain(..HEADER + len);
+        self.scan_from = self.scan_from.saturating_sub(HEADER + len);
         if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
             self.buf = Vec::new();
         }
@@ -183,6 +281,23 @@ mod tests {
             }
         }
         assert_eq!(got, vec![spawn, Request::Kill { id: 7 }]);
+    }
+
+    #[test]
+    fn a_resync_request_realigns_the_decoder() {
+        let kill = encode(&Request::Kill { id: 9 }).unwrap();
+        let mut bytes = kill[..3].to_vec();
+        bytes.extend(RESYNC_MAGIC);
+        bytes.extend(42u64.to_le_bytes());
+        bytes.extend(&kill);
+        let mut dec = FrameDecoder::default();
+        let mut nonce = None;
+        for b in bytes.chunks(5) {
+            dec.push(b);
+            nonce = nonce.or(dec.take_resync());
+        }
+        assert_eq!(nonce, Some(42));
+        assert_eq!(dec.next_frame::<Request>().unwrap(), Some(Request::Kill { id: 9 }));
     }
 
     #[test]

@@ -12,6 +12,12 @@ use crate::etcd::EtcdServer;
 use crate::nats::NatsServer;
 use crate::wait_for_port;
 
+/// A short random suffix for ids that must not collide between concurrent tests.
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("{:x}", nanos ^ std::process::id().rotate_left(16))
+}
+
 /// The `corral` binary of this build (target/<profile>/corral), which must have been built
 /// (`cargo build --workspace --bins`).
 pub fn corral_binary() -> anyhow::Result<PathBuf> {
@@ -135,6 +141,9 @@ impl DevServer {
         let mut cmd = Command::new(corral_binary()?);
         cmd.args(["dev", "--listen", "127.0.0.1:0", "--state-dir"]).arg(dir.path().join("state"));
         cmd.env("CORRAL_TELEMETRY__LOG", "info");
+        // Unique per server: parallel servers share the Docker engine, and an agent reaps the
+        // containers labelled with its node id that its records do not know.
+        cmd.env("CORRAL_AGENT__NODE_ID", format!("dev-{}", unique_suffix()));
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("corral dev", cmd, dir.path().join("dev.log"))?;
         let endpoint = wait_serving(&mut proc)?;
@@ -144,6 +153,8 @@ impl DevServer {
 
 /// nats-server + etcd + one coordinator + agents `a1..aN`, all separate processes.
 pub struct Cluster {
+    /// Distinguishes this cluster's node ids from other clusters' on the same Docker engine.
+    pub suffix: String,
     pub agents: Vec<Proc>,
     pub coordinator: Proc,
     pub endpoint: String,
@@ -163,7 +174,7 @@ impl Cluster {
         cmd.args(["--nats", &nats.url()]);
         let mut coordinator = Proc::spawn("coordinator", cmd, dir.path().join("coordinator.log"))?;
         let endpoint = wait_serving(&mut coordinator)?;
-        let mut cluster = Self { agents: Vec::new(), coordinator, endpoint, nats, etcd, dir };
+        let mut cluster = Self { suffix: unique_suffix(), agents: Vec::new(), coordinator, endpoint, nats, etcd, dir };
         for i in 1..=agents {
             cluster.agents.push(cluster.spawn_agent(i)?);
         }
@@ -171,12 +182,12 @@ impl Cluster {
     }
 
     /// Node id of agent `i` (1-based).
-    pub fn node_id(i: usize) -> String {
-        format!("a{i}")
+    pub fn node_id(&self, i: usize) -> String {
+        format!("a{i}-{}", self.suffix)
     }
 
     fn spawn_agent(&self, i: usize) -> anyhow::Result<Proc> {
-        let node = Self::node_id(i);
+        let node = self.node_id(i);
         let mut cmd = Command::new(corral_binary()?);
         cmd.args(["agent", "--node-id", &node, "--etcd", &self.etcd.endpoint(), "--nats", &self.nats.url()]);
         cmd.arg("--state-dir").arg(self.dir.path().join(&node));

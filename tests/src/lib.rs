@@ -300,3 +300,76 @@ fn rand_u32() -> u32 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     t.subsec_nanos() ^ std::process::id()
 }
+
+fn runtime_request(runtime: pb::Runtime, image: &str) -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest { runtime: runtime as i32, image: image.to_owned(), ..Default::default() }
+}
+
+/// Pause freezes a sandbox (commands refused, a counter stops), Resume continues it.
+pub async fn pause_resume(c: &Client, runtime: pb::Runtime) -> anyhow::Result<()> {
+    let image = if runtime == pb::Runtime::Docker { "corral/base" } else { "" };
+    let s = c.create(runtime_request(runtime, image)).await?;
+    let start =
+        "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &";
+    ensure!(c.run_shell(&s.id, start).await?.exit_code == 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused = c.pause(&s.id).await?;
+    ensure!(state(&paused) == pb::SandboxState::Paused, "after pause: {:?}", state(&paused));
+    ensure!(state(&c.pause(&s.id).await?) == pb::SandboxState::Paused, "pause is idempotent");
+    expect_err(c.run_shell(&s.id, "true").await, Code::FailedPrecondition, "PAUSED")?;
+    expect_err(c.read_file(&s.id, "/tmp/count").await, Code::FailedPrecondition, "PAUSED")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resumed = c.resume(&s.id).await?;
+    ensure!(state(&resumed) == pb::SandboxState::Running, "after resume: {:?}", state(&resumed));
+    let read = |o: pb::ExecResponse| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().unwrap_or(0);
+    let first = read(c.run_shell(&s.id, "cat /tmp/count").await?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = read(c.run_shell(&s.id, "cat /tmp/count").await?);
+    ensure!(first > 0 && second > first, "the counter must advance after resume: {first} then {second}");
+    ensure!(state(&c.resume(&s.id).await?) == pb::SandboxState::Running, "resume is idempotent");
+    c.destroy(&s.id).await?;
+    expect_err(c.pause(&s.id).await, Code::FailedPrecondition, "STOPPED")?;
+    Ok(())
+}
+
+/// A Docker sandbox from a locally built image: exec, files, isolation; bad images are refused.
+pub async fn docker_sandbox(c: &Client) -> anyhow::Result<()> {
+    let s = c.create(runtime_request(pb::Runtime::Docker, "corral/python")).await?;
+    ensure!(s.image == "corral/python:latest" && s.runtime == pb::Runtime::Docker as i32, "{s:?}");
+    let out = c
+        .run_argv(&s.id, &["python3", "-c", "import os; print(os.getuid(), sorted(os.listdir('/sys/class/net')))"])
+        .await?;
+    ensure!(
+        out.stdout == b"1000 ['lo']\n",
+        "{:?} {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.write_file(&s.id, "/workspace/x/hello.txt", b"from the host".to_vec(), 0).await?;
+    ensure!(c.run_shell(&s.id, "cat /workspace/x/hello.txt").await?.stdout == b"from the host");
+    ensure!(c.read_file(&s.id, "/workspace/x/hello.txt").await? == b"from the host");
+    let status =
+        c.run_shell(&s.id, "grep -E 'CapEff|NoNewPrivs' /proc/self/status; touch /usr/x 2>&1 || echo ro").await?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        text.contains("CapEff:\t0000000000000000") && text.contains("NoNewPrivs:\t1") && text.contains("ro"),
+        "{text}"
+    );
+    ensure!(c.run_shell(&s.id, "ln -s /etc/shadow /workspace/evil").await?.exit_code == 0);
+    expect_err(c.read_file(&s.id, "/workspace/evil").await, Code::PermissionDenied, "evil")?;
+    c.destroy(&s.id).await?;
+
+    expect_err(
+        c.create(runtime_request(pb::Runtime::Docker, "corral/nope")).await,
+        Code::FailedPrecondition,
+        "corral/nope:latest",
+    )?;
+    expect_err(
+        c.create(runtime_request(pb::Runtime::Docker, "corral/nope")).await,
+        Code::FailedPrecondition,
+        "corral/base:latest",
+    )?;
+    expect_err(c.create(runtime_request(pb::Runtime::Bwrap, "corral/base")).await, Code::InvalidArgument, "image")?;
+    expect_err(c.create(runtime_request(pb::Runtime::Docker, "Bad Image!")).await, Code::InvalidArgument, "image")?;
+    Ok(())
+}

@@ -41,6 +41,7 @@ cluster_test!(background_server);
 cluster_test!(files);
 cluster_test!(bad_input);
 cluster_test!(ttl_expiry);
+cluster_test!(docker_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_output_keeps_agent_memory_bounded() -> anyhow::Result<()> {
@@ -63,8 +64,8 @@ async fn killed_agent_sandboxes_become_lost() -> anyhow::Result<()> {
         by_node.entry(s.node_id.clone()).or_default().push(s.id);
     }
     ensure!(by_node.len() == 2, "placement used {} nodes for 8 sandboxes: {by_node:?}", by_node.len());
-    let victim = Cluster::node_id(1);
-    let survivors = by_node[&Cluster::node_id(2)].clone();
+    let victim = cluster.node_id(1);
+    let survivors = by_node[&cluster.node_id(2)].clone();
     cluster.agents[0].kill9();
     let killed_at = Instant::now();
     for id in &by_node[&victim] {
@@ -81,7 +82,19 @@ async fn killed_agent_sandboxes_become_lost() -> anyhow::Result<()> {
         ensure!(out.stdout == b"alive\n", "survivor {id}: {out:?}");
     }
     let fresh = client.create(Default::default()).await?;
-    ensure!(fresh.node_id == Cluster::node_id(2), "new sandbox placed on {}", fresh.node_id);
+    ensure!(fresh.node_id == cluster.node_id(2), "new sandbox placed on {}", fresh.node_id);
     ensure!(client.run_argv(&fresh.id, &["true"]).await?.exit_code == 0);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_bwrap() -> anyhow::Result<()> {
+    let (_server, client) = cluster().await?;
+    pause_resume(&client, corral_client::v1::Runtime::Bwrap).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_docker() -> anyhow::Result<()> {
+    let (_server, client) = cluster().await?;
+    pause_resume(&client, corral_client::v1::Runtime::Docker).await
 }

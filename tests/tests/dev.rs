@@ -28,6 +28,7 @@ dev_test!(background_server);
 dev_test!(files);
 dev_test!(bad_input);
 dev_test!(ttl_expiry);
+dev_test!(docker_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_output_keeps_memory_bounded() -> anyhow::Result<()> {
@@ -36,4 +37,16 @@ async fn huge_output_keeps_memory_bounded() -> anyhow::Result<()> {
     let (rss, peak) = server.proc.memory_kib().ok_or_else(|| anyhow::anyhow!("no memory figures"))?;
     anyhow::ensure!(peak < 400 * 1024, "corral dev peaked at {peak} KiB (rss {rss} KiB) for 200 MB of output");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_bwrap() -> anyhow::Result<()> {
+    let (_server, client) = dev().await?;
+    pause_resume(&client, corral_client::v1::Runtime::Bwrap).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_docker() -> anyhow::Result<()> {
+    let (_server, client) = dev().await?;
+    pause_resume(&client, corral_client::v1::Runtime::Docker).await
 }

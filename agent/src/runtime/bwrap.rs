@@ -4,7 +4,7 @@
 //!
 //! - [`args`]: the bwrap command line (namespaces, read-only system dirs, private `/workspace`
 //!   and `/tmp`, no inherited environment).
-//! - [`conn`]: the framed control pipe to the init and the reader task that routes its events.
+//! - [`conn`](crate::runtime::conn): the framed control pipe to the init (shared with Docker).
 //! - [`sandbox`]: start (cgroups joined before bwrap runs), exec, kill, and teardown of one sandbox.
 //! - [`spawn`]: the fork-to-exec hook: join cgroups, drop inherited descriptors, become the
 //!   unprivileged host user that sandboxes run as.
@@ -13,7 +13,6 @@
 //! a previous run left there (directories and cgroups), since the agent re-registers fresh.
 
 mod args;
-mod conn;
 mod sandbox;
 mod spawn;
 
@@ -28,9 +27,9 @@ use corral_core::ids::{ExecId, SandboxId};
 use corral_core::model::{ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
 use tokio::sync::OnceCell;
 
-pub use self::sandbox::DEFAULT_MAX_OUTPUT;
 use self::sandbox::Sandbox;
 use super::cgroup::{CgroupMode, Cgroups};
+pub use super::client::DEFAULT_MAX_OUTPUT;
 use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
 
 /// How the bubblewrap runtime runs.
@@ -168,6 +167,23 @@ impl BwrapRuntime {
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Freezes or thaws every process of the sandbox through its cgroup's freezer.
+    async fn freeze(&self, id: &SandboxId, frozen: bool) -> RuntimeResult<()> {
+        let sandbox = self.get(id)?;
+        let Some(cg) = sandbox.cgroup.as_ref() else {
+            let why = "needs cgroups (a freezer), which this node does not offer".to_owned();
+            return Err(RuntimeError::Invalid { what: "pause", why });
+        };
+        // Mark first when pausing, so no new exec races the freeze; unmark once thawed.
+        if frozen {
+            sandbox.client.set_paused(true);
+        }
+        let what = if frozen { "freezing the sandbox" } else { "thawing the sandbox" };
+        let result = cg.freeze(frozen).await.map_err(|e| RuntimeError::io(what, e));
+        sandbox.client.set_paused(if result.is_ok() { frozen } else { !frozen && sandbox.client.is_paused() });
+        result
+    }
+
     fn get(&self, id: &SandboxId) -> RuntimeResult<Arc<Sandbox>> {
         let cell = self.map().get(id).cloned();
         cell.and_then(|c| c.get().cloned()).ok_or_else(|| RuntimeError::SandboxNotFound(id.clone()))
@@ -226,12 +242,14 @@ fn instance_name(state_dir: &Path) -> String {
 
 #[async_trait]
 impl Runtime for BwrapRuntime {
-    async fn pause(&self, _sandbox: &SandboxId) -> RuntimeResult<()> {
-        Err(RuntimeError::Invalid { what: "pause", why: "not supported by the bwrap runtime yet".into() })
+    #[tracing::instrument(name = "runtime.pause", skip_all, fields(sandbox_id = %sandbox))]
+    async fn pause(&self, sandbox: &SandboxId) -> RuntimeResult<()> {
+        self.freeze(sandbox, true).await
     }
 
-    async fn resume(&self, _sandbox: &SandboxId) -> RuntimeResult<()> {
-        Err(RuntimeError::Invalid { what: "resume", why: "not supported by the bwrap runtime yet".into() })
+    #[tracing::instrument(name = "runtime.resume", skip_all, fields(sandbox_id = %sandbox))]
+    async fn resume(&self, sandbox: &SandboxId) -> RuntimeResult<()> {
+        self.freeze(sandbox, false).await
     }
 
     async fn images(&self) -> Vec<String> {
@@ -274,11 +292,11 @@ impl Runtime for BwrapRuntime {
 
     #[tracing::instrument(name = "runtime.exec", skip_all, fields(sandbox_id = %sandbox, exec_id = %exec))]
     async fn exec(&self, sandbox: &SandboxId, exec: ExecId, spec: ExecSpec) -> RuntimeResult<ExecHandle> {
-        self.get(sandbox)?.exec(exec, spec).await
+        self.get(sandbox)?.client.exec(exec, spec).await
     }
 
     async fn kill_exec(&self, sandbox: &SandboxId, exec: ExecId) -> RuntimeResult<()> {
-        self.get(sandbox)?.kill_exec(exec).await
+        self.get(sandbox)?.client.kill_exec(exec).await
     }
 
     async fn read_file(&self, sandbox: &SandboxId, path: &str, offset: u64, len: u32) -> RuntimeResult<FileChunk> {

@@ -1,4 +1,5 @@
-//! Whole-sandbox resource limits (memory, pids, cpu) through cgroups, v1 or v2.
+//! Whole-sandbox resource limits (memory, pids, cpu), freezing (pause/resume) and OOM-kill
+//! counting through cgroups, v1 or v2.
 //!
 //! Layout: every hierarchy used gets `{own cgroup}/corral/{instance}/{sandbox id}`, where
 //! `{own cgroup}` is the agent's cgroup in that hierarchy (from `/proc/self/cgroup`) and `instance`
@@ -40,10 +41,16 @@ enum Controller {
     Memory,
     Pids,
     Cpu,
+    /// v1 only (v2 has `cgroup.freeze` in every cgroup): pause/resume, no limit.
+    Freezer,
 }
 
-const CONTROLLERS: [(Controller, &str); 3] =
-    [(Controller::Memory, "memory"), (Controller::Pids, "pids"), (Controller::Cpu, "cpu")];
+const CONTROLLERS: [(Controller, &str); 4] = [
+    (Controller::Memory, "memory"),
+    (Controller::Pids, "pids"),
+    (Controller::Cpu, "cpu"),
+    (Controller::Freezer, "freezer"),
+];
 
 /// One cgroup hierarchy and the directory under which this agent creates sandbox cgroups.
 #[derive(Debug, Clone)]
@@ -92,7 +99,7 @@ impl Cgroups {
 
     /// Whether any of memory, pids and cpu limits can be enforced.
     pub fn enforces_limits(&self) -> bool {
-        self.hierarchies.iter().any(|h| !h.controllers.is_empty())
+        self.hierarchies.iter().any(|h| h.controllers.iter().any(|c| *c != Controller::Freezer))
     }
 
     /// The cgroup directories a sandbox has (or would have), e.g. to check they are gone.
@@ -105,7 +112,8 @@ impl Cgroups {
         for h in &self.hierarchies {
             let Ok(dir) = std::fs::read_dir(&h.base) else { continue };
             for entry in dir.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
-                SandboxCgroup { dirs: vec![(entry.path(), h.v2)], memory: None }.remove();
+                let freezer = (h.v2 || h.controllers.contains(&Controller::Freezer)).then(|| (entry.path(), h.v2));
+                SandboxCgroup { dirs: vec![(entry.path(), h.v2)], memory: None, freezer }.remove();
             }
         }
     }
@@ -119,7 +127,7 @@ impl Cgroups {
 
     /// Creates the sandbox's cgroups and writes its limits (removing them again on failure).
     pub fn create(&self, id: &SandboxId, limits: &Limits) -> io::Result<SandboxCgroup> {
-        let mut cg = SandboxCgroup { dirs: Vec::new(), memory: None };
+        let mut cg = SandboxCgroup { dirs: Vec::new(), memory: None, freezer: None };
         match self.hierarchies.iter().try_for_each(|h| cg.add(h, id, limits)) {
             Ok(()) => Ok(cg),
             Err(e) => {
@@ -144,6 +152,7 @@ fn apply_limit(dir: &Path, c: Controller, v2: bool, limits: &Limits) -> io::Resu
             Ok(())
         }
         Controller::Pids => limits.pids.map_or(Ok(()), |n| write_file(dir, "pids.max", &n.to_string())),
+        Controller::Freezer => Ok(()),
         Controller::Cpu => {
             let Some(cpus) = limits.cpus.filter(|c| *c > 0.0) else { return Ok(()) };
             let period = 100_000u64;
@@ -162,7 +171,10 @@ fn apply_limit(dir: &Path, c: Controller, v2: bool, limits: &Limits) -> io::Resu
 #[derive(Debug)]
 pub struct SandboxCgroup {
     dirs: Vec<(PathBuf, bool)>,
-    memory: Option<PathBuf>,
+    /// The memory cgroup directory, and whether it is v2.
+    memory: Option<(PathBuf, bool)>,
+    /// The cgroup that freezes the sandbox, and whether it is v2.
+    freezer: Option<(PathBuf, bool)>,
 }
 
 impl SandboxCgroup {
@@ -174,9 +186,46 @@ impl SandboxCgroup {
             apply_limit(&dir, *c, h.v2, limits)?;
         }
         if h.controllers.contains(&Controller::Memory) {
-            self.memory = Some(dir.join(if h.v2 { "memory.current" } else { "memory.usage_in_bytes" }));
+            self.memory = Some((dir.clone(), h.v2));
+        }
+        if h.v2 || h.controllers.contains(&Controller::Freezer) {
+            self.freezer.get_or_insert((dir, h.v2));
         }
         Ok(())
+    }
+
+    /// How many times the kernel's OOM killer acted in the sandbox's memory cgroup.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let (dir, v2) = self.memory.as_ref()?;
+        read_oom_kills(dir, *v2)
+    }
+
+    /// Freezes (or thaws) every process of the sandbox and waits until the kernel reports it done.
+    pub async fn freeze(&self, frozen: bool) -> io::Result<()> {
+        let (dir, v2) = self.freezer.as_ref().ok_or_else(|| io::Error::other("no freezer cgroup"))?;
+        let (file, value, state_file, done) = match (*v2, frozen) {
+            (false, true) => ("freezer.state", "FROZEN", "freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED", "freezer.state", "THAWED"),
+            (true, true) => ("cgroup.freeze", "1", "cgroup.events", "frozen 1"),
+            (true, false) => ("cgroup.freeze", "0", "cgroup.events", "frozen 0"),
+        };
+        write_file(dir, file, value)?;
+        for _ in 0..2500 {
+            let state = std::fs::read_to_string(dir.join(state_file)).map_err(|e| ctx(dir, e))?;
+            if state.lines().any(|l| l.trim() == done) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("{}: not {done} after 5 s", dir.display())))
+    }
+
+    /// Thaws the sandbox without waiting (frozen processes do not die until thawed).
+    fn thaw_now(&self) {
+        if let Some((dir, v2)) = &self.freezer {
+            let _ =
+                if *v2 { write_file(dir, "cgroup.freeze", "0") } else { write_file(dir, "freezer.state", "THAWED") };
+        }
     }
 
     /// Opens the files through which a forked child joins the cgroups by writing "0": v1 `tasks`
@@ -193,11 +242,14 @@ impl SandboxCgroup {
 
     /// Current memory charged to the sandbox (processes, page cache and kernel memory).
     pub fn memory_usage_bytes(&self) -> Option<u64> {
-        std::fs::read_to_string(self.memory.as_ref()?).ok()?.trim().parse().ok()
+        let (dir, v2) = self.memory.as_ref()?;
+        let file = dir.join(if *v2 { "memory.current" } else { "memory.usage_in_bytes" });
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// Kills every process in the sandbox's cgroups (v2 `cgroup.kill`, else SIGKILL per pid).
     pub fn kill_all(&self) {
+        self.thaw_now();
         for (dir, v2) in &self.dirs {
             if *v2 && write_file(dir, "cgroup.kill", "1").is_ok() {
                 continue;
@@ -233,6 +285,30 @@ impl SandboxCgroup {
             }
         }
     }
+}
+
+/// The `oom_kill` counter of a memory cgroup (v1 `memory.oom_control`, v2 `memory.events`).
+pub fn read_oom_kills(memory_dir: &Path, v2: bool) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(memory_dir.join(if v2 { "memory.events" } else { "memory.oom_control" })).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
+}
+
+/// The memory cgroup directory of process `pid` (e.g. a container's init) and whether it is v2.
+pub fn memory_dir_of_pid(pid: u32) -> Option<(PathBuf, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mounts = cgroup_mounts();
+    let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(':')?.1.split_once(':')).collect();
+    let v1 = lines.iter().find(|(ctrls, _)| ctrls.split(',').any(|c| c == "memory")).and_then(|(_, path)| {
+        let (mount, root, _, _) = mounts.iter().find(|m| !m.3 && m.2.split(',').any(|o| o == "memory"))?;
+        Some((own_dir(mount, root, path), false))
+    });
+    v1.or_else(|| {
+        let (_, path) = lines.iter().find(|(ctrls, _)| ctrls.is_empty())?;
+        let (mount, root, _, _) = mounts.iter().find(|m| m.3)?;
+        Some((own_dir(mount, root, path), true))
+    })
+    .filter(|(dir, _)| dir.is_dir())
 }
 
 fn write_file(dir: &Path, name: &str, value: &str) -> io::Result<()> {

@@ -1,8 +1,13 @@
 //! The `Runtime` trait: how an agent runs sandboxes. One implementation per isolation technology
-//! (`bwrap` now; `docker` next), one conformance suite for all of them (`agent/tests/runtime_conformance.rs`).
+//! (`bwrap`, `docker`), one conformance suite for all of them (`agent/tests/runtime_conformance.rs`).
+//! Both run `corral-init` inside each sandbox and share the code that talks to it: [`conn`] (the
+//! framed control stream), [`client`] (execs) and [`files`] (the files API's path rules).
 
 pub mod bwrap;
 pub mod cgroup;
+pub mod client;
+pub mod conn;
+pub mod docker;
 pub mod files;
 
 use async_trait::async_trait;

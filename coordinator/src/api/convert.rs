@@ -104,7 +104,9 @@ pub fn runtime(raw: i32) -> ApiResult<RuntimeKind> {
     match pb::Runtime::try_from(raw) {
         Ok(pb::Runtime::Unspecified | pb::Runtime::Bwrap) => Ok(RuntimeKind::Bwrap),
         Ok(pb::Runtime::Docker) => Ok(RuntimeKind::Docker),
-        Err(_) => Err(ApiError::field("runtime", format!("unknown runtime {raw}; supported: RUNTIME_BWRAP, RUNTIME_DOCKER"))),
+        Err(_) => {
+            Err(ApiError::field("runtime", format!("unknown runtime {raw}; supported: RUNTIME_BWRAP, RUNTIME_DOCKER")))
+        }
     }
 }
 
@@ -126,7 +128,10 @@ pub fn image(runtime: RuntimeKind, raw: &str) -> ApiResult<String> {
         && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b))
         && raw.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
     if !ok {
-        return Err(ApiError::field("image", format!("{raw:.80?} is not an image reference like corral/python:latest")));
+        return Err(ApiError::field(
+            "image",
+            format!("{raw:.80?} is not an image reference like corral/python:latest"),
+        ));
     }
     let last = raw.rsplit('/').next().unwrap_or(raw);
     Ok(if last.contains(':') || raw.contains('@') { raw.to_owned() } else { format!("{raw}:latest") })

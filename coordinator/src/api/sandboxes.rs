@@ -100,7 +100,10 @@ impl Sandboxes for SandboxesApi {
     }
 
     #[tracing::instrument(name = "api.Sandboxes.Resume", skip_all)]
-    async fn resume(&self, req: Request<pb::ResumeSandboxRequest>) -> Result<Response<pb::ResumeSandboxResponse>, Status> {
+    async fn resume(
+        &self,
+        req: Request<pb::ResumeSandboxRequest>,
+    ) -> Result<Response<pb::ResumeSandboxResponse>, Status> {
         let tenant = tenant(&req);
         let id = convert::sandbox_id("id", &req.get_ref().id)?;
         let record = self.0.set_paused(&tenant, &id, false).await?;

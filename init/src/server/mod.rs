@@ -3,6 +3,7 @@
 //! timeouts and output caps, and exits, killing everything, when the agent closes the control pipe.
 
 mod child;
+mod fileops;
 mod sys;
 
 use std::io;
@@ -155,6 +156,9 @@ impl Init {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+        if let Some(nonce) = self.decoder.take_resync() {
+            self.outq.extend_from_slice(&protocol::resync_marker(nonce));
+        }
         while let Some(req) = self.decoder.next_frame::<Request>().map_err(io::Error::other)? {
             match req {
                 Request::Spawn(spawn) => self.spawn(spawn)?,
@@ -163,6 +167,7 @@ impl Init {
                         child::kill_tree(c.pid);
                     }
                 }
+                Request::File { id, op } => self.send(&fileops::handle(id, op))?,
             }
         }
         Ok(())

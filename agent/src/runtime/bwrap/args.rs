@@ -7,13 +7,7 @@ use std::path::Path;
 use corral_core::model::SandboxSpec;
 
 use super::BwrapConfig;
-
-/// PATH inside the sandbox (the system one: host-user tool managers such as pyenv are not mounted).
-pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-pub const SANDBOX_HOME: &str = "/workspace";
-pub const SANDBOX_LANG: &str = "C.UTF-8";
-/// Where the init binary is mounted inside the sandbox.
-pub const INIT_IN_SANDBOX: &str = "/.corral/init";
+use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
 
 /// Host directories mounted read-only (or recreated as symlinks where the host has a symlink).
 const SYSTEM_DIRS: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];

@@ -1,44 +1,40 @@
 //! One running sandbox: its bwrap process, its init connection, its cgroups and its files.
 
-use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_core::ids::{ExecId, SandboxId};
-use corral_core::model::{Command, ExecSpec, SandboxSpec};
+use corral_core::ids::SandboxId;
+use corral_core::model::SandboxSpec;
 use corral_core::task::OwnedTask;
-use corral_init::protocol::{Event, Request, SpawnRequest};
+use corral_init::protocol::Event;
 use tokio::io::BufReader;
 use tokio::process::Child;
 
 use super::BwrapConfig;
-use super::args::{self, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
-use super::conn::{self, Conn};
+use super::args;
 use super::spawn;
+use crate::runtime::RuntimeError;
+use crate::runtime::RuntimeResult;
 use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
+use crate::runtime::client::{InitClient, REPLY_TIMEOUT as START_TIMEOUT};
+use crate::runtime::conn::{self, Conn, OomCounter};
 use crate::runtime::files::SandboxFs;
-use crate::runtime::{ExecHandle, RuntimeError, RuntimeResult};
 
-/// How long the init may take to report ready, and to answer a spawn.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the init may take to stop after its control pipe closed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Output cap per stream when the exec does not set one.
-pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
 
 pub struct Sandbox {
     pub id: SandboxId,
     pub dir: PathBuf,
     pub fs: SandboxFs,
-    env: BTreeMap<String, String>,
-    workdir: String,
+    pub client: InitClient,
     conn: Arc<Conn>,
     child: tokio::sync::Mutex<Option<Child>>,
     reader: std::sync::Mutex<Option<OwnedTask>>,
-    pub cgroup: Option<SandboxCgroup>,
+    pub cgroup: Option<Arc<SandboxCgroup>>,
 }
 
 impl Sandbox {
@@ -53,19 +49,19 @@ impl Sandbox {
         let dir = config.state_dir.join("sandboxes").join(spec.id.as_str());
         let failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
         let cgroup = match prepare(&dir, owner, cgroups, spec) {
-            Ok(cg) => cg,
+            Ok(cg) => cg.map(Arc::new),
             Err(e) => {
                 cleanup(&dir, None);
                 return Err(failed(e.to_string()));
             }
         };
-        match launch(config, owner, spec, &dir, cgroup.as_ref()).await {
+        let oom: Option<OomCounter> = cgroup.clone().map(|cg| Box::new(move || cg.oom_kills()) as OomCounter);
+        match launch(config, owner, spec, &dir, cgroup.as_deref(), oom).await {
             Ok((child, conn, reader)) => Ok(Self {
                 id: spec.id.clone(),
                 fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp"), owner),
                 dir,
-                env: spec.env.clone(),
-                workdir: spec.workdir.clone(),
+                client: InitClient::new(spec, conn.clone()),
                 conn,
                 child: tokio::sync::Mutex::new(Some(child)),
                 reader: std::sync::Mutex::new(Some(reader)),
@@ -73,55 +69,10 @@ impl Sandbox {
             }),
             Err(e) => {
                 let log = read_log(&dir);
-                cleanup(&dir, cgroup.as_ref());
+                cleanup(&dir, cgroup.as_deref());
                 Err(failed(format!("{e}; bwrap said: {log}")))
             }
         }
-    }
-
-    pub async fn exec(&self, exec: ExecId, spec: ExecSpec) -> RuntimeResult<ExecHandle> {
-        let cwd = if spec.cwd.is_empty() { self.workdir.clone() } else { spec.cwd };
-        check_cwd(&cwd)?;
-        let argv = match spec.command {
-            Command::Argv(argv) if !argv.is_empty() => argv,
-            Command::Argv(_) => return Err(RuntimeError::Invalid { what: "command", why: "empty argv".into() }),
-            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
-        };
-        let base = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
-        let mut env: BTreeMap<String, String> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        env.extend(self.env.iter().chain(&spec.env).map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(k) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
-            return Err(RuntimeError::Invalid { what: "env", why: format!("bad variable name {k:?}") });
-        }
-        let req = Request::Spawn(SpawnRequest {
-            id: exec.0,
-            argv,
-            env: env.into_iter().collect(),
-            cwd,
-            stdin: spec.stdin,
-            timeout_ms: spec.timeout_ms,
-            max_output_bytes: if spec.max_output_bytes == 0 { DEFAULT_MAX_OUTPUT } else { spec.max_output_bytes },
-        });
-        let (started, events) = self.conn.register(exec.0)?;
-        if let Err(e) = self.conn.send(&req).await {
-            self.conn.unregister(exec.0);
-            return Err(e);
-        }
-        match tokio::time::timeout(START_TIMEOUT, started).await {
-            Ok(Ok(Ok(()))) => Ok(ExecHandle { events }),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) | Err(_) => {
-                self.conn.unregister(exec.0);
-                Err(RuntimeError::io("waiting for the sandbox init", io::ErrorKind::TimedOut.into()))
-            }
-        }
-    }
-
-    pub async fn kill_exec(&self, exec: ExecId) -> RuntimeResult<()> {
-        if !self.conn.is_running(exec.0) {
-            return Err(RuntimeError::ExecNotFound { sandbox: self.id.clone(), exec });
-        }
-        self.conn.send(&Request::Kill { id: exec.0 }).await
     }
 
     /// Stops the sandbox and removes its cgroups and directory. Closing the control pipe makes
@@ -129,6 +80,10 @@ impl Sandbox {
     /// parent, reaps it and exits (killing bwrap first would orphan the init to the host's pid 1).
     /// If that takes too long, everything in the cgroups and bwrap are killed.
     pub async fn shutdown(self: Arc<Self>) -> RuntimeResult<()> {
+        if let Some(cg) = &self.cgroup {
+            // A frozen init cannot stop, and frozen processes do not die until thawed.
+            let _ = cg.freeze(false).await;
+        }
         let graceful = tokio::time::timeout(STOP_GRACE, self.conn.close_writer()).await.is_ok();
         if let Some(mut child) = self.child.lock().await.take()
             && (!graceful || tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err())
@@ -143,7 +98,7 @@ impl Sandbox {
         self.conn.close();
         drop(self.reader.lock().unwrap_or_else(|p| p.into_inner()).take());
         let this = self.clone();
-        tokio::task::spawn_blocking(move || cleanup(&this.dir, this.cgroup.as_ref()))
+        tokio::task::spawn_blocking(move || cleanup(&this.dir, this.cgroup.as_deref()))
             .await
             .map_err(|e| RuntimeError::io("removing the sandbox", io::Error::other(e)))
     }
@@ -170,7 +125,7 @@ impl Sandbox {
         if let Some(cg) = &self.cgroup {
             cg.kill_all();
         }
-        cleanup(&self.dir, self.cgroup.as_ref());
+        cleanup(&self.dir, self.cgroup.as_deref());
     }
 }
 
@@ -212,6 +167,7 @@ async fn launch(
     spec: &SandboxSpec,
     dir: &Path,
     cgroup: Option<&SandboxCgroup>,
+    oom: Option<OomCounter>,
 ) -> io::Result<(Child, Arc<Conn>, OwnedTask)> {
     let log = std::fs::File::create(dir.join("init.log"))?;
     let mut cmd = tokio::process::Command::new(&config.bwrap_path);
@@ -237,26 +193,10 @@ async fn launch(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(io::Error::other("the sandbox was not ready within 10 s")),
     }
-    let conn = Arc::new(Conn::new(stdin));
+    let conn = Arc::new(Conn::new(Box::new(stdin), oom));
     let task_conn = conn.clone();
     let task = OwnedTask::spawn("bwrap.init_reader", async move { task_conn.read_loop(reader).await });
     Ok((child, conn, task))
-}
-
-/// Accepts absolute paths under `/workspace` or `/tmp` without `..`.
-fn check_cwd(cwd: &str) -> RuntimeResult<()> {
-    let invalid = |why: &str| RuntimeError::Invalid { what: "cwd", why: format!("{cwd:?} {why}") };
-    if cwd.len() > 4096 || cwd.contains('\0') {
-        return Err(invalid("is too long or contains NUL"));
-    }
-    let under = |root: &str| cwd.strip_prefix(root).is_some_and(|r| r.is_empty() || r.starts_with('/'));
-    if !under("/workspace") && !under("/tmp") {
-        return Err(invalid("must be under /workspace or /tmp"));
-    }
-    if cwd.split('/').any(|c| c == "..") {
-        return Err(invalid("must not contain '..'"));
-    }
-    Ok(())
 }
 
 /// The first few KiB of the bwrap/init log, for error messages.

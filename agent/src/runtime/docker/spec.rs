@@ -1,0 +1,145 @@
+//! The settings of a sandbox's container.
+//!
+//! Storage: the root filesystem is read-only; `/workspace` is an anonymous volume (on the
+//! engine's disk, initialised from the image's `/workspace`, so owned by the sandbox user; removed
+//! with the container) and `/tmp` a tmpfs owned by the sandbox user. tmpfs pages are charged to
+//! the container's memory cgroup, so what a sandbox keeps in `/tmp` counts against its memory
+//! limit (its size is capped at that limit); files in `/workspace` cost disk, not memory.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions};
+use corral_core::model::SandboxSpec;
+
+use super::DockerConfig;
+use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
+
+pub const LABEL_SANDBOX: &str = "corral.sandbox_id";
+pub const LABEL_NODE: &str = "corral.node_id";
+pub const LABEL_TENANT: &str = "corral.tenant";
+
+/// `/tmp`'s size when the sandbox has no memory limit.
+const TMP_DEFAULT_BYTES: u64 = 256 << 20;
+
+/// The image a spec runs.
+pub fn image(config: &DockerConfig, spec: &SandboxSpec) -> String {
+    if spec.image.is_empty() { config.default_image.clone() } else { spec.image.clone() }
+}
+
+fn labels(config: &DockerConfig, spec: &SandboxSpec) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_SANDBOX.to_owned(), spec.id.to_string()),
+        (LABEL_NODE.to_owned(), config.node_id.to_string()),
+        (LABEL_TENANT.to_owned(), spec.tenant.to_string()),
+    ])
+}
+
+/// The container: `corral-init` as its command, attached stdin/stdout (stdin stays open across
+/// attaches so the container outlives the agent's connection), no TTY (a binary-safe stream).
+pub fn container(config: &DockerConfig, spec: &SandboxSpec) -> ContainerCreateBody {
+    // Only the base environment: the spec's variables travel with each exec (as with bubblewrap),
+    // so they are not visible in the engine's container metadata.
+    let env = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
+    ContainerCreateBody {
+        image: Some(image(config, spec)),
+        // As the entrypoint, so an image's own entrypoint never wraps it (its CMD, if any, only
+        // becomes ignored arguments).
+        entrypoint: Some(vec![INIT_IN_SANDBOX.to_owned()]),
+        user: Some(format!("{}:{}", config.sandbox_uid, config.sandbox_gid)),
+        working_dir: Some("/workspace".to_owned()),
+        hostname: Some("corral".to_owned()),
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels(config, spec)),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(false),
+        open_stdin: Some(true),
+        stdin_once: Some(false),
+        tty: Some(false),
+        host_config: Some(host_config(config, spec)),
+        ..Default::default()
+    }
+}
+
+fn host_config(config: &DockerConfig, spec: &SandboxSpec) -> HostConfig {
+    let memory = (spec.memory_mb > 0).then(|| (spec.memory_mb * 1024 * 1024) as i64);
+    let tmp_bytes = memory.map_or(TMP_DEFAULT_BYTES, |m| m as u64);
+    let (uid, gid) = (config.sandbox_uid, config.sandbox_gid);
+    let tmp = format!("rw,exec,nosuid,nodev,size={tmp_bytes},uid={uid},gid={gid},mode=1777");
+    let workspace = Mount {
+        target: Some("/workspace".to_owned()),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions { labels: Some(labels(config, spec)), ..Default::default() }),
+        ..Default::default()
+    };
+    HostConfig {
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        readonly_rootfs: Some(true),
+        network_mode: Some(if spec.internet_access { "bridge" } else { "none" }.to_owned()),
+        memory,
+        // No swap beyond the memory limit.
+        memory_swap: memory,
+        nano_cpus: (spec.cpus > 0.0).then_some((spec.cpus * 1e9) as i64),
+        pids_limit: (spec.pids_limit > 0).then_some(i64::from(spec.pids_limit)),
+        binds: Some(vec![format!("{}:{INIT_IN_SANDBOX}:ro", config.init_path.display())]),
+        mounts: Some(vec![workspace]),
+        tmpfs: Some(HashMap::from([("/tmp".to_owned(), tmp)])),
+        // The control stream is binary and private: nothing is logged.
+        log_config: Some(HostConfigLogConfig { typ: Some("none".to_owned()), config: None }),
+        init: Some(false),
+        auto_remove: Some(false),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use corral_core::ids::{NodeId, SandboxId, TenantId};
+    use corral_core::model::RuntimeKind;
+
+    use super::*;
+
+    #[test]
+    fn containers_are_locked_down_and_labelled() {
+        let config = DockerConfig {
+            node_id: NodeId::parse("n1").unwrap(),
+            state_dir: "/s".into(),
+            init_path: "/s/bin/corral-init".into(),
+            socket: None,
+            default_image: "corral/base:latest".into(),
+            sandbox_uid: 1000,
+            sandbox_gid: 1000,
+        };
+        let spec = SandboxSpec {
+            id: SandboxId::random(),
+            tenant: TenantId::default_tenant(),
+            runtime: RuntimeKind::Docker,
+            name: None,
+            cpus: 0.5,
+            memory_mb: 64,
+            pids_limit: 32,
+            timeout_seconds: 60,
+            internet_access: false,
+            env: BTreeMap::from([("SECRET".into(), "x".into())]),
+            labels: BTreeMap::new(),
+            workdir: "/workspace".into(),
+            image: String::new(),
+        };
+        let c = container(&config, &spec);
+        let h = c.host_config.clone().unwrap();
+        assert_eq!(c.image.as_deref(), Some("corral/base:latest"));
+        assert_eq!(c.user.as_deref(), Some("1000:1000"));
+        assert!(!c.env.unwrap().iter().any(|e| e.contains("SECRET")));
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            (h.memory, h.memory_swap, h.pids_limit, h.nano_cpus),
+            (Some(64 << 20), Some(64 << 20), Some(32), Some(500_000_000))
+        );
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(c.labels.unwrap()[LABEL_SANDBOX], spec.id.to_string());
+    }
+}
