@@ -17,6 +17,10 @@ pub struct AgentConfig {
     pub cpus: f64,
     /// Memory (MiB) offered to sandboxes; 0 = the host's total memory.
     pub memory_mb: u64,
+    /// How many times `memory_mb` (or the host's memory) the node promises to sandboxes. Sandbox
+    /// memory settings are ceilings that idle sandboxes do not use, so promising more than the
+    /// host has lets many small sandboxes share a node; 1.0 never overcommits.
+    pub memory_overcommit: f64,
     /// Most sandboxes this node runs at once.
     pub max_sandboxes: u32,
     /// Labels published in this node's NodeInfo.
@@ -59,6 +63,7 @@ impl Default for AgentConfig {
             state_dir: PathBuf::from("/var/lib/corral"),
             cpus: 0.0,
             memory_mb: 0,
+            memory_overcommit: 4.0,
             max_sandboxes: 256,
             labels: BTreeMap::new(),
             lease_ttl_seconds: 10,
@@ -89,6 +94,9 @@ impl AgentConfig {
         }
         if self.cpus < 0.0 || !self.cpus.is_finite() {
             return Err("agent.cpus must be 0 (all) or positive".into());
+        }
+        if !(self.memory_overcommit.is_finite() && (1.0..=64.0).contains(&self.memory_overcommit)) {
+            return Err("agent.memory_overcommit must be between 1.0 and 64.0".into());
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err("agent.state_dir must be set".into());

@@ -127,7 +127,7 @@ impl Agent {
             node_id: self.node.clone(),
             capacity: Capacity {
                 cpus: if c.cpus > 0.0 { c.cpus } else { host_cpus },
-                memory_mb: if c.memory_mb > 0 { c.memory_mb } else { host_mem },
+                memory_mb: ((if c.memory_mb > 0 { c.memory_mb } else { host_mem }) as f64 * c.memory_overcommit) as u64,
                 sandboxes: c.max_sandboxes,
             },
             runtimes: self.runtimes.iter().map(|r| r.kind()).collect(),
