@@ -60,21 +60,9 @@ impl Proc {
 
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub fn stop(&mut self, grace: Duration) {
-        let Some(mut c) = self.child.take() else { return };
-        // SAFETY: sending a signal to a child we own and have not reaped.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        if let Some(child) = self.child.take() {
+            crate::terminate(child, grace);
         }
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -36,6 +36,26 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     bail!("nothing listened on 127.0.0.1:{port} within {timeout:?}")
 }
 
+/// Stops a child: SIGTERM, then SIGKILL if it has not exited within `grace`; always reaps it.
+pub fn terminate(mut child: std::process::Child, grace: Duration) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// True once `needle` appears in the file at `path` (a service's log).
 pub fn file_contains(path: &std::path::Path, needle: &str) -> bool {
     std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
