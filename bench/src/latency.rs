@@ -27,6 +27,16 @@ pub struct CorralLatency {
 }
 
 impl CorralLatency {
+    /// Adds another round's samples.
+    pub fn merge(&mut self, o: CorralLatency) {
+        self.create.extend(o.create);
+        self.first_exec.extend(o.first_exec);
+        self.destroy.extend(o.destroy);
+        self.cycle_true.extend(o.cycle_true);
+        self.cycle_python.extend(o.cycle_python);
+        self.exec_python.extend(o.exec_python);
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "create_to_ready": self.create.to_json(),
@@ -94,7 +104,6 @@ pub async fn measure(c: &Client, label: &str, warmup: usize, n: usize) -> anyhow
         cycle(c, &python, b"1\n").await?;
     }
     let mut r = CorralLatency::default();
-    eprintln!("[bench] {label}: {n} × create → exec true → destroy");
     for _ in 0..n {
         let x = cycle(c, &["true"], b"").await.with_context(|| format!("{label}: cycle with true"))?;
         r.create.push(x.create);
@@ -102,7 +111,6 @@ pub async fn measure(c: &Client, label: &str, warmup: usize, n: usize) -> anyhow
         r.destroy.push(x.destroy);
         r.cycle_true.push(x.total);
     }
-    eprintln!("[bench] {label}: {n} × create → exec python3 -c 'print(1)' → destroy");
     for _ in 0..n {
         let x = cycle(c, &python, b"1\n").await.with_context(|| format!("{label}: cycle with python"))?;
         r.exec_python.push(x.exec);

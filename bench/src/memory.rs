@@ -43,9 +43,11 @@ impl IdleMemory {
         growth / 1024.0 / self.sandboxes as f64
     }
 
-    /// User-space host memory per idle sandbox: its processes' PSS plus the server's growth.
+    /// Host memory per idle sandbox, conservatively: the larger of its processes' PSS and its
+    /// cgroup's charge (which adds kernel memory), plus the server's growth.
     pub fn host_per_sandbox_mib(&self) -> f64 {
-        self.pss_per_sandbox_mib() + self.server_growth_per_sandbox_mib().max(0.0)
+        let own = self.pss_per_sandbox_mib().max(self.cgroup_per_sandbox_mib().unwrap_or(0.0));
+        own + self.server_growth_per_sandbox_mib().max(0.0)
     }
 
     pub fn to_json(&self) -> Value {
@@ -184,7 +186,9 @@ pub async fn corral_idle(dev: &DevServer, c: &Client, n: usize) -> anyhow::Resul
     let server_rss_before_kib = rss_kib(server)?;
     let mut ids = BTreeSet::new();
     for _ in 0..n {
-        let s = c.create(Default::default()).await.context("creating an idle sandbox")?;
+        // A small memory limit so 50 sandboxes fit the node's capacity; it does not change usage.
+        let req = corral_client::v1::CreateSandboxRequest { memory_mb: 64, ..Default::default() };
+        let s = c.create(req).await.context("creating an idle sandbox")?;
         ids.insert(s.id);
     }
     tokio::time::sleep(SETTLE).await;
@@ -201,7 +205,8 @@ pub async fn corral_idle(dev: &DevServer, c: &Client, n: usize) -> anyhow::Resul
     members.remove(&server);
     let pss: u64 = members.iter().map(|pid| pss_kib(*pid)).sum();
     let (cgroup_bytes, cgroups_found) = cgroup_usage(&ids);
-    let inits = members.iter().filter(|pid| procs.get(pid).is_some_and(|p| p.cmdline.contains("/.corral/init"))).count();
+    let inits =
+        members.iter().filter(|pid| procs.get(pid).is_some_and(|p| p.cmdline.starts_with("/.corral/init"))).count();
     for id in &ids {
         c.destroy(id).await.context("destroying an idle sandbox")?;
     }
@@ -238,7 +243,8 @@ pub fn raw_idle(raw: &RawBwrap, n: usize) -> anyhow::Result<RawIdle> {
     let members = loop {
         let procs = scan();
         let members = with_descendants(&procs, roots.clone());
-        let sleeping = members.iter().filter(|p| procs.get(p).is_some_and(|e| e.cmdline.starts_with("/usr/bin/sleep"))).count();
+        let sleeping =
+            members.iter().filter(|p| procs.get(p).is_some_and(|e| e.cmdline.starts_with("/usr/bin/sleep"))).count();
         if sleeping == n {
             break members;
         }

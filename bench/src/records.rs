@@ -13,7 +13,8 @@ use corral_core::keys::{NodeKey, SandboxKey};
 use corral_core::model::{Capacity, NodeInfo, RuntimeKind, SandboxRecord, SandboxSpec};
 use corral_core::state::SandboxState;
 use corral_core::store::etcd::EtcdStore;
-use corral_core::store::{self, StateStore, Txn};
+use corral_core::store::{self, StateStore, StoreError, Txn};
+use corral_core::task::OwnedTask;
 use corral_core::time::now_ms;
 use corral_testkit::corral::{Proc, corral_binary};
 use corral_testkit::etcd::EtcdServer;
@@ -76,6 +77,7 @@ fn record(tenant: &TenantId, node: &NodeId, now: i64) -> SandboxRecord {
         env: BTreeMap::new(),
         labels: BTreeMap::from([("bench".to_owned(), "records".to_owned())]),
         workdir: "/workspace".to_owned(),
+        image: String::new(),
     };
     SandboxRecord {
         v: SandboxRecord::VERSION,
@@ -91,25 +93,28 @@ fn record(tenant: &TenantId, node: &NodeId, now: i64) -> SandboxRecord {
     }
 }
 
-/// Registers `bench-node` on a lease and keeps the lease alive until the task is aborted.
-async fn register_node(store: Arc<EtcdStore>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Registers `bench-node` on a lease and keeps the lease alive until the task is dropped.
+async fn register_node(store: Arc<EtcdStore>) -> anyhow::Result<OwnedTask> {
     let node = NodeId::parse(NODE)?;
     let info = NodeInfo {
         v: NodeInfo::VERSION,
         node_id: node.clone(),
         capacity: Capacity { cpus: 1_000_000.0, memory_mb: 1 << 40, sandboxes: 1_000_000 },
         runtimes: vec![RuntimeKind::Bwrap],
+        images: Vec::new(),
         labels: BTreeMap::new(),
         agent_version: "bench".to_owned(),
         registered_at_ms: now_ms(),
     };
     let lease = store.grant_lease(LEASE_TTL).await?;
     store.txn(Txn::new().put_with_lease(NodeKey(&node), store::encode(&info), lease)).await?;
-    Ok(tokio::spawn(async move {
+    Ok(OwnedTask::spawn("bench.node_keepalive", async move {
         loop {
             tokio::time::sleep(LEASE_TTL / 5).await;
-            if let Err(e) = store.keep_alive(lease).await {
-                eprintln!("[bench] keep-alive of the {NODE} lease failed: {e}");
+            match store.keep_alive(lease).await {
+                Ok(()) => {}
+                Err(e @ StoreError::LeaseNotFound(_)) => return Err(format!("{NODE} lost its lease: {e}")),
+                Err(e) => eprintln!("[bench] keep-alive of the {NODE} lease failed: {e}"),
             }
         }
     }))
@@ -137,7 +142,12 @@ async fn seed(store: &EtcdStore, n: usize) -> anyhow::Result<()> {
         .await
 }
 
-fn start_coordinator(etcd: &EtcdServer, nats: &NatsServer, dir: &std::path::Path, tag: &str) -> anyhow::Result<(Proc, String)> {
+fn start_coordinator(
+    etcd: &EtcdServer,
+    nats: &NatsServer,
+    dir: &std::path::Path,
+    tag: &str,
+) -> anyhow::Result<(Proc, String)> {
     let port = free_port();
     let mut cmd = std::process::Command::new(corral_binary()?);
     cmd.args(["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--etcd", &etcd.endpoint()]);
@@ -151,6 +161,11 @@ fn start_coordinator(etcd: &EtcdServer, nats: &NatsServer, dir: &std::path::Path
         if Instant::now() > deadline {
             bail!("the coordinator did not listen on {port}; log:\n{}", p.log_tail(4000));
         }
+    }
+    // Another process may have taken the port first: then ours fails to bind and exits.
+    std::thread::sleep(Duration::from_millis(200));
+    if !p.is_running() {
+        bail!("the coordinator exited after start-up; log:\n{}", p.log_tail(4000));
     }
     Ok((p, format!("http://127.0.0.1:{port}")))
 }
@@ -213,7 +228,7 @@ pub async fn measure(n: usize) -> anyhow::Result<CoordinatorMemory> {
     let listed_rss_kib = settled_rss(&coordinator).await?;
     let hwm_kib = coordinator.memory_kib().context("reading coordinator memory")?.1;
     let running = count(&client, vec![pb::SandboxState::Running as i32]).await?;
-    keepalive.abort();
+    drop(keepalive);
     ensure!(running == n, "only {running} of {n} records are still RUNNING (the reconciler ended some)");
     Ok(CoordinatorMemory { records: n, seed_secs, empty_rss_kib, loaded_rss_kib, listed_rss_kib, hwm_kib, list_secs })
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::latency::CorralLatency;
+use crate::layers::RuntimeLatency;
 use crate::memory::{IdleMemory, RawIdle};
 use crate::records::CoordinatorMemory;
 use crate::stats::{Samples, round3};
@@ -25,6 +26,8 @@ pub struct Results {
     pub iterations: usize,
     pub raw_true: Option<Samples>,
     pub raw_python: Option<Samples>,
+    /// The agent's runtime alone, in this process.
+    pub runtime: Option<RuntimeLatency>,
     pub dev: Option<CorralLatency>,
     pub cluster: Option<CorralLatency>,
     pub raw_idle: Option<RawIdle>,
@@ -74,7 +77,7 @@ impl Results {
         }
         let host = self.idle.as_ref().map(IdleMemory::host_per_sandbox_mib);
         t.push(Target {
-            what: "host memory per idle sandbox (process PSS + server RSS growth)",
+            what: "host memory per idle sandbox (max of process PSS and cgroup charge, + server RSS growth)",
             limit: "≤ 1 MiB".into(),
             measured: host.map(|v| format!("{v:.2} MiB")),
             met: host.map(|v| v <= 1.0),
@@ -111,23 +114,40 @@ impl Results {
     fn latency_table(&self, o: &mut String) {
         let _ = writeln!(
             o,
-            "Latency in ms, p50 / p99 over {} sequential iterations (added = Corral p50 − raw p50; ratio = Corral p50 / raw p50):\n",
+            "Latency in ms, p50 / p99 over {} sequential iterations (added = Corral p50 − raw p50; \
+             ratio = Corral p50 / raw p50; runtime only = the agent's BwrapRuntime driven in-process, \
+             without coordinator, store, bus or gRPC):\n",
             self.iterations
         );
-        let _ = writeln!(o, "| operation | raw bwrap | dev | dev added | dev ratio | cluster | cluster added | cluster ratio |");
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| operation | raw bwrap | runtime only | dev | dev added | dev ratio | cluster | cluster added | cluster ratio |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
         type Pick = fn(&CorralLatency) -> &Samples;
-        let rows: [(&str, Pick, Option<&Samples>); 6] = [
-            ("create → exec `true` → destroy (raw: `bwrap … true`)", |l| &l.cycle_true, self.raw_true.as_ref()),
-            ("create → exec `python3 -c 'print(1)'` → destroy (raw: `bwrap … python3 -c 'print(1)'`)", |l| &l.cycle_python, self.raw_python.as_ref()),
-            ("create-to-ready (create returns RUNNING)", |l| &l.create, None),
-            ("first exec `true` in a fresh sandbox", |l| &l.first_exec, None),
-            ("exec `python3 -c 'print(1)'`", |l| &l.exec_python, None),
-            ("destroy", |l| &l.destroy, None),
+        type PickRt = Option<fn(&RuntimeLatency) -> &Samples>;
+        let rows: [(&str, Pick, PickRt, Option<&Samples>); 6] = [
+            (
+                "create → exec `true` → destroy (raw: `bwrap … true`)",
+                |l| &l.cycle_true,
+                Some(|r| &r.cycle),
+                self.raw_true.as_ref(),
+            ),
+            (
+                "create → exec `python3 -c 'print(1)'` → destroy (raw: `bwrap … python3 -c 'print(1)'`)",
+                |l| &l.cycle_python,
+                None,
+                self.raw_python.as_ref(),
+            ),
+            ("create-to-ready (create returns RUNNING)", |l| &l.create, Some(|r| &r.create), None),
+            ("first exec `true` in a fresh sandbox", |l| &l.first_exec, Some(|r| &r.exec), None),
+            ("exec `python3 -c 'print(1)'`", |l| &l.exec_python, None, None),
+            ("destroy", |l| &l.destroy, Some(|r| &r.destroy), None),
         ];
-        for (what, pick, raw) in rows {
+        for (what, pick, pick_rt, raw) in rows {
             let raw_cell = raw.map_or("—".into(), pair);
-            let mut cells = vec![what.to_owned(), raw_cell];
+            let rt_cell = self.runtime.as_ref().zip(pick_rt).map_or("—".into(), |(r, f)| pair(f(r)));
+            let mut cells = vec![what.to_owned(), raw_cell, rt_cell];
             for mode in [self.dev.as_ref(), self.cluster.as_ref()] {
                 match mode {
                     Some(l) => {
@@ -171,7 +191,11 @@ impl Results {
                 mib(i.server_rss_after_kib),
                 i.server_growth_per_sandbox_mib()
             );
-            let _ = writeln!(o, "| host memory per idle sandbox (PSS + server growth) | {:.2} MiB |", i.host_per_sandbox_mib());
+            let _ = writeln!(
+                o,
+                "| host memory per idle sandbox (max(PSS, cgroup charge) + server growth) | {:.2} MiB |",
+                i.host_per_sandbox_mib()
+            );
         }
         if let Some(c) = &self.coordinator {
             let _ = writeln!(o, "| coordinator RSS, no records | {:.1} MiB |", mib(c.empty_rss_kib));
@@ -212,6 +236,7 @@ impl Results {
                 "bwrap_python": self.raw_python.as_ref().map(Samples::to_json),
                 "idle_sandbox": self.raw_idle.as_ref().map(RawIdle::to_json),
             },
+            "runtime_only": self.runtime.as_ref().map(RuntimeLatency::to_json),
             "dev": self.dev.as_ref().map(CorralLatency::to_json),
             "dev_added_over_raw": added(self.dev.as_ref()),
             "cluster": self.cluster.as_ref().map(CorralLatency::to_json),

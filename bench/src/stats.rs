@@ -1,6 +1,6 @@
 //! Latency samples and their percentiles.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -15,8 +15,9 @@ impl Samples {
         self.ms.push(d.as_secs_f64() * 1000.0);
     }
 
-    pub fn len(&self) -> usize {
-        self.ms.len()
+    /// Adds the samples of another series of the same operation.
+    pub fn extend(&mut self, other: Samples) {
+        self.ms.extend(other.ms);
     }
 
     fn sorted(&self) -> Vec<f64> {
@@ -59,14 +60,6 @@ impl Samples {
             "max_ms": round3(v.last().copied().unwrap_or(f64::NAN)),
         })
     }
-}
-
-/// Runs `f` and adds its duration to `samples`.
-pub fn timed<T>(samples: &mut Samples, f: impl FnOnce() -> T) -> T {
-    let start = Instant::now();
-    let out = f();
-    samples.push(start.elapsed());
-    out
 }
 
 pub fn round3(x: f64) -> f64 {
