@@ -174,6 +174,13 @@ impl Cluster {
         format!("a{i}-{}", self.suffix)
     }
 
+    /// Starts agent `i` (1-based) again with the same node id and state dir, e.g. after `kill9`.
+    pub fn restart_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let proc = self.spawn_agent(i)?;
+        self.agents[i - 1] = proc;
+        Ok(())
+    }
+
     fn spawn_agent(&self, i: usize) -> anyhow::Result<Proc> {
         let node = self.node_id(i);
         let mut cmd = Command::new(corral_binary()?);

@@ -98,3 +98,57 @@ async fn pause_resume_docker() -> anyhow::Result<()> {
     let (_server, client) = cluster().await?;
     pause_resume(&client, corral_client::v1::Runtime::Docker).await
 }
+
+/// Docker containers outlive a crashed agent: restarted within the lease TTL, the agent re-adopts
+/// the container whose sandbox is still RUNNING (its background process still there) and removes
+/// the one whose record ended while it was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_readopts_live_containers_and_reaps_the_rest() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(1)?;
+    let client = ready_client(&cluster.endpoint).await?;
+    let docker = |image: &str| pb::CreateSandboxRequest {
+        runtime: pb::Runtime::Docker as i32,
+        image: image.to_owned(),
+        ..Default::default()
+    };
+    let keep = client.create(docker("corral/base")).await?;
+    let gone = client.create(docker("corral/base")).await?;
+    let bg = client.run_shell(&keep.id, "nohup sleep 600 >/dev/null 2>&1 & echo started > /workspace/mark").await?;
+    ensure!(bg.exit_code == 0, "{bg:?}");
+
+    cluster.agents[0].kill9();
+    // While the agent is down its record is still live (the lease has not expired yet); ending
+    // `gone` now leaves a container behind that the restarted agent must reap.
+    client.destroy(&gone.id).await?;
+    cluster.restart_agent(1)?;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        match client.run_shell(&keep.id, "cat /workspace/mark; pgrep -x sleep >/dev/null && echo sleeping").await {
+            Ok(out) => break out,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for re-adoption: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => {
+                eprintln!("{}", logs(&cluster));
+                return Err(e.into());
+            }
+        }
+    };
+    ensure!(out.stdout == b"started\nsleeping\n", "re-adopted sandbox lost its state: {out:?}");
+    ensure!(state(&client.get(&keep.id).await?) == pb::SandboxState::Running, "re-adopted sandbox is not RUNNING");
+
+    let gone_label = format!("label=corral.sandbox_id={}", gone.id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ps = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &gone_label]).output()?;
+        if ps.stdout.is_empty() {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the ended sandbox's container was not reaped: {:?}", ps.stdout);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    client.destroy(&keep.id).await?;
+    Ok(())
+}
