@@ -10,6 +10,8 @@ cargo build --bins -q
 bin="${CARGO_TARGET_DIR:-target}/debug/corral"
 port="${CORRAL_QUICKSTART_PORT:-50051}"
 state="$(mktemp -d)"
+# Sandboxes run as an unprivileged host user, which must be able to traverse to their directories.
+chmod 0711 "$state"
 log="$state/dev.log"
 
 "$bin" dev --listen "127.0.0.1:$port" --state-dir "$state/sandboxes" >"$log" 2>&1 &
