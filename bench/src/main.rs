@@ -1,11 +1,13 @@
 //! `corral-bench`: Corral's performance figures measured side by side with the raw runtime in one
 //! run — bare `bwrap` spawns, Corral in dev mode and in cluster mode (create / exec / destroy
-//! latency), memory per idle sandbox, and coordinator memory with many sandbox records.
+//! latency), memory per idle sandbox, coordinator memory with many sandbox records, and the raw
+//! `docker` CLI next to Corral's Docker runtime in dev and cluster mode.
 //!
 //! Build the servers in the same profile first (the harness runs the `corral` binary next to
 //! this one): `cargo build --release -p corral-bench -p corral-cli -p corral-init`, then
 //! `target/release/corral-bench all`. Progress goes to stderr, the report to stdout.
 
+mod docker;
 mod latency;
 mod layers;
 mod memory;
@@ -16,6 +18,7 @@ mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::{Parser, Subcommand};
@@ -37,6 +40,9 @@ struct Cli {
     /// Untimed iterations before each latency series.
     #[arg(long, global = true, default_value_t = 10)]
     warmup: usize,
+    /// Timed iterations per Docker row (Docker is slow).
+    #[arg(long, global = true, default_value_t = 40)]
+    docker_iterations: usize,
     /// Idle sandboxes for the memory figures.
     #[arg(long, global = true, default_value_t = 50)]
     idle: usize,
@@ -58,6 +64,9 @@ enum What {
     Memory,
     /// Coordinator RSS with many sandbox records (cluster mode).
     Records,
+    /// Docker: raw `docker run --rm` and `docker create` + `docker start` next to Corral's Docker
+    /// runtime in dev and cluster mode.
+    Docker,
 }
 
 fn main() -> ExitCode {
@@ -79,10 +88,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
-    ensure!(cli.iterations > 0 && cli.idle > 0 && cli.records > 0, "--iterations, --idle and --records must be > 0");
+    ensure!(
+        cli.iterations > 0 && cli.docker_iterations > 0 && cli.idle > 0 && cli.records > 0,
+        "--iterations, --docker-iterations, --idle and --records must be > 0"
+    );
     let what = cli.what;
     let has = |w: What| what == What::All || what == w;
-    preflight(has(What::Spawn) || has(What::Records))?;
+    let engine = if has(What::Docker) { Some(docker::check_engine()?) } else { None };
+    preflight(has(What::Spawn) || has(What::Records) || has(What::Docker))?;
     let mut results = Results { machine: machine(), iterations: cli.iterations, ..Default::default() };
     eprintln!("[bench] load average at start: {}", results.machine.load_start);
 
@@ -106,6 +119,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if has(What::Records) {
         results.coordinator = Some(records::measure(cli.records).await?);
+    }
+    if let Some(engine) = engine {
+        results.docker = Some(docker_rows(cli, engine).await?);
     }
 
     results.machine.load_end = loadavg();
@@ -164,6 +180,50 @@ async fn spawn(cli: &Cli, results: &mut Results) -> anyhow::Result<()> {
     results.dev = Some(dev_lat);
     results.cluster = Some(cluster_lat);
     Ok(())
+}
+
+/// The Docker rows: raw `docker` CLI, dev mode and cluster mode with `runtime=DOCKER`, all up at
+/// once and measured in interleaved rounds like [`spawn`]. No container of this run survives it.
+async fn docker_rows(cli: &Cli, engine: String) -> anyhow::Result<docker::DockerResults> {
+    let dev_node = format!("bench-dev-{}", std::process::id());
+    let mut cleanup = docker::Cleanup { nodes: vec![dev_node.clone()] };
+    eprintln!("[bench] docker: engine {engine}; starting corral dev");
+    let dev = DevServer::start_with_env(&[("CORRAL_AGENT__NODE_ID", &dev_node)])?;
+    let dev_client = latency::ready_client(&dev.endpoint).await?;
+    eprintln!("[bench] docker: starting nats-server, etcd, coordinator and one agent");
+    let cluster = Cluster::start(1)?;
+    cleanup.nodes.push(cluster.node_id(1));
+    let cluster_client = latency::ready_client(&cluster.endpoint).await.map_err(|e| {
+        let agent = cluster.agents.first().map(|a| a.log_tail(2000)).unwrap_or_default();
+        e.context(format!("coordinator log:\n{}\nagent log:\n{agent}", cluster.coordinator.log_tail(2000)))
+    })?;
+
+    let mut r = docker::DockerResults { engine, iterations: cli.docker_iterations, ..Default::default() };
+    let rounds = cli.rounds.clamp(1, cli.docker_iterations);
+    for round in 0..rounds {
+        let n = cli.docker_iterations / rounds + usize::from(round < cli.docker_iterations % rounds);
+        let warmup = if round == 0 { cli.warmup.min(3) } else { cli.warmup.min(1) };
+        let tag = format!("round {}/{rounds}", round + 1);
+        eprintln!(
+            "[bench] {tag}: docker raw: {n} × `docker run --rm {img} true`, {n} × `docker create` + `docker start` \
+             (bridge, then --network none)",
+            img = docker::IMAGE
+        );
+        r.raw.merge(tokio::task::block_in_place(|| docker::raw(warmup, n))?);
+        for (label, client, into) in [("dev", &dev_client, &mut r.dev), ("cluster", &cluster_client, &mut r.cluster)] {
+            eprintln!("[bench] {tag}: docker {label}: {n} × create (DOCKER {}) → exec true → destroy", docker::IMAGE);
+            into.merge(docker::measure(client, label, warmup, n).await?);
+        }
+    }
+    // Destroy returns before the agent has removed the container: wait for it, then stop the
+    // servers (a container outlives its agent, so nothing may be left when they go).
+    let forced = tokio::task::block_in_place(|| cleanup.sweep(Duration::from_secs(30)))?;
+    ensure!(forced == 0, "{forced} container(s) were still there 30 s after their sandbox was destroyed");
+    drop((dev, cluster));
+    let left = tokio::task::block_in_place(|| cleanup.leftovers())?;
+    ensure!(left.is_empty(), "containers left behind after the servers stopped: {left:?}");
+    eprintln!("[bench] docker: no container left behind");
+    Ok(r)
 }
 
 /// Fails with a clear message when a binary the run needs is missing.

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::docker::{DockerLatency, DockerResults};
 use crate::latency::CorralLatency;
 use crate::layers::RuntimeLatency;
 use crate::memory::{IdleMemory, RawIdle};
@@ -33,6 +34,7 @@ pub struct Results {
     pub raw_idle: Option<RawIdle>,
     pub idle: Option<IdleMemory>,
     pub coordinator: Option<CoordinatorMemory>,
+    pub docker: Option<DockerResults>,
 }
 
 struct Target {
@@ -82,6 +84,20 @@ impl Results {
             measured: host.map(|v| format!("{v:.2} MiB")),
             met: host.map(|v| v <= 1.0),
         });
+        if let Some(d) = &self.docker {
+            for (what, mode) in [
+                ("Docker create-to-ready p50 − raw `docker create` + `docker start` p50, dev", &d.dev),
+                ("Docker create-to-ready p50 − raw `docker create` + `docker start` p50, cluster", &d.cluster),
+            ] {
+                let v = mode.create.p50() - d.raw.create_start.p50();
+                t.push(Target {
+                    what,
+                    limit: "≤ 10 ms".into(),
+                    measured: Some(format!("{v:+.2} ms")),
+                    met: Some(v <= 10.0),
+                });
+            }
+        }
         let coord = self.coordinator.as_ref();
         t.push(Target {
             what: "coordinator RSS with 10,000 sandbox records",
@@ -102,6 +118,9 @@ impl Results {
         }
         if self.idle.is_some() || self.raw_idle.is_some() || self.coordinator.is_some() {
             self.memory_table(&mut o);
+        }
+        if let Some(d) = &self.docker {
+            docker_table(d, &mut o);
         }
         let _ = writeln!(o, "| target | limit | measured | met |\n|---|---|---|---|");
         for t in self.targets().into_iter().filter(|t| t.met.is_some()) {
@@ -243,7 +262,51 @@ impl Results {
             "cluster_added_over_raw": added(self.cluster.as_ref()),
             "idle_memory": self.idle.as_ref().map(IdleMemory::to_json),
             "coordinator_memory": self.coordinator.as_ref().map(CoordinatorMemory::to_json),
+            "docker": self.docker.as_ref().map(DockerResults::to_json),
             "targets": targets,
         })
     }
+}
+
+/// The Docker rows: raw `docker` CLI, dev and cluster mode with `runtime=DOCKER`.
+fn docker_table(d: &DockerResults, o: &mut String) {
+    let _ = writeln!(
+        o,
+        "Docker (engine {}, image `{}`): latency in ms, p50 / p99 over {} sequential iterations \
+         (added = Corral p50 − raw p50; ratio = Corral p50 / raw p50):\n",
+        d.engine,
+        crate::docker::IMAGE,
+        d.iterations
+    );
+    let _ = writeln!(
+        o,
+        "| operation | raw docker | dev | dev added | dev ratio | cluster | cluster added | cluster ratio |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    type Pick = fn(&DockerLatency) -> &Samples;
+    let raw = &d.raw;
+    let rows: [(&str, Pick, Option<&Samples>); 5] = [
+        (
+            "create-to-ready, create returns RUNNING (raw: `docker create … true` + `docker start`)",
+            |l| &l.create,
+            Some(&raw.create_start),
+        ),
+        (
+            "create-to-ready (raw: the same with `docker create --network none`, a sandbox's default network)",
+            |l| &l.create,
+            Some(&raw.create_start_no_net),
+        ),
+        ("create → exec `true` → destroy (raw: `docker run --rm corral/base true`)", |l| &l.cycle, Some(&raw.run_rm)),
+        ("first exec `true` in a fresh sandbox", |l| &l.first_exec, None),
+        ("destroy (raw: `docker rm -f -v` of the exited container)", |l| &l.destroy, Some(&raw.rm)),
+    ];
+    for (what, pick, raw) in rows {
+        let mut cells = vec![what.to_owned(), raw.map_or("—".into(), pair)];
+        for mode in [&d.dev, &d.cluster] {
+            let (a, r) = added(pick(mode), raw);
+            cells.extend([pair(pick(mode)), a, r]);
+        }
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
+    }
+    let _ = writeln!(o);
 }
