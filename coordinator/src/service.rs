@@ -67,17 +67,35 @@ impl Core {
             expires_at_ms,
             termination_reason: String::new(),
         };
-        let revision = match records::create(self.store.as_ref(), &record).await {
+        let id = spec.id.clone();
+        let work = |reply_to| Work::Create { spec, reply_to };
+        let msg_id = format!("{id}.create");
+        let queue = self.dispatch.send_work_and_wait(&node, &id, work, &msg_id);
+        // The record and the work item are written at the same time: the agent only reports back
+        // to this call, which applies the report after both writes, and if the record write fails
+        // the sandbox is destroyed (the agent's GC also reaps sandboxes without a record). A name
+        // can be taken, so named sandboxes write their record first.
+        let (written, queued) = if record.spec.name.is_some() {
+            match records::create(self.store.as_ref(), &record).await {
+                Ok(rev) => (Ok(rev), queue.await),
+                Err(e) => (Err(e), Err(ApiError::Internal("not queued".into()))),
+            }
+        } else {
+            tokio::join!(records::create(self.store.as_ref(), &record), queue)
+        };
+        let revision = match written {
             Ok(rev) => rev,
             Err(e) => {
-                self.view.forget(&spec.id);
+                self.view.forget(&id);
+                if queued.is_ok() {
+                    self.dispatch.cancel_wait(&id);
+                    self.send_destroy(&node, &id).await;
+                }
                 return Err(e);
             }
         };
         self.view.apply_record(&record, revision);
-        let id = spec.id.clone();
-        let work = |reply_to| Work::Create { spec, reply_to };
-        let reply = match self.dispatch.send_work_and_wait(&node, &id, work, &format!("{id}.create")).await {
+        let reply = match queued {
             Ok(rx) => tokio::time::timeout(self.config.create_timeout(), rx).await,
             Err(e) => {
                 self.fail(&record.spec.tenant, &id, &format!("could not queue the sandbox for node {node}: {e}")).await;
