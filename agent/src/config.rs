@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub gc_interval_seconds: u64,
     /// Most lifecycle operations (create/destroy) handled at once.
     pub max_concurrent_work: usize,
+    /// Started, never-used bubblewrap sandboxes (default shape: no network) kept ready so a
+    /// create takes one instead of spawning bwrap; 0 disables the pool.
+    pub warm_pool: usize,
     /// Path of `bwrap`; empty = found on PATH.
     pub bwrap_path: PathBuf,
     /// Path of `corral-init`; empty = next to the running binary, then PATH.
@@ -70,6 +73,7 @@ impl Default for AgentConfig {
             heartbeat_seconds: 3,
             gc_interval_seconds: 30,
             max_concurrent_work: 64,
+            warm_pool: 2,
             bwrap_path: PathBuf::new(),
             init_path: PathBuf::new(),
             docker: DockerMode::Auto,

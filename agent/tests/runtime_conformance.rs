@@ -37,9 +37,12 @@ impl Harness {
     }
 }
 
+/// The conformance suite runs bwrap with a warm pool, so most creates take a pooled sandbox.
 async fn make_bwrap() -> Harness {
-    let (rt, dir) = bwrap_runtime();
-    let rt = Arc::new(rt);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = BwrapConfig::with_state_dir(dir.path()).expect("bwrap config (run `cargo build -p corral-init`)");
+    config.warm_pool = 2;
+    let rt = Arc::new(BwrapRuntime::new(config).expect("bwrap runtime"));
     let probe = rt.clone();
     let leftovers: Leftovers = Box::new(move |id| {
         let mut left: Vec<PathBuf> = probe.cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
@@ -295,6 +298,111 @@ mod bwrap_specific {
         rt.destroy(&s.id).await.unwrap();
         assert!(!dirs[0].exists());
         assert_eq!(host_processes_of(&s.id), Vec::<String>::new());
+    }
+
+    /// Names of the entries of a directory (empty if it is gone).
+    fn entries(dir: &std::path::Path) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_warm_pool_hands_out_isolated_sandboxes_with_the_spec_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
+        config.warm_pool = 2;
+        let rt = BwrapRuntime::new(config).unwrap();
+        let sandboxes = dir.path().join("sandboxes");
+        wait_for("the pool to fill", || rt.pooled() == 2).await;
+        let slots = entries(&sandboxes);
+        assert!(slots.len() == 2 && slots.iter().all(|n| n.starts_with("pool-")), "{slots:?}");
+        assert!(rt.list().await.is_empty(), "pool slots are not listed");
+        let cgroup_base =
+            rt.cgroup_dirs(&SandboxId::random()).iter().map(|d| d.parent().unwrap().to_owned()).collect::<Vec<_>>();
+
+        let (mut a, mut b) = (spec(), spec());
+        (a.memory_mb, a.pids_limit) = (48, 32);
+        (b.memory_mb, b.pids_limit) = (96, 64);
+        rt.create(&a).await.unwrap();
+        rt.create(&b).await.unwrap();
+        let (da, db) = (rt.sandbox_dir(&a.id), rt.sandbox_dir(&b.id));
+        assert_ne!(da, db);
+        for d in [&da, &db] {
+            assert!(
+                slots.contains(&d.file_name().unwrap().to_string_lossy().into_owned()),
+                "{} was pooled",
+                d.display()
+            );
+        }
+        let mut listed = rt.list().await;
+        listed.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        let mut want = vec![a.id.clone(), b.id.clone()];
+        want.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(listed, want, "only bound sandboxes are listed");
+
+        // The spec's limits, written after the spawn.
+        for (s, mem, pids) in [(&a, 48u64 << 20, 32), (&b, 96u64 << 20, 64)] {
+            let dirs = rt.cgroup_dirs(&s.id);
+            let read = |needle: &str, file: &str| {
+                let d = dirs.iter().find(|d| d.to_string_lossy().contains(needle)).expect(needle);
+                std::fs::read_to_string(d.join(file)).unwrap().trim().to_owned()
+            };
+            assert_eq!(read("/memory/", "memory.limit_in_bytes"), mem.to_string());
+            assert_eq!(read("/pids/", "pids.max"), pids.to_string());
+            assert_eq!(read("/cpu", "cpu.cfs_quota_us"), "100000");
+        }
+
+        // Isolated files.
+        rt.write_file(&a.id, "/workspace/f", b"a", 0o644).await.unwrap();
+        assert_eq!(sh(&rt, &b.id, "cat /workspace/f 2>&1 || echo none").await.out().lines().last(), Some("none"));
+        assert_eq!(sh(&rt, &a.id, "cat /workspace/f").await.out(), "a");
+        assert!(da.join("workspace/f").is_file() && !db.join("workspace/f").exists());
+
+        let out = sh(&rt, &a.id, "for i in $(seq 100); do sleep 2 & done; wait").await;
+        assert_ne!(out.status.exit_code, 0, "the pids limit stops a fork bomb: {}", out.err());
+
+        // Destroy removes the slot; the pool refills; dropping the runtime removes everything.
+        rt.destroy(&a.id).await.unwrap();
+        assert!(!da.exists(), "destroyed slot dir removed");
+        let a_slot = da.file_name().unwrap().to_owned();
+        assert!(cgroup_base.iter().all(|base| !base.join(&a_slot).exists()), "destroyed slot cgroups removed");
+        wait_for("the pool to refill", || rt.pooled() == 2).await;
+        assert_eq!(rt.list().await, vec![b.id.clone()]);
+        assert_eq!(entries(&sandboxes).len(), 3, "b and two pool slots");
+        drop(rt);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(entries(&sandboxes), Vec::<String>::new(), "no slot dirs left");
+        for base in &cgroup_base {
+            let left: Vec<String> = entries(base).into_iter().filter(|n| base.join(n).is_dir()).collect();
+            assert!(left.is_empty(), "cgroups left in {}: {left:?}", base.display());
+        }
+    }
+
+    /// A spec asking for internet access never takes a pooled (network-less) sandbox.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn internet_access_takes_the_normal_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BwrapConfig::with_state_dir(dir.path()).unwrap();
+        config.warm_pool = 1;
+        let rt = BwrapRuntime::new(config).unwrap();
+        wait_for("the pool to fill", || rt.pooled() == 1).await;
+        let mut s = spec();
+        s.internet_access = true;
+        rt.create(&s).await.unwrap();
+        assert_eq!(rt.sandbox_dir(&s.id), dir.path().join("sandboxes").join(s.id.as_str()));
+        assert_eq!(rt.pooled(), 1);
+        rt.shutdown().await;
+        assert_eq!(entries(&dir.path().join("sandboxes")), Vec::<String>::new(), "shutdown removes pool slots");
     }
 
     #[tokio::test]

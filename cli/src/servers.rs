@@ -74,6 +74,7 @@ fn bwrap(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
     if !a.init_path.as_os_str().is_empty() {
         bw.init_path = a.init_path.clone();
     }
+    bw.warm_pool = a.warm_pool;
     let rt = BwrapRuntime::new(bw).context("starting the bubblewrap runtime")?;
     Ok(Arc::new(rt))
 }

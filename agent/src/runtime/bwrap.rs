@@ -11,12 +11,18 @@
 //!
 //! Sandboxes live in `{state_dir}/sandboxes/{id}/{workspace,tmp}`; a new runtime removes whatever
 //! a previous run left there (directories and cgroups), since the agent re-registers fresh.
+//!
+//! Warm pool: the runtime keeps `warm_pool` started, never-used sandboxes of the default shape
+//! (no network), each in `{state_dir}/sandboxes/pool-{n}` with cgroups named `pool-{n}`. A create
+//! without internet access takes one, binds it to the spec's id and writes the spec's limits
+//! into its cgroups; a background task (one spawn at a time) refills the pool. Pool slots are
+//! invisible to `list` and to the coordinator.
 
 mod args;
 mod sandbox;
 mod spawn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,9 +31,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use corral_core::ids::{ExecId, SandboxId};
 use corral_core::model::{ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
-use tokio::sync::OnceCell;
+use std::time::Duration;
 
-use self::sandbox::Sandbox;
+use corral_core::task::OwnedTask;
+use tokio::sync::{Notify, OnceCell};
+
+use self::sandbox::{Sandbox, Warm};
 use super::cgroup::{CgroupMode, Cgroups};
 pub use super::client::DEFAULT_MAX_OUTPUT;
 use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
@@ -49,11 +58,13 @@ pub struct BwrapConfig {
     pub host_uid: u32,
     pub host_gid: u32,
     pub cgroup: CgroupMode,
+    /// Started, never-used sandboxes (no network) kept ready for creates; 0 disables the pool.
+    pub warm_pool: usize,
 }
 
 impl BwrapConfig {
     /// Defaults: `bwrap` from `PATH` (or `/usr/bin/bwrap`), the init from [`corral_init_path`],
-    /// uid/gid 1000 inside, 1000000 on the host, cgroup version detected.
+    /// uid/gid 1000 inside, 1000000 on the host, cgroup version detected, no warm pool.
     pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
         let bwrap_path = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
         Ok(Self {
@@ -65,6 +76,7 @@ impl BwrapConfig {
             host_uid: 1_000_000,
             host_gid: 1_000_000,
             cgroup: CgroupMode::Auto,
+            warm_pool: 0,
         })
     }
 }
@@ -95,6 +107,99 @@ pub fn corral_init_path() -> RuntimeResult<PathBuf> {
 /// start it once.
 type SandboxMap = HashMap<SandboxId, Arc<OnceCell<Arc<Sandbox>>>>;
 
+/// Started sandboxes waiting to be bound to a spec, shared with the refill task.
+struct Pool {
+    size: usize,
+    config: BwrapConfig,
+    owner: Option<(u32, u32)>,
+    cgroups: Cgroups,
+    state: Mutex<PoolState>,
+    /// Wakes the refill task after a take.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct PoolState {
+    ready: VecDeque<Warm>,
+    /// Set at shutdown/drop: nothing is added any more.
+    closed: bool,
+    next_slot: u64,
+}
+
+impl Pool {
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a live pooled sandbox, if any, and wakes the refill.
+    fn take(&self) -> Option<Warm> {
+        let mut st = self.state();
+        let mut taken = None;
+        while let Some(mut w) = st.ready.pop_front() {
+            if w.is_alive() {
+                taken = Some(w);
+                break;
+            }
+            tracing::warn!("a pooled sandbox died while waiting; discarding it");
+            // Dropping tears it down; it is dead already, so this is quick.
+            drop(w);
+        }
+        drop(st);
+        self.wake.notify_one();
+        taken
+    }
+
+    /// Stops adding sandboxes and hands back those waiting (to be torn down by the caller).
+    fn close(&self) -> Vec<Warm> {
+        let mut st = self.state();
+        st.closed = true;
+        st.ready.drain(..).collect()
+    }
+
+    /// Keeps `size` sandboxes ready, starting one at a time; backs off after failures.
+    async fn refill(self: Arc<Self>) -> Result<(), std::convert::Infallible> {
+        let mut failures = 0u32;
+        loop {
+            let name = {
+                let mut st = self.state();
+                if st.closed {
+                    return Ok(());
+                }
+                (st.ready.len() < self.size).then(|| {
+                    st.next_slot += 1;
+                    format!("{POOL_PREFIX}{}", st.next_slot)
+                })
+            };
+            let Some(name) = name else {
+                self.wake.notified().await;
+                continue;
+            };
+            let limits = super::cgroup::Limits::default();
+            match Warm::start(&self.config, self.owner, &self.cgroups, &name, &limits, false).await {
+                Ok(warm) => {
+                    failures = 0;
+                    let mut st = self.state();
+                    if st.closed {
+                        drop(st);
+                        drop(warm);
+                        return Ok(());
+                    }
+                    st.ready.push_back(warm);
+                }
+                Err(why) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(slot = %name, %why, "warm pool: a sandbox failed to start");
+                    let backoff = Duration::from_millis(100u64 << failures.min(8));
+                    tokio::time::sleep(backoff.min(Duration::from_secs(30))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Directory and cgroup names of pool slots (sandbox ids start with `sb-`, so never collide).
+const POOL_PREFIX: &str = "pool-";
+
 pub struct BwrapRuntime {
     /// With `init_path` pointing at the runtime's own copy of the init.
     config: BwrapConfig,
@@ -102,6 +207,9 @@ pub struct BwrapRuntime {
     owner: Option<(u32, u32)>,
     cgroups: Cgroups,
     sandboxes: Mutex<SandboxMap>,
+    pool: Option<Arc<Pool>>,
+    /// The pool's refill task (taken at shutdown).
+    refill: Mutex<Option<OwnedTask>>,
 }
 
 impl BwrapRuntime {
@@ -131,11 +239,35 @@ impl BwrapRuntime {
             tracing::info!(path = %entry.path().display(), "removing a sandbox left by a previous run");
             sandbox::cleanup(&entry.path(), None);
         }
-        Ok(Self { config, owner, cgroups, sandboxes: Mutex::new(HashMap::new()) })
+        // The refill task needs a tokio runtime; without one (or with a size of 0) there is no pool.
+        let (pool, refill) = match (config.warm_pool, tokio::runtime::Handle::try_current()) {
+            (0, _) => (None, None),
+            (_, Err(_)) => {
+                tracing::warn!("no tokio runtime at start-up: the bubblewrap warm pool is disabled");
+                (None, None)
+            }
+            (size, Ok(_)) => {
+                let pool = Arc::new(Pool {
+                    size,
+                    config: config.clone(),
+                    owner,
+                    cgroups: cgroups.clone(),
+                    state: Mutex::new(PoolState::default()),
+                    wake: Notify::new(),
+                });
+                let task = OwnedTask::spawn("bwrap.warm_pool", pool.clone().refill());
+                (Some(pool), Some(task))
+            }
+        };
+        Ok(Self { config, owner, cgroups, sandboxes: Mutex::new(HashMap::new()), pool, refill: Mutex::new(refill) })
     }
 
     /// Destroys every sandbox (for a graceful agent stop; dropping the runtime only kills them).
     pub async fn shutdown(&self) {
+        let waiting = self.close_pool();
+        if !waiting.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(waiting)).await;
+        }
         for id in self.list().await {
             if let Err(e) = self.destroy(&id).await {
                 tracing::warn!(sandbox_id = %id, error = %e, "sandbox not destroyed at shutdown");
@@ -153,14 +285,52 @@ impl BwrapRuntime {
         self.get(id).ok()?.cgroup.as_ref()?.memory_usage_bytes()
     }
 
-    /// Where a sandbox's files live on the host (whether or not it exists).
+    /// Where a sandbox's files live on the host: its own directory while it exists (a pooled
+    /// sandbox keeps its slot's), else `{state_dir}/sandboxes/{id}`.
     pub fn sandbox_dir(&self, id: &SandboxId) -> PathBuf {
-        self.config.state_dir.join("sandboxes").join(id.as_str())
+        match self.get(id) {
+            Ok(s) => s.dir.clone(),
+            Err(_) => self.config.state_dir.join("sandboxes").join(id.as_str()),
+        }
     }
 
-    /// The cgroup directories a sandbox has while it runs.
+    /// The cgroup directories a sandbox has while it runs (named by its slot when pooled).
     pub fn cgroup_dirs(&self, id: &SandboxId) -> Vec<PathBuf> {
-        self.cgroups.paths_for(id)
+        match self.get(id) {
+            Ok(s) => self.cgroups.paths_for(&s.slot_name()),
+            Err(_) => self.cgroups.paths_for(id.as_str()),
+        }
+    }
+
+    /// How many started sandboxes wait in the warm pool.
+    pub fn pooled(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.state().ready.len())
+    }
+
+    /// Stops the refill and hands back the waiting pool sandboxes.
+    fn close_pool(&self) -> Vec<Warm> {
+        drop(self.refill.lock().unwrap_or_else(|p| p.into_inner()).take());
+        self.pool.as_ref().map(|p| p.close()).unwrap_or_default()
+    }
+
+    /// Binds a pooled sandbox to `spec` and writes its limits; `None` when the spec needs the
+    /// normal path (internet access), the pool is empty, or the limits could not be applied.
+    async fn take_pooled(&self, spec: &SandboxSpec) -> Option<Sandbox> {
+        if spec.internet_access {
+            return None;
+        }
+        let warm = self.pool.as_ref()?.take()?;
+        let limits = sandbox::limits_of(spec);
+        let applied = warm.cgroup().map_or(Ok(()), |cg| cg.set_limits(&limits));
+        let sandbox = warm.bind(spec, self.owner);
+        match applied {
+            Ok(()) => Some(sandbox),
+            Err(e) => {
+                tracing::warn!(sandbox_id = %spec.id, error = %e, "limits not applicable to a pooled sandbox; starting a new one");
+                let _ = Arc::new(sandbox).shutdown().await;
+                None
+            }
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, SandboxMap> {
@@ -194,6 +364,7 @@ impl Drop for BwrapRuntime {
     /// Kills and removes sandboxes that were not destroyed (blocking briefly), and this runtime's
     /// cgroup subtree once empty.
     fn drop(&mut self) {
+        drop(self.close_pool());
         let cells: Vec<_> = self.map().drain().map(|(_, c)| c).collect();
         for sandbox in cells.iter().filter_map(|c| c.get()) {
             sandbox.teardown_blocking();
@@ -268,7 +439,12 @@ impl Runtime for BwrapRuntime {
     #[tracing::instrument(name = "runtime.create", skip_all, fields(sandbox_id = %spec.id))]
     async fn create(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         let cell = self.map().entry(spec.id.clone()).or_default().clone();
-        let start = || async { Sandbox::start(&self.config, self.owner, &self.cgroups, spec).await.map(Arc::new) };
+        let start = || async {
+            if let Some(sandbox) = self.take_pooled(spec).await {
+                return Ok(Arc::new(sandbox));
+            }
+            Sandbox::start(&self.config, self.owner, &self.cgroups, spec).await.map(Arc::new)
+        };
         let started = cell.get_or_try_init(start);
         match started.await {
             Ok(sandbox) => {

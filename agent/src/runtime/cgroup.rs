@@ -14,8 +14,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use corral_core::ids::SandboxId;
-
 /// Which cgroup version to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CgroupMode {
@@ -103,8 +101,8 @@ impl Cgroups {
     }
 
     /// The cgroup directories a sandbox has (or would have), e.g. to check they are gone.
-    pub fn paths_for(&self, id: &SandboxId) -> Vec<PathBuf> {
-        self.hierarchies.iter().map(|h| h.base.join(id.as_str())).collect()
+    pub fn paths_for(&self, name: &str) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| h.base.join(name)).collect()
     }
 
     /// Kills and removes every sandbox cgroup left by a previous run of this agent. Blocking.
@@ -113,7 +111,8 @@ impl Cgroups {
             let Ok(dir) = std::fs::read_dir(&h.base) else { continue };
             for entry in dir.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
                 let freezer = (h.v2 || h.controllers.contains(&Controller::Freezer)).then(|| (entry.path(), h.v2));
-                SandboxCgroup { dirs: vec![(entry.path(), h.v2)], memory: None, freezer }.remove();
+                SandboxCgroup { dirs: vec![(entry.path(), h.v2)], controllers: Vec::new(), memory: None, freezer }
+                    .remove();
             }
         }
     }
@@ -126,9 +125,10 @@ impl Cgroups {
     }
 
     /// Creates the sandbox's cgroups and writes its limits (removing them again on failure).
-    pub fn create(&self, id: &SandboxId, limits: &Limits) -> io::Result<SandboxCgroup> {
-        let mut cg = SandboxCgroup { dirs: Vec::new(), memory: None, freezer: None };
-        match self.hierarchies.iter().try_for_each(|h| cg.add(h, id, limits)) {
+    /// `name` is a sandbox id or a warm-pool slot name.
+    pub fn create(&self, name: &str, limits: &Limits) -> io::Result<SandboxCgroup> {
+        let mut cg = SandboxCgroup { dirs: Vec::new(), controllers: Vec::new(), memory: None, freezer: None };
+        match self.hierarchies.iter().try_for_each(|h| cg.add(h, name, limits)) {
             Ok(()) => Ok(cg),
             Err(e) => {
                 cg.remove();
@@ -171,6 +171,8 @@ fn apply_limit(dir: &Path, c: Controller, v2: bool, limits: &Limits) -> io::Resu
 #[derive(Debug)]
 pub struct SandboxCgroup {
     dirs: Vec<(PathBuf, bool)>,
+    /// The controllers enabled in each of `dirs` (same order), for limits written later.
+    controllers: Vec<Vec<Controller>>,
     /// The memory cgroup directory, and whether it is v2.
     memory: Option<(PathBuf, bool)>,
     /// The cgroup that freezes the sandbox, and whether it is v2.
@@ -178,10 +180,11 @@ pub struct SandboxCgroup {
 }
 
 impl SandboxCgroup {
-    fn add(&mut self, h: &Hierarchy, id: &SandboxId, limits: &Limits) -> io::Result<()> {
-        let dir = h.base.join(id.as_str());
+    fn add(&mut self, h: &Hierarchy, name: &str, limits: &Limits) -> io::Result<()> {
+        let dir = h.base.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| ctx(&dir, e))?;
         self.dirs.push((dir.clone(), h.v2));
+        self.controllers.push(h.controllers.clone());
         for c in &h.controllers {
             apply_limit(&dir, *c, h.v2, limits)?;
         }
@@ -190,6 +193,17 @@ impl SandboxCgroup {
         }
         if h.v2 || h.controllers.contains(&Controller::Freezer) {
             self.freezer.get_or_insert((dir, h.v2));
+        }
+        Ok(())
+    }
+
+    /// Writes limits into the running sandbox's cgroups (e.g. a pooled sandbox started
+    /// unlimited); `None` leaves a limit as it is.
+    pub fn set_limits(&self, limits: &Limits) -> io::Result<()> {
+        for ((dir, v2), controllers) in self.dirs.iter().zip(&self.controllers) {
+            for c in controllers {
+                apply_limit(dir, *c, *v2, limits)?;
+            }
         }
         Ok(())
     }

@@ -4,8 +4,6 @@ use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 
-use corral_core::model::SandboxSpec;
-
 use super::BwrapConfig;
 use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
 
@@ -89,14 +87,17 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     }
 }
 
-/// Arguments for `bwrap` (without the program name) that start the init in a new sandbox.
-pub fn bwrap_args(config: &BwrapConfig, spec: &SandboxSpec, sandbox_dir: &Path) -> Vec<OsString> {
+/// Arguments for `bwrap` (without the program name) that start the init in a new sandbox. Only
+/// `internet_access` comes from the spec: every other sandbox setting is applied after the spawn
+/// (limits through cgroups, env and workdir per exec), which lets the warm pool start sandboxes
+/// before their spec is known.
+pub fn bwrap_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::with_capacity(96);
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| a.extend(items.iter().map(|i| i.as_ref().to_owned()));
     let (uid, gid) = (config.sandbox_uid.to_string(), config.sandbox_gid.to_string());
     push(&[&"--unshare-user", &"--uid", &uid, &"--gid", &gid, &"--disable-userns"]);
     push(&[&"--unshare-pid", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try"]);
-    if !spec.internet_access {
+    if !internet_access {
         push(&[&"--unshare-net"]);
     }
     push(&[&"--die-with-parent", &"--new-session", &"--as-pid-1", &"--hostname", &"corral"]);
@@ -112,7 +113,7 @@ pub fn bwrap_args(config: &BwrapConfig, spec: &SandboxSpec, sandbox_dir: &Path) 
         }
     }
     push(&[&"--ro-bind", &config.state_dir.join("etc"), &"/etc"]);
-    let network: &[&str] = if spec.internet_access { &ETC_NETWORK } else { &[] };
+    let network: &[&str] = if internet_access { &ETC_NETWORK } else { &[] };
     for name in ETC_BOUND.iter().chain(network) {
         let path = Path::new("/etc").join(name);
         if config.state_dir.join("etc").join(name).exists() {
@@ -132,11 +133,6 @@ pub fn bwrap_args(config: &BwrapConfig, spec: &SandboxSpec, sandbox_dir: &Path) 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use corral_core::ids::{SandboxId, TenantId};
-    use corral_core::model::RuntimeKind;
-
     use super::*;
     use crate::runtime::cgroup::CgroupMode;
 
@@ -150,31 +146,19 @@ mod tests {
             host_uid: 1_000_000,
             host_gid: 1_000_000,
             cgroup: CgroupMode::Off,
+            warm_pool: 0,
         };
-        let spec = SandboxSpec {
-            id: SandboxId::random(),
-            tenant: TenantId::default_tenant(),
-            runtime: RuntimeKind::Bwrap,
-            name: None,
-            cpus: 1.0,
-            memory_mb: 64,
-            pids_limit: 64,
-            timeout_seconds: 60,
-            internet_access,
-            env: BTreeMap::from([("SECRET".into(), "x".into())]),
-            labels: BTreeMap::new(),
-            workdir: "/workspace".into(),
-            image: String::new(),
-        };
-        bwrap_args(&config, &spec, Path::new("/state/sandboxes/s")).iter().map(|a| a.to_string_lossy().into()).collect()
+        bwrap_args(&config, internet_access, Path::new("/state/sandboxes/s"))
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect()
     }
 
     #[test]
-    fn network_is_unshared_unless_asked_and_env_never_passes_through_bwrap() {
+    fn network_is_unshared_unless_asked() {
         let off = args(false);
         let on = args(true);
         assert!(off.contains(&"--unshare-net".to_owned()) && !on.contains(&"--unshare-net".to_owned()));
-        assert!(!off.iter().any(|a| a.contains("SECRET")), "sandbox env goes per exec, not into bwrap");
         assert!(!off.iter().any(|a| a.contains("shadow")));
         assert_eq!(off.last().map(String::as_str), Some(INIT_IN_SANDBOX));
         let setenv: Vec<&String> = off.windows(2).filter(|w| w[0] == "--setenv").map(|w| &w[1]).collect();

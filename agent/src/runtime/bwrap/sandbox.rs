@@ -37,6 +37,105 @@ pub struct Sandbox {
     pub cgroup: Option<Arc<SandboxCgroup>>,
 }
 
+/// A started sandbox not bound to a spec yet (a warm-pool slot, or a sandbox being created).
+/// Dropping it tears it down (blocking briefly).
+pub struct Warm {
+    parts: Option<Parts>,
+}
+
+struct Parts {
+    dir: PathBuf,
+    conn: Arc<Conn>,
+    child: Child,
+    reader: OwnedTask,
+    cgroup: Option<Arc<SandboxCgroup>>,
+}
+
+/// Removes a sandbox's directory and cgroups when dropped armed: covers failures and a start
+/// cancelled half-way (e.g. the warm-pool refill aborted with its runtime).
+struct CleanupGuard {
+    dir: PathBuf,
+    cgroup: Option<Arc<SandboxCgroup>>,
+    armed: bool,
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            cleanup(&self.dir, self.cgroup.as_deref());
+        }
+    }
+}
+
+/// The cgroup limits a spec asks for.
+pub fn limits_of(spec: &SandboxSpec) -> Limits {
+    Limits {
+        memory_bytes: (spec.memory_mb > 0).then(|| spec.memory_mb * 1024 * 1024),
+        pids: (spec.pids_limit > 0).then_some(spec.pids_limit),
+        cpus: (spec.cpus > 0.0).then_some(spec.cpus),
+    }
+}
+
+impl Warm {
+    /// Starts bwrap with the init inside in `{state_dir}/sandboxes/{name}` (cgroups named `name`)
+    /// and waits for its ready frame. On failure (or cancellation) everything created is removed.
+    pub async fn start(
+        config: &BwrapConfig,
+        owner: Option<(u32, u32)>,
+        cgroups: &Cgroups,
+        name: &str,
+        limits: &Limits,
+        internet_access: bool,
+    ) -> Result<Self, String> {
+        let dir = config.state_dir.join("sandboxes").join(name);
+        let mut guard = CleanupGuard { dir: dir.clone(), cgroup: None, armed: true };
+        guard.cgroup = prepare(&dir, owner, cgroups, name, limits).map_err(|e| e.to_string())?.map(Arc::new);
+        let cgroup = guard.cgroup.clone();
+        let oom: Option<OomCounter> = cgroup.clone().map(|cg| Box::new(move || cg.oom_kills()) as OomCounter);
+        match launch(config, owner, internet_access, &dir, cgroup.as_deref(), oom).await {
+            Ok((child, conn, reader)) => {
+                guard.armed = false;
+                Ok(Self { parts: Some(Parts { dir, conn, child, reader, cgroup }) })
+            }
+            Err(e) => Err(format!("{e}; bwrap said: {}", read_log(&dir))),
+        }
+    }
+
+    /// Whether bwrap still runs (a pooled sandbox may have died while it waited).
+    pub fn is_alive(&mut self) -> bool {
+        self.parts.as_mut().is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// The cgroups, e.g. to write a spec's limits into a pooled sandbox.
+    pub fn cgroup(&self) -> Option<&SandboxCgroup> {
+        self.parts.as_ref().and_then(|p| p.cgroup.as_deref())
+    }
+
+    /// Makes it the sandbox of `spec` (exec defaults from the spec; limits are the caller's).
+    pub fn bind(mut self, spec: &SandboxSpec, owner: Option<(u32, u32)>) -> Sandbox {
+        let Parts { dir, conn, child, reader, cgroup } = self.parts.take().expect("a warm sandbox has its parts");
+        Sandbox {
+            id: spec.id.clone(),
+            fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp"), owner),
+            dir,
+            client: InitClient::new(spec, conn.clone()),
+            conn,
+            child: tokio::sync::Mutex::new(Some(child)),
+            reader: std::sync::Mutex::new(Some(reader)),
+            cgroup,
+        }
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.parts.take() {
+            teardown(&p.conn, Some(&mut p.child), p.cgroup.as_deref(), &p.dir);
+            drop(p.reader);
+        }
+    }
+}
+
 impl Sandbox {
     /// Starts bwrap with the init inside and waits for its ready frame. On failure everything
     /// created is removed again.
@@ -46,33 +145,15 @@ impl Sandbox {
         cgroups: &Cgroups,
         spec: &SandboxSpec,
     ) -> RuntimeResult<Self> {
-        let dir = config.state_dir.join("sandboxes").join(spec.id.as_str());
-        let failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
-        let cgroup = match prepare(&dir, owner, cgroups, spec) {
-            Ok(cg) => cg.map(Arc::new),
-            Err(e) => {
-                cleanup(&dir, None);
-                return Err(failed(e.to_string()));
-            }
-        };
-        let oom: Option<OomCounter> = cgroup.clone().map(|cg| Box::new(move || cg.oom_kills()) as OomCounter);
-        match launch(config, owner, spec, &dir, cgroup.as_deref(), oom).await {
-            Ok((child, conn, reader)) => Ok(Self {
-                id: spec.id.clone(),
-                fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp"), owner),
-                dir,
-                client: InitClient::new(spec, conn.clone()),
-                conn,
-                child: tokio::sync::Mutex::new(Some(child)),
-                reader: std::sync::Mutex::new(Some(reader)),
-                cgroup,
-            }),
-            Err(e) => {
-                let log = read_log(&dir);
-                cleanup(&dir, cgroup.as_deref());
-                Err(failed(format!("{e}; bwrap said: {log}")))
-            }
-        }
+        let warm = Warm::start(config, owner, cgroups, spec.id.as_str(), &limits_of(spec), spec.internet_access)
+            .await
+            .map_err(|why| RuntimeError::StartFailed { sandbox: spec.id.clone(), why })?;
+        Ok(warm.bind(spec, owner))
+    }
+
+    /// The name of its directory and cgroups: its id, or the pool slot it was taken from.
+    pub fn slot_name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Stops the sandbox and removes its cgroups and directory. Closing the control pipe makes
@@ -107,26 +188,32 @@ impl Sandbox {
 impl Sandbox {
     /// Best-effort synchronous teardown for when the runtime is dropped without destroying.
     pub fn teardown_blocking(&self) {
-        self.conn.try_close_writer();
-        if let Ok(mut child) = self.child.try_lock()
-            && let Some(child) = child.as_mut()
-        {
-            // Give the init a moment to stop everything (bwrap then reaps it and exits) before
-            // bwrap is killed, which would orphan the init.
-            for _ in 0..100 {
-                if child.id().is_none_or(has_exited) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let _ = child.start_kill();
+        match self.child.try_lock() {
+            Ok(mut child) => teardown(&self.conn, child.as_mut(), self.cgroup.as_deref(), &self.dir),
+            Err(_) => teardown(&self.conn, None, self.cgroup.as_deref(), &self.dir),
         }
-        self.conn.close();
-        if let Some(cg) = &self.cgroup {
-            cg.kill_all();
-        }
-        cleanup(&self.dir, self.cgroup.as_deref());
     }
+}
+
+/// Closes the control pipe, gives the init a moment to stop everything (bwrap then reaps it and
+/// exits) before bwrap is killed (which would orphan the init), kills what is left and removes
+/// the cgroups and directory. Blocking.
+fn teardown(conn: &Conn, child: Option<&mut Child>, cgroup: Option<&SandboxCgroup>, dir: &Path) {
+    conn.try_close_writer();
+    if let Some(child) = child {
+        for _ in 0..100 {
+            if child.id().is_none_or(has_exited) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.start_kill();
+    }
+    conn.close();
+    if let Some(cg) = cgroup {
+        cg.kill_all();
+    }
+    cleanup(dir, cgroup);
 }
 
 /// Whether a child process is gone or a zombie.
@@ -135,12 +222,13 @@ fn has_exited(pid: u32) -> bool {
     stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
-/// Creates the sandbox directories and cgroups.
+/// Creates the sandbox directories and cgroups (named `name`).
 fn prepare(
     dir: &Path,
     owner: Option<(u32, u32)>,
     cgroups: &Cgroups,
-    spec: &SandboxSpec,
+    name: &str,
+    limits: &Limits,
 ) -> io::Result<Option<SandboxCgroup>> {
     for area in ["workspace", "tmp"] {
         std::fs::create_dir_all(dir.join(area))?;
@@ -151,12 +239,7 @@ fn prepare(
     if !cgroups.is_enabled() {
         return Ok(None);
     }
-    let limits = Limits {
-        memory_bytes: (spec.memory_mb > 0).then(|| spec.memory_mb * 1024 * 1024),
-        pids: (spec.pids_limit > 0).then_some(spec.pids_limit),
-        cpus: (spec.cpus > 0.0).then_some(spec.cpus),
-    };
-    cgroups.create(&spec.id, &limits).map(Some)
+    cgroups.create(name, limits).map(Some)
 }
 
 /// Spawns bwrap (inside the cgroups from its first instruction) and waits for the init's ready
@@ -164,14 +247,14 @@ fn prepare(
 async fn launch(
     config: &BwrapConfig,
     owner: Option<(u32, u32)>,
-    spec: &SandboxSpec,
+    internet_access: bool,
     dir: &Path,
     cgroup: Option<&SandboxCgroup>,
     oom: Option<OomCounter>,
 ) -> io::Result<(Child, Arc<Conn>, OwnedTask)> {
     let log = std::fs::File::create(dir.join("init.log"))?;
     let mut cmd = tokio::process::Command::new(&config.bwrap_path);
-    cmd.args(args::bwrap_args(config, spec, dir)).env_clear().current_dir("/");
+    cmd.args(args::bwrap_args(config, internet_access, dir)).env_clear().current_dir("/");
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).kill_on_drop(true);
     let join = cgroup.map(SandboxCgroup::join_files).transpose()?.unwrap_or_default();
     let hook = spawn::child_setup(join, owner);
