@@ -126,10 +126,6 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + deadline;
         Ok(ExecStream { exec, frames, next_seq: 0, done: false, deadline })
     }
-
-    pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.bus
-    }
 }
 
 /// One piece of an exec's output.

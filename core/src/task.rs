@@ -1,7 +1,7 @@
 //! Named, owned background tasks. Every long-lived task in Corral is spawned through
 //! [`OwnedTask::spawn`]: it has a name, runs inside a span, logs how it ended, and is aborted when
 //! its owner drops the handle. Error policy: a task that returns `Err` is logged at error level;
-//! owners that must react hold the handle and `join` it.
+//! owners that must react poll `is_finished`.
 
 use std::future::Future;
 
@@ -42,13 +42,6 @@ impl OwnedTask {
 
     pub fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(|h| h.is_finished())
-    }
-
-    /// Waits for the task to end (without aborting it).
-    pub async fn join(mut self) {
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
     }
 }
 
