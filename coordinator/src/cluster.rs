@@ -93,6 +93,14 @@ impl ClusterView {
         self.lock().apply_record(record, revision);
     }
 
+    /// Marks a sandbox RUNNING in the view while its RUNNING record is still being written; the
+    /// record and revision stay those of the last write, so CAS updates keep the right base.
+    pub fn mark_running(&self, id: &SandboxId) {
+        if let Some(p) = self.lock().sandboxes.get_mut(id) {
+            p.state = SandboxState::Running;
+        }
+    }
+
     /// Drops a reservation that never became a record.
     pub fn forget(&self, id: &SandboxId) {
         self.lock().remove(id);
@@ -128,14 +136,15 @@ impl ClusterView {
             .collect()
     }
 
-    /// Sandboxes still `SCHEDULED` that were created before `before_ms`.
-    pub fn stuck_scheduled(&self, before_ms: i64) -> Vec<(TenantId, SandboxId, NodeId)> {
+    /// Sandboxes whose record still says `SCHEDULED` and that were created before `before_ms`.
+    pub fn stuck_scheduled(&self, before_ms: i64) -> Vec<Arc<SandboxRecord>> {
         let inner = self.lock();
         inner
             .sandboxes
-            .iter()
-            .filter(|(_, p)| p.state == SandboxState::Scheduled && p.revision > 0 && p.created_at_ms < before_ms)
-            .map(|(id, p)| (p.tenant.clone(), id.clone(), p.node.clone()))
+            .values()
+            .filter(|p| p.created_at_ms < before_ms)
+            .filter_map(|p| p.record.clone())
+            .filter(|r| r.state == SandboxState::Scheduled)
             .collect()
     }
 
@@ -223,7 +232,9 @@ impl Inner {
     fn apply_record(&mut self, record: &SandboxRecord, revision: i64) {
         let id = &record.spec.id;
         let newer_known = self.sandboxes.get(id).map(|p| p.revision).or_else(|| self.ended.get(id).copied());
-        if newer_known.is_some_and(|rev| rev > revision) {
+        // The same revision again (a watch event of this coordinator's own write) changes nothing
+        // and must not undo `mark_running`.
+        if newer_known.is_some_and(|rev| rev >= revision) {
             return;
         }
         let (false, Some(node)) = (record.state.is_terminal(), record.node.clone()) else {

@@ -75,6 +75,20 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Queues `work` for `node` in the background, for callers that must not wait for the queue's
+    /// acknowledgement (a destroy whose ended record is already durable: if the item is lost, the
+    /// agent's garbage collection reaps the sandbox within one period). Failures are logged.
+    pub fn send_work_detached(&self, node: &NodeId, make: impl FnOnce(String) -> Work, msg_id: &str) {
+        let (bus, node, msg_id) = (self.bus.clone(), node.clone(), msg_id.to_owned());
+        let payload = protocol::encode(&make(self.reply_subject.clone()));
+        // Bounded: `enqueue` gives up after a few retries.
+        corral_core::task::spawn_detached("coordinator.enqueue", async move {
+            if let Err(e) = bus.enqueue(&node, &msg_id, payload).await {
+                tracing::warn!(node = %node, msg_id, error = %e, "could not queue work; the agent's GC will reap what it leaves");
+            }
+        });
+    }
+
     /// Durably queues `work` for `node` and returns a receiver for the agent's reply about `sandbox`.
     pub async fn send_work_and_wait(
         &self,
@@ -107,8 +121,8 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a command and returns its output stream. Subscribes before asking the agent to
-    /// start, so no frame can be missed.
+    /// Starts a command and returns its output stream. Subscribes (without a round trip) before
+    /// asking the agent to start, so no frame can be missed.
     pub async fn exec(
         &self,
         node: &NodeId,
@@ -118,7 +132,7 @@ impl Dispatcher {
     ) -> ApiResult<ExecStream> {
         let exec = ExecId::random();
         let deadline = Duration::from_millis(spec.timeout_ms) + grace;
-        let frames = self.bus.subscribe(&OutputSubject { sandbox, exec }.to_string()).await?;
+        let frames = self.bus.subscribe_before_request(&OutputSubject { sandbox, exec }.to_string()).await?;
         match self.rpc(node, &RpcRequest::Exec { sandbox: sandbox.clone(), exec, spec }).await? {
             RpcReply::ExecStarted => {}
             other => return Err(ApiError::Internal(format!("unexpected agent reply to exec: {other:?}"))),

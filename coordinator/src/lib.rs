@@ -5,11 +5,13 @@
 //! - [`service`]: sandbox operations in domain terms; [`records`]: CAS reads/writes of records;
 //! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement;
 //! - [`dispatch`]: work, requests and output streams over the bus;
+//! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod confirm;
 pub mod dispatch;
 pub mod error;
 pub mod reconciler;
@@ -60,7 +62,7 @@ pub async fn run(
     let view = ClusterView::default();
     let _view_task = OwnedTask::spawn("coordinator.cluster_view", view.clone().follow(store.clone()));
     let (dispatch, unclaimed) = Dispatcher::start(bus).await?;
-    let core = Arc::new(Core { config, store, view, dispatch });
+    let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default() });
     let _reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -1,6 +1,7 @@
 //! Background loops that keep records honest: sandboxes of vanished nodes become LOST, sandboxes
-//! past their lifetime are destroyed as EXPIRED, sandboxes stuck in SCHEDULED fail, and agent
-//! replies nobody waited for are applied.
+//! past their lifetime are destroyed as EXPIRED, creates stuck in SCHEDULED are re-published
+//! (after one create timeout) and then fail (after two), and agent replies nobody waited for are
+//! applied.
 //!
 //! Every write is a CAS through `records::transition`, so several coordinators running this
 //! loop at once cannot corrupt a record (leader election arrives with the scheduler issue).
@@ -8,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_core::protocol::WorkReply;
+use corral_core::protocol::{Work, WorkReply};
 use corral_core::state::SandboxState;
 use corral_core::time::now_ms;
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ pub async fn run(core: Arc<Core>, mut unclaimed: mpsc::UnboundedReceiver<WorkRep
         tokio::select! {
             reply = unclaimed.recv() => {
                 let Some(reply) = reply else { return Err("reply inbox closed".into()) };
-                if let Err(e) = core.apply_reply(reply, None).await {
+                if let Err(e) = core.apply_reply(reply, None, 0).await {
                     tracing::warn!(error = %e, "could not apply an agent reply");
                 }
             }
@@ -48,11 +49,23 @@ async fn sweep(core: &Core) {
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not expire sandbox"),
         }
     }
-    let stale = now_ms() - 2 * core.config.create_timeout().as_millis() as i64;
-    for (tenant, id, node) in core.view.stuck_scheduled(stale) {
-        let reason = format!("node {node} never confirmed the start (coordinator restarted while creating)");
-        if let Err(e) = core.end(&tenant, &id, SandboxState::Failed, &reason).await {
-            tracing::warn!(sandbox_id = %id, error = %e, "could not fail a stuck sandbox");
+    let timeout = core.config.create_timeout().as_millis() as i64;
+    for record in core.view.stuck_scheduled(now_ms() - timeout) {
+        let (tenant, id) = (&record.spec.tenant, &record.spec.id);
+        let Some(node) = &record.node else { continue };
+        if record.created_at_ms < now_ms() - 2 * timeout {
+            let reason = format!("node {node} never confirmed the start");
+            if let Err(e) = core.end(tenant, id, SandboxState::Failed, &reason).await {
+                tracing::warn!(sandbox_id = %id, error = %e, "could not fail a stuck sandbox");
+            }
+            continue;
+        }
+        // Its create may have been confirmed to a client whose coordinator then could not record
+        // it: ask the agent again (idempotent; one message id, so repeats within the queue's
+        // deduplication window are dropped). The reply arrives as an unclaimed one, applied above.
+        let work = |reply_to| Work::Create { spec: record.spec.clone(), reply_to };
+        if let Err(e) = core.dispatch.send_work(node, work, &format!("{id}.create.again")).await {
+            tracing::warn!(sandbox_id = %id, error = %e, "could not re-publish a stuck create");
         }
     }
 }

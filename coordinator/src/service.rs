@@ -13,6 +13,7 @@ use corral_core::time::now_ms;
 
 use crate::cluster::ClusterView;
 use crate::config::CoordinatorConfig;
+use crate::confirm::InFlight;
 use crate::dispatch::Dispatcher;
 use crate::error::{ApiError, ApiResult};
 use crate::records::{self, Versioned};
@@ -24,6 +25,8 @@ pub struct Core {
     pub store: Arc<dyn StateStore>,
     pub view: ClusterView,
     pub dispatch: Dispatcher,
+    /// RUNNING confirmations being written in the background (see [`crate::confirm`]).
+    pub in_flight: InFlight,
 }
 
 /// Which sandboxes `list` returns.
@@ -45,7 +48,7 @@ const LIST_SCAN_LIMIT: usize = 10_000;
 
 impl Core {
     #[tracing::instrument(skip_all, fields(sandbox_id = %spec.id))]
-    pub async fn create(&self, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
+    pub async fn create(self: &Arc<Self>, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
         let now = now_ms();
         let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
         let demand =
@@ -103,9 +106,12 @@ impl Core {
             }
         };
         match reply {
+            Ok(Ok(reply @ WorkReply::Created { .. })) => {
+                Ok(self.confirm_running(reply, Versioned { record, revision }))
+            }
             Ok(Ok(reply)) => {
                 let known = Versioned { record, revision };
-                match self.apply_reply(reply, Some(known)).await? {
+                match self.apply_reply(reply, Some(known), 0).await? {
                     Some(v) if v.record.state == SandboxState::Running => Ok(v.record),
                     Some(v) => Err(ApiError::FailedPrecondition(format!(
                         "sandbox {id} failed to start on node {node}: {}",
@@ -126,6 +132,33 @@ impl Core {
         }
     }
 
+    /// The agent reported the sandbox running: returns the RUNNING record at once and makes it
+    /// durable in the background (see [`crate::confirm`] for why readers cannot tell).
+    fn confirm_running(self: &Arc<Self>, reply: WorkReply, known: Versioned) -> SandboxRecord {
+        let mut running = known.record.clone();
+        running.state = SandboxState::Running;
+        running.started_at_ms = now_ms();
+        let started_at_ms = running.started_at_ms;
+        let writing = self.in_flight.begin(&running.spec.id);
+        self.view.mark_running(&running.spec.id);
+        let core = self.clone();
+        // Bounded by the create timeout; readers wait for `writing` to drop.
+        corral_core::task::spawn_detached("coordinator.confirm_running", async move {
+            let write = core.apply_reply(reply, Some(known), started_at_ms);
+            match tokio::time::timeout(core.config.create_timeout(), write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not record a started sandbox; the reconciler re-publishes its create")
+                }
+                Err(_) => {
+                    tracing::warn!("recording a started sandbox timed out; the reconciler re-publishes its create")
+                }
+            }
+            drop(writing);
+        });
+        running
+    }
+
     /// Marks a sandbox FAILED and asks its agent to clean up; errors are logged (the agent's
     /// garbage collection reaps what is left).
     async fn fail(&self, tenant: &TenantId, id: &SandboxId, why: &str) {
@@ -135,7 +168,13 @@ impl Core {
     }
 
     /// Applies an agent's report about a work item. Returns the updated record, if any changed.
-    pub async fn apply_reply(&self, reply: WorkReply, known: Option<Versioned>) -> ApiResult<Option<Versioned>> {
+    /// `started_at_ms` is the start time to record (0: now).
+    pub async fn apply_reply(
+        &self,
+        reply: WorkReply,
+        known: Option<Versioned>,
+        started_at_ms: i64,
+    ) -> ApiResult<Option<Versioned>> {
         let (id, node, outcome) = match reply {
             WorkReply::Created { sandbox, node } => (sandbox, node, Ok(())),
             WorkReply::CreateFailed { sandbox, node, error } => (sandbox, node, Err(error)),
@@ -154,7 +193,14 @@ impl Core {
             }
         };
         let updated = match outcome {
-            Ok(()) => records::transition(&self.store, &tenant, &id, known, SandboxState::Running, |_| {}).await?,
+            Ok(()) => {
+                records::transition(&self.store, &tenant, &id, known, SandboxState::Running, |r| {
+                    if started_at_ms > 0 {
+                        r.started_at_ms = started_at_ms;
+                    }
+                })
+                .await?
+            }
             Err(error) => {
                 let reason = format!("failed to start on node {node}: {error}");
                 records::transition(&self.store, &tenant, &id, known, SandboxState::Failed, |r| {
@@ -171,6 +217,7 @@ impl Core {
     }
 
     pub async fn get(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<SandboxRecord> {
+        self.in_flight.settled(id).await;
         let v = records::get(self.store.as_ref(), tenant, id).await?;
         Ok(v.record)
     }
@@ -188,6 +235,7 @@ impl Core {
         page_size: usize,
         after: Option<SandboxId>,
     ) -> ApiResult<(Vec<SandboxRecord>, Option<SandboxId>)> {
+        self.in_flight.all_settled().await;
         let prefix = TenantSandboxesPrefix(tenant).to_string();
         let mut cursor = after.map(|id| format!("{prefix}{id}"));
         let mut out = Vec::with_capacity(page_size);
@@ -225,6 +273,7 @@ impl Core {
         to: SandboxState,
         reason: &str,
     ) -> ApiResult<SandboxRecord> {
+        self.in_flight.settled(id).await;
         let updated = records::transition(&self.store, tenant, id, self.known(tenant, id), to, |r| {
             r.termination_reason = reason.to_owned();
         })
@@ -236,7 +285,9 @@ impl Core {
         if to != SandboxState::Lost
             && let Some(node) = &v.record.node
         {
-            self.send_destroy(node, id).await;
+            // The ended record is durable, so the caller need not wait for the queue.
+            let work = |reply_to| Work::Destroy { sandbox: id.clone(), reply_to };
+            self.dispatch.send_work_detached(node, work, &format!("{id}.destroy"));
         }
         Ok(v.record)
     }
@@ -256,6 +307,7 @@ impl Core {
         } else {
             (SandboxState::Paused, SandboxState::Running)
         };
+        self.in_flight.settled(id).await;
         let current = match self.known(tenant, id) {
             Some(v) => v,
             None => records::get(self.store.as_ref(), tenant, id).await?,
@@ -296,9 +348,32 @@ impl Core {
             return Ok(p.node);
         }
         let record = self.get(tenant, id).await?;
+        if record.state == SandboxState::Scheduled {
+            // Started by another coordinator, which may still be writing RUNNING.
+            return self.await_running(tenant, id).await;
+        }
         match (record.state, record.node) {
             (SandboxState::Running, Some(node)) => Ok(node),
             (state, _) => Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING"))),
+        }
+    }
+}
+
+impl Core {
+    /// Waits (up to the create timeout) for a SCHEDULED sandbox to become RUNNING in the view.
+    async fn await_running(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<NodeId> {
+        let deadline = tokio::time::Instant::now() + self.config.create_timeout();
+        loop {
+            match self.view.sandbox(id) {
+                Some(p) if p.state == SandboxState::Running => return Ok(p.node),
+                Some(p) if p.state == SandboxState::Scheduled && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                _ => {
+                    let state = self.get(tenant, id).await?.state;
+                    return Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING")));
+                }
+            }
         }
     }
 }

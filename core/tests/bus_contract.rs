@@ -103,6 +103,38 @@ async fn request_reply_round_trip(b: &impl Backend) -> anyhow::Result<()> {
     }
 }
 
+/// What a responder publishes after it received a request is seen by a subscription the requester
+/// made (without a round trip) just before sending the request, every time.
+async fn subscription_before_request_sees_what_it_causes(b: &impl Backend) -> anyhow::Result<()> {
+    let (server_bus, client_bus) = (b.bus().await?, b.bus().await?);
+    let mut requests = server_bus.serve("corral.rpc.n2").await?;
+    const ROUNDS: u32 = 200;
+    let server = async {
+        for _ in 0..ROUNDS {
+            let request = next(&mut requests).await?;
+            let subject = String::from_utf8(request.payload.to_vec())?;
+            server_bus.publish(&subject, Bytes::from_static(b"frame")).await?;
+            request.reply(Bytes::from_static(b"started")).await?;
+        }
+        anyhow::Ok(())
+    };
+    let client = async {
+        for i in 0..ROUNDS {
+            let subject = format!("corral.out.s2.{i}");
+            let mut frames = client_bus.subscribe_before_request(&subject).await?;
+            let reply = client_bus.request("corral.rpc.n2", Bytes::from(subject), Duration::from_secs(5)).await?;
+            ensure!(reply == "started", "reply {i}: {reply:?}");
+            ensure!(next(&mut frames).await? == "frame", "frame of round {i}");
+        }
+        anyhow::Ok(())
+    };
+    let (served, asked) = tokio::join!(server, client);
+    match (served, asked) {
+        (Ok(()), Ok(())) => Ok(()),
+        (s, a) => bail!("server side: {s:?}; client side: {a:?}"),
+    }
+}
+
 async fn request_without_server_is_no_responders(b: &impl Backend) -> anyhow::Result<()> {
     let bus = b.bus().await?;
     match bus.request("corral.rpc.nobody", Bytes::new(), Duration::from_secs(5)).await {
@@ -263,6 +295,7 @@ macro_rules! bus_contract {
                 pubsub_keeps_order_of_1000,
                 subscription_sees_other_connection,
                 request_reply_round_trip,
+                subscription_before_request_sees_what_it_causes,
                 request_without_server_is_no_responders,
                 request_to_silent_server_times_out,
                 oversize_payload_is_too_large,

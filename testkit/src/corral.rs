@@ -153,6 +153,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(agents: usize) -> anyhow::Result<Self> {
+        Self::start_with_env(agents, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra environment (`CORRAL_*` settings) for the coordinator.
+    pub fn start_with_env(agents: usize, coordinator_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let etcd = EtcdServer::start()?;
         let nats = NatsServer::start()?;
@@ -160,6 +165,7 @@ impl Cluster {
         let mut cmd = Command::new(&bin);
         cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &etcd.endpoint()]);
         cmd.args(["--nats", &nats.url()]);
+        cmd.envs(coordinator_env.iter().copied());
         let mut coordinator = Proc::spawn("coordinator", cmd, dir.path().join("coordinator.log"))?;
         let endpoint = wait_serving(&mut coordinator)?;
         let mut cluster = Self { suffix: unique_suffix(), agents: Vec::new(), coordinator, endpoint, nats, etcd, dir };

@@ -152,3 +152,69 @@ async fn restarted_agent_readopts_live_containers_and_reaps_the_rest() -> anyhow
     client.destroy(&keep.id).await?;
     Ok(())
 }
+
+/// A sandbox whose create was answered RUNNING but whose RUNNING record never landed (as if its
+/// coordinator died right after answering) is not failed: the reconciler re-publishes the create,
+/// the agent confirms the sandbox it already runs, and the record becomes RUNNING again with the
+/// sandbox's files intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecorded_start_is_confirmed_again() -> anyhow::Result<()> {
+    use corral_core::ids::{SandboxId, TenantId};
+    use corral_core::keys::SandboxKey;
+    use corral_core::model::SandboxRecord;
+    use corral_core::state::SandboxState;
+    use corral_core::store::{self, StateStore, Txn, etcd::EtcdStore};
+
+    let cluster = Cluster::start_with_env(1, &[("CORRAL_COORDINATOR__CREATE_TIMEOUT_SECONDS", "3")])?;
+    let client = ready_client(&cluster.endpoint).await?;
+    let s = client.create(Default::default()).await?;
+    client.run_shell(&s.id, "echo kept > /workspace/mark").await?;
+
+    let store = EtcdStore::connect(&[cluster.etcd.endpoint()]).await?;
+    let (tenant, id) = (TenantId::default_tenant(), SandboxId::parse(&s.id)?);
+    let key = SandboxKey { tenant: &tenant, id: &id };
+    let kv = store.get(&key.to_string()).await?.ok_or_else(|| anyhow::anyhow!("no record for {}", s.id))?;
+    let mut record: SandboxRecord = store::decode(&kv)?;
+    ensure!(record.state == SandboxState::Running, "record after create: {:?}", record.state);
+    record.state = SandboxState::Scheduled;
+    record.started_at_ms = 0;
+    record.created_at_ms -= 3_500;
+    let out = store.txn(Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&record))).await?;
+    ensure!(out.succeeded, "rewriting the record raced with something");
+
+    let again = wait_state(&client, &s.id, pb::SandboxState::Running, Duration::from_secs(20)).await;
+    if again.is_err() {
+        eprintln!("{}", logs(&cluster));
+    }
+    ensure!(again?.started_at_ms > 0, "the confirmed record carries its start time");
+    let out = client.run_shell(&s.id, "cat /workspace/mark").await?;
+    ensure!(out.stdout == b"kept\n", "the same sandbox, not a new one: {:?}", String::from_utf8_lossy(&out.stdout));
+    client.destroy(&s.id).await?;
+    Ok(())
+}
+
+/// A client reads what Create told it: right after Create returns RUNNING, Get and List say
+/// RUNNING too (the RUNNING write happens after Create answers; readers wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_create_see_running() -> anyhow::Result<()> {
+    let (_cluster, client) = cluster().await?;
+    for i in 0..20 {
+        let label = format!("round{i}");
+        let req =
+            pb::CreateSandboxRequest { labels: [("round".to_owned(), label.clone())].into(), ..Default::default() };
+        let s = client.create(req).await?;
+        ensure!(s.state == pb::SandboxState::Running as i32, "create answered {:?}", s.state);
+        let got = client.get(&s.id).await?;
+        ensure!(got.state == pb::SandboxState::Running as i32, "round {i}: get right after create: {:?}", got.state);
+        let listed = client
+            .list(pb::ListSandboxesRequest { labels: [("round".to_owned(), label)].into(), ..Default::default() })
+            .await?;
+        ensure!(
+            listed.sandboxes.iter().map(|s| s.state).collect::<Vec<_>>() == vec![pb::SandboxState::Running as i32],
+            "round {i}: list right after create: {:?}",
+            listed.sandboxes
+        );
+        client.destroy(&s.id).await?;
+    }
+    Ok(())
+}

@@ -101,6 +101,15 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes to `subject`. The subscription is active when this returns: anything published
     /// afterwards (on any connection) is received.
     async fn subscribe(&self, subject: &str) -> BusResult<BoxStream<'static, Bytes>>;
+
+    /// Subscribes to `subject` for messages caused by a request this bus sends next: anything
+    /// published (on any connection) after its publisher received a message that this bus sent
+    /// after this call is received. Unlike [`Bus::subscribe`] this needs no round trip to the
+    /// server: the subscription travels ahead of the later request on the same connection (on NATS
+    /// this holds for one server and for a cluster of routed servers).
+    async fn subscribe_before_request(&self, subject: &str) -> BusResult<BoxStream<'static, Bytes>> {
+        self.subscribe(subject).await
+    }
 }
 
 /// Refuses payloads over [`MAX_PAYLOAD`]; both implementations call it so they behave alike.

@@ -228,6 +228,14 @@ impl Bus for NatsBus {
         self.sync(subject).await?;
         Ok(Box::pin(subscriber.map(|message| message.payload)))
     }
+
+    async fn subscribe_before_request(&self, subject: &str) -> BusResult<BoxStream<'static, Bytes>> {
+        // The SUB is queued on this connection ahead of the request that follows it; the server
+        // handles a connection's commands in order, so the interest exists before the request is
+        // even delivered to the responder.
+        let subscriber = self.client.subscribe(subject.to_owned()).await.map_err(|e| sub_error(subject, e))?;
+        Ok(Box::pin(subscriber.map(|message| message.payload)))
+    }
 }
 
 impl NatsBus {
