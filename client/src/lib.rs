@@ -111,6 +111,13 @@ impl Client {
         resp.sandbox.ok_or(ClientError::Missing("sandbox"))
     }
 
+    /// Resets a live sandbox's lifetime to `timeout_seconds` from now.
+    pub async fn set_timeout(&self, id: &str, timeout_seconds: i64) -> Result<pb::Sandbox> {
+        let req = pb::SetSandboxTimeoutRequest { id: id.to_owned(), timeout_seconds };
+        let resp = self.sandboxes.clone().set_timeout(req).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
     pub async fn run(&self, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
         Ok(self.exec.clone().run(req).await?.into_inner())
     }

@@ -225,12 +225,31 @@ impl Core {
         to: SandboxState,
         reason: &str,
     ) -> ApiResult<SandboxRecord> {
-        let updated = records::transition(&self.store, tenant, id, self.known(tenant, id), to, |r| {
-            r.termination_reason = reason.to_owned();
+        self.end_if(tenant, id, to, reason, |_| true).await
+    }
+
+    /// [`Self::end`] only while `still` holds for the current record (checked again on every CAS
+    /// attempt, so e.g. a concurrent SetTimeout wins over an expiry decided on older data).
+    pub async fn end_if(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        to: SandboxState,
+        reason: &str,
+        still: impl Fn(&SandboxRecord) -> bool,
+    ) -> ApiResult<SandboxRecord> {
+        let edit = |r: &mut SandboxRecord| r.termination_reason = reason.to_owned();
+        let updated = records::update(&self.store, tenant, id, self.known(tenant, id), |r| {
+            if !still(r) {
+                return Ok(false);
+            }
+            records::apply_transition(r, to, &edit)
         })
         .await?;
         let Some(v) = updated else {
-            return self.get(tenant, id).await;
+            let current = records::get(self.store.as_ref(), tenant, id).await?;
+            self.view.apply_record(&current.record, current.revision);
+            return Ok(current.record);
         };
         self.view.apply_record(&v.record, v.revision);
         if to != SandboxState::Lost
@@ -238,6 +257,28 @@ impl Core {
         {
             self.send_destroy(node, id).await;
         }
+        Ok(v.record)
+    }
+
+    /// Resets a live sandbox's lifetime: it now expires `timeout_seconds` from now.
+    pub async fn set_timeout(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        timeout_seconds: u64,
+    ) -> ApiResult<SandboxRecord> {
+        let updated = records::update(&self.store, tenant, id, self.known(tenant, id), |r| {
+            if r.state.is_terminal() {
+                let why = format!("sandbox {id} is {}; only a live sandbox has a timeout to set", r.state);
+                return Err(ApiError::FailedPrecondition(why));
+            }
+            r.spec.timeout_seconds = timeout_seconds;
+            r.expires_at_ms = now_ms() + (timeout_seconds as i64).saturating_mul(1000);
+            Ok(true)
+        })
+        .await?;
+        let v = updated.ok_or_else(|| ApiError::Internal(format!("sandbox {id}: timeout update declined")))?;
+        self.view.apply_record(&v.record, v.revision);
         Ok(v.record)
     }
 

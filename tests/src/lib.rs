@@ -296,6 +296,25 @@ pub async fn ttl_expiry(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SetTimeout extends a sandbox's lifetime past its original one, then a short one expires it;
+/// bad values and ended sandboxes are refused.
+pub async fn set_timeout(c: &Client) -> anyhow::Result<()> {
+    let s = c.create(pb::CreateSandboxRequest { timeout_seconds: 2, ..Default::default() }).await?;
+    let extended = c.set_timeout(&s.id, 600).await?;
+    ensure!(extended.timeout_seconds == 600 && extended.expires_at_ms >= s.expires_at_ms + 590_000, "{extended:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(state(&c.get(&s.id).await?) == pb::SandboxState::Running, "the extension must outlive the first timeout");
+    expect_err(c.set_timeout(&s.id, 0).await, Code::InvalidArgument, "timeout_seconds")?;
+    expect_err(c.set_timeout(&s.id, 10_000_000).await, Code::InvalidArgument, "timeout_seconds")?;
+    let missing = format!("sb-{:032x}", 7);
+    expect_err(c.set_timeout(&missing, 60).await, Code::NotFound, "not found")?;
+    c.set_timeout(&s.id, 1).await?;
+    let s = wait_state(c, &s.id, pb::SandboxState::Expired, Duration::from_secs(10)).await?;
+    ensure!(s.termination_reason.contains("timeout"), "{s:?}");
+    expect_err(c.set_timeout(&s.id, 60).await, Code::FailedPrecondition, "EXPIRED")?;
+    Ok(())
+}
+
 fn rand_u32() -> u32 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     t.subsec_nanos() ^ std::process::id()

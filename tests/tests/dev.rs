@@ -28,6 +28,7 @@ dev_test!(background_server);
 dev_test!(files);
 dev_test!(bad_input);
 dev_test!(ttl_expiry);
+dev_test!(set_timeout);
 dev_test!(docker_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

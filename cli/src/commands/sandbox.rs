@@ -1,4 +1,4 @@
-//! `corral sandbox create|list|get|destroy`.
+//! `corral sandbox create|list|get|pause|resume|set-timeout|destroy`.
 
 use std::process::ExitCode;
 
@@ -108,6 +108,8 @@ pub enum SandboxCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Reset a sandbox's lifetime: it now expires SECONDS from now.
+    SetTimeout { id: String, seconds: i64 },
     /// Destroy sandboxes (idempotent).
     Destroy {
         #[arg(required = true)]
@@ -144,6 +146,7 @@ pub async fn run(endpoint: &str, out: Format, cmd: SandboxCmd) -> anyhow::Result
                 output::print_sandbox(out, &client.resume(&id).await?);
             }
         }
+        SandboxCmd::SetTimeout { id, seconds } => output::print_sandbox(out, &client.set_timeout(&id, seconds).await?),
         SandboxCmd::Destroy { ids } => {
             for id in ids {
                 output::print_sandbox(out, &client.destroy(&id).await?);

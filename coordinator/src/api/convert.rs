@@ -183,6 +183,15 @@ pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &Coordi
     })
 }
 
+/// A new lifetime for SetTimeout: 1..=the maximum Create accepts (no "0 = default" here).
+pub fn set_timeout_seconds(raw: i64, cfg: &CoordinatorConfig) -> ApiResult<u64> {
+    let max_t = cfg.max_timeout_seconds as i64;
+    if !(1..=max_t).contains(&raw) {
+        return Err(ApiError::field("timeout_seconds", format!("{raw} is outside 1..={max_t}")));
+    }
+    Ok(raw as u64)
+}
+
 /// Exactly one of argv and shell, within size limits.
 pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
     match (argv.is_empty(), shell.is_empty()) {
