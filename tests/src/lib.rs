@@ -12,6 +12,9 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+mod procs;
+pub use procs::{background_processes, process_and_session_errors, sessions};
+
 /// Connects and waits until the server can place a sandbox (agents registered).
 pub async fn ready_client(endpoint: &str) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -162,6 +165,7 @@ pub async fn exec(c: &Client) -> anyhow::Result<()> {
             Event::Stdout(d) => so.extend(d),
             Event::Stderr(d) => se.extend(d),
             Event::Exit(x) => exit = Some(x),
+            Event::DroppedBytes(n) => bail!("RunStream never drops output, got dropped_bytes={n}"),
         }
     }
     ensure!(so == b"out1\nout2\nout3\nout4\nout5\n" && se == b"err1\nerr2\nerr3\nerr4\nerr5\n", "stream order");
