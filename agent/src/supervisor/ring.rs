@@ -86,11 +86,12 @@ mod tests {
         r.push(Stream::Stdout, b"ghij".to_vec());
         assert_eq!(
             kept(&r),
-            vec![(Stream::Stdout, "bc".into()), (Stream::Stderr, "def".into()), (Stream::Stdout, "ghij".into())]
+            vec![(Stream::Stdout, "c".into()), (Stream::Stderr, "def".into()), (Stream::Stdout, "ghij".into())]
         );
         assert_eq!(r.dropped(), 2);
         r.push(Stream::Stdout, b"0123456789".to_vec());
         assert_eq!(kept(&r), vec![(Stream::Stdout, "23456789".into())]);
-        assert_eq!(r.dropped(), 2 + 9 + 2);
+        // 2 cut from the oversized chunk itself, then the 8 bytes of every older chunk
+        assert_eq!(r.dropped(), 2 + 2 + 8);
     }
 }

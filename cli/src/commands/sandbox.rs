@@ -153,38 +153,49 @@ pub async fn run(endpoint: &str, out: Format, cmd: SandboxCmd) -> anyhow::Result
             }
         }
         SandboxCmd::List { states, labels, page_size, page_token, all } => {
-            let states = states.iter().map(|s| parse_state(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            let mut req = pb::ListSandboxesRequest {
-                states,
-                labels: labels.into_iter().collect(),
-                page_size,
-                page_token: page_token.unwrap_or_default(),
-            };
-            let mut found = Vec::new();
-            loop {
-                let page = client.list(req.clone()).await?;
-                found.extend(page.sandboxes);
-                if !all || page.next_page_token.is_empty() {
-                    match out {
-                        Format::Json => {
-                            let items: Vec<_> = found.iter().map(output::sandbox_json).collect();
-                            println!(
-                                "{}",
-                                serde_json::json!({ "sandboxes": items, "next_page_token": page.next_page_token })
-                            );
-                        }
-                        Format::Text => {
-                            output::print_table(&found);
-                            if !page.next_page_token.is_empty() {
-                                eprintln!("more: --page-token {}", page.next_page_token);
-                            }
-                        }
-                    }
-                    break;
-                }
-                req.page_token = page.next_page_token;
-            }
+            list(&client, out, states, labels, page_size, page_token, all).await?
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one page of sandboxes (or every page with `all`).
+async fn list(
+    client: &corral_client::Client,
+    out: Format,
+    states: Vec<String>,
+    labels: Vec<(String, String)>,
+    page_size: i32,
+    page_token: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let states = states.iter().map(|s| parse_state(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut req = pb::ListSandboxesRequest {
+        states,
+        labels: labels.into_iter().collect(),
+        page_size,
+        page_token: page_token.unwrap_or_default(),
+    };
+    let mut found = Vec::new();
+    loop {
+        let page = client.list(req.clone()).await?;
+        found.extend(page.sandboxes);
+        if !all || page.next_page_token.is_empty() {
+            match out {
+                Format::Json => {
+                    let items: Vec<_> = found.iter().map(output::sandbox_json).collect();
+                    println!("{}", serde_json::json!({ "sandboxes": items, "next_page_token": page.next_page_token }));
+                }
+                Format::Text => {
+                    output::print_table(&found);
+                    if !page.next_page_token.is_empty() {
+                        eprintln!("more: --page-token {}", page.next_page_token);
+                    }
+                }
+            }
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    Ok(())
 }
