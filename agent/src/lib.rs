@@ -4,7 +4,8 @@
 //! - [`runtime`]: the `Runtime` trait, the bubblewrap and Docker implementations;
 //! - [`node`]: registration, heartbeat and self-fencing;
 //! - [`work`]: the node's lifecycle work queue (create/destroy);
-//! - [`rpc`]: interactive requests (exec, files) and output streaming;
+//! - [`rpc`]: interactive requests (exec, files, processes, sessions) and output streaming;
+//! - [`supervisor`]: background processes and shell sessions, on top of any runtime;
 //! - [`gc`]: reaps local sandboxes whose record ended; [`adopt`]: takes back sandboxes that
 //!   survived an agent restart; [`config`].
 
@@ -14,6 +15,7 @@ pub mod gc;
 pub mod node;
 pub mod rpc;
 pub mod runtime;
+pub mod supervisor;
 pub mod work;
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ pub struct Agent {
     pub runtimes: Vec<Arc<dyn Runtime>>,
     pub store: Arc<dyn StateStore>,
     pub bus: Arc<dyn Bus>,
+    /// Background processes and sessions of the local sandboxes.
+    pub supervisor: supervisor::Supervisor,
     /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
     sandboxes: Mutex<HashMap<SandboxId, SandboxSpec>>,
     lease: Mutex<Option<LeaseId>>,
@@ -96,6 +100,7 @@ impl Agent {
             }
         }
         self.specs().remove(id);
+        self.supervisor.forget(id);
     }
 
     /// Kills every local sandbox: the node lost its lease, so the coordinator will (or did)
@@ -109,6 +114,7 @@ impl Agent {
                     tracing::warn!(sandbox_id = %id, error = %e, "destroy failed while fencing");
                 }
                 self.specs().remove(&id);
+                self.supervisor.forget(&id);
             }
         }
     }
@@ -153,8 +159,16 @@ pub async fn run(
     if runtimes.is_empty() {
         return Err(AgentError::Config("the agent needs at least one runtime".into()));
     }
-    let agent =
-        Arc::new(Agent { node, config, runtimes, store, bus, sandboxes: Mutex::default(), lease: Mutex::default() });
+    let agent = Arc::new(Agent {
+        node,
+        config,
+        runtimes,
+        store,
+        bus,
+        supervisor: supervisor::Supervisor::default(),
+        sandboxes: Mutex::default(),
+        lease: Mutex::default(),
+    });
     adopt::recover(&agent).await?;
     // Serve before registering, so the node is ready when the coordinator first sees it.
     let rpc_task =

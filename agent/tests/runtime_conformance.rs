@@ -162,6 +162,7 @@ pub fn exec_spec(command: Command) -> ExecSpec {
         timeout_ms: 60_000,
         stdin: Vec::new(),
         max_output_bytes: 16 * 1024 * 1024,
+        side_channel: false,
     }
 }
 
@@ -173,6 +174,7 @@ pub fn argv(args: &[&str]) -> Command {
 pub struct Output {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    pub side: Vec<u8>,
     pub status: ExitStatus,
 }
 
@@ -188,12 +190,13 @@ impl Output {
 /// Runs an exec to completion, checking that `Exit` is the last event.
 pub async fn run(rt: &dyn Runtime, sb: &SandboxId, spec: ExecSpec) -> Result<Output, RuntimeError> {
     let mut handle = rt.exec(sb, ExecId::random(), spec).await?;
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let (mut stdout, mut stderr, mut side) = (Vec::new(), Vec::new(), Vec::new());
     let collect = async {
         while let Some(ev) = handle.events.recv().await {
             match ev {
                 ExecEvent::Stdout(d) => stdout.extend(d),
                 ExecEvent::Stderr(d) => stderr.extend(d),
+                ExecEvent::Side(d) => side.extend(d),
                 ExecEvent::Exit(status) => {
                     assert!(handle.events.recv().await.is_none(), "events after Exit");
                     return status;
@@ -203,7 +206,7 @@ pub async fn run(rt: &dyn Runtime, sb: &SandboxId, spec: ExecSpec) -> Result<Out
         panic!("event stream ended without Exit");
     };
     let status = tokio::time::timeout(Duration::from_secs(120), collect).await.expect("exec finished within 120 s");
-    Ok(Output { stdout, stderr, status })
+    Ok(Output { stdout, stderr, side, status })
 }
 
 pub async fn sh(rt: &dyn Runtime, sb: &SandboxId, script: &str) -> Output {
@@ -226,7 +229,9 @@ macro_rules! conformance {
             network_is_off_by_default, internet_access_turns_the_network_on, files_round_trip, large_files_round_trip,
             traversal_is_refused, pids_limit_stops_fork_bomb, memory_limit_kills_inside_only, host_is_invisible,
             sandboxes_are_isolated_from_each_other, pause_stops_and_resume_continues, destroy_leaves_nothing,
-            create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found);
+            create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found,
+            signal_exec_reaches_the_process_group, side_channel_is_apart_from_output,
+            background_processes_are_buffered_followed_and_signalled, sessions_keep_cd_and_export);
     };
     (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
         mod $name {
@@ -1046,5 +1051,104 @@ mod suite {
         assert!(not_found(h.rt.list_files(&id, "/workspace").await.map(|_| ())));
         assert!(not_found(h.rt.remove_file(&id, "/workspace/x", false).await));
         h.rt.destroy(&id).await.unwrap();
+    }
+
+    pub async fn signal_exec_reaches_the_process_group(h: &Harness) {
+        let sb = sandbox(h).await;
+        let script = "trap 'echo term; exit 5' TERM; echo up; while :; do sleep 0.05; done";
+        let mut handle = h.rt.exec(&sb, ExecId(11), shell(script)).await.unwrap();
+        assert_eq!(handle.events.recv().await, Some(ExecEvent::Stdout(b"up\n".to_vec())));
+        h.rt.signal_exec(&sb, ExecId(11), 15).await.expect("signal");
+        let mut last = None;
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), handle.events.recv()).await.unwrap() {
+            last = Some(ev);
+        }
+        assert!(matches!(last, Some(ExecEvent::Exit(st)) if st.exit_code == 5), "{last:?}");
+        let err = h.rt.signal_exec(&sb, ExecId(11), 15).await.expect_err("finished exec");
+        assert!(matches!(err, RuntimeError::ExecNotFound { .. }), "{err}");
+    }
+
+    pub async fn side_channel_is_apart_from_output(h: &Harness) {
+        let sb = sandbox(h).await;
+        let mut spec = shell("echo out; echo side >&3; echo err >&2; printf more >&3");
+        spec.side_channel = true;
+        let out = run(&*h.rt, &sb, spec).await.unwrap();
+        assert_eq!((out.out().as_str(), out.err().as_str()), ("out\n", "err\n"));
+        assert_eq!(out.side, b"side\nmore");
+        let out = sh(&*h.rt, &sb, "echo x >&3").await;
+        assert!(out.side.is_empty() && out.status.exit_code != 0, "no fd 3 without a side channel: {out:?}");
+    }
+
+    pub async fn background_processes_are_buffered_followed_and_signalled(h: &Harness) {
+        use corral_agent::supervisor::{ProcOutput, Processes};
+        let sb = sandbox(h).await;
+        let procs = Processes::default();
+        let script = "trap 'echo bye; exit 4' TERM; echo hello; echo warn >&2; while :; do sleep 0.05; done";
+        let mut spec = shell(script);
+        spec.timeout_ms = 200;
+        let pid = procs.start(&h.rt, &sb, spec).await.expect("start");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(procs.list(&sb)[0].exit.is_none(), "the exec timeout does not apply to processes");
+        let mut follow = procs.follow(&sb, pid, ExecId(1)).unwrap();
+        let mut seen = Vec::new();
+        while !seen.contains(&ProcOutput::Stdout(b"hello\n".to_vec())) || seen.len() < 2 {
+            seen.push(tokio::time::timeout(Duration::from_secs(10), follow.next()).await.unwrap().unwrap());
+        }
+        assert!(seen.contains(&ProcOutput::Stderr(b"warn\n".to_vec())), "{seen:?}");
+        procs.signal(&h.rt, &sb, pid, 15).await.expect("signal");
+        let exit = loop {
+            match tokio::time::timeout(Duration::from_secs(10), follow.next()).await.unwrap() {
+                Some(ProcOutput::Exit(st)) => break st,
+                Some(_) => {}
+                None => panic!("the follower ended without the exit"),
+            }
+        };
+        assert_eq!(exit.exit_code, 4);
+        assert!(follow.next().await.is_none(), "nothing after the exit");
+        assert_eq!(procs.list(&sb)[0].exit.map(|x| x.exit_code), Some(4));
+        let err = procs.signal(&h.rt, &sb, pid, 15).await.expect_err("exited");
+        assert!(matches!(err, RuntimeError::Conflict(_)), "{err}");
+        let mut late = procs.follow(&sb, pid, ExecId(2)).unwrap();
+        let mut text = Vec::new();
+        while let Some(out) = late.next().await {
+            if let ProcOutput::Stdout(d) = out {
+                text.extend(d);
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&text), "hello\nbye\n", "a late follower gets the buffer");
+        procs.kill(&h.rt, &sb, pid).await.expect("killing an exited process is a no-op");
+        assert!(matches!(procs.kill(&h.rt, &sb, 99).await, Err(RuntimeError::ProcessNotFound { .. })));
+    }
+
+    pub async fn sessions_keep_cd_and_export(h: &Harness) {
+        use corral_agent::supervisor::{SessionCommand, Sessions};
+        let s = h.spec();
+        h.rt.create(&s).await.unwrap();
+        let sessions = Sessions::default();
+        let a = sessions.open(&s, String::new(), BTreeMap::new()).unwrap();
+        let b = sessions.open(&s, "/tmp".into(), BTreeMap::new()).unwrap();
+        let exec = |id, command: &str| {
+            let cmd = SessionCommand { command: command.to_owned(), timeout_ms: 10_000, max_output_bytes: 1 << 20 };
+            let (sessions, rt, id) = (&sessions, h.rt.clone(), id);
+            async move {
+                let mut events = sessions.exec(&rt, id, ExecId::random(), cmd).await.expect("session exec");
+                let mut out = Vec::new();
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        ExecEvent::Stdout(d) => out.extend(d),
+                        ExecEvent::Exit(st) => return (String::from_utf8_lossy(&out).into_owned(), st.exit_code),
+                        _ => {}
+                    }
+                }
+                panic!("no exit");
+            }
+        };
+        assert_eq!(exec(&a, "mkdir -p /workspace/d && cd /workspace/d && export V=1").await.1, 0);
+        assert_eq!(exec(&a, "pwd; echo $V; cd /tmp; cd -").await.0, "/workspace/d\n1\n/workspace/d\n");
+        assert_eq!(exec(&b, "pwd; echo ${V:-none}").await.0, "/tmp\nnone\n");
+        assert_eq!(exec(&a, "unset HOME; exit 6").await.1, 6);
+        assert_eq!(exec(&a, "echo ${HOME:-unset}").await.0, "unset\n", "unsetting a default persists");
+        sessions.close(&a).unwrap();
+        assert!(matches!(sessions.close(&a), Err(RuntimeError::SessionNotFound(_))));
     }
 }

@@ -68,6 +68,7 @@ async fn run_true(rt: &BwrapRuntime, id: &SandboxId) -> anyhow::Result<()> {
         timeout_ms: 300_000,
         stdin: Vec::new(),
         max_output_bytes: 0,
+        side_channel: false,
     };
     let mut handle = rt.exec(id, ExecId::random(), exec).await?;
     while let Some(ev) = handle.events.recv().await {

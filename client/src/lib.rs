@@ -16,6 +16,7 @@ use corral_proto::v1 as pb;
 use corral_proto::v1::exec_client::ExecClient;
 use corral_proto::v1::files_client::FilesClient;
 use corral_proto::v1::sandboxes_client::SandboxesClient;
+use corral_proto::v1::sessions_client::SessionsClient;
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 
@@ -52,6 +53,7 @@ pub struct Client {
     pub sandboxes: SandboxesClient<Channel>,
     pub exec: ExecClient<Channel>,
     pub files: FilesClient<Channel>,
+    pub sessions: SessionsClient<Channel>,
 }
 
 impl Client {
@@ -70,6 +72,7 @@ impl Client {
         Self {
             sandboxes: SandboxesClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             exec: ExecClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+            sessions: SessionsClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             files: FilesClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
@@ -111,6 +114,13 @@ impl Client {
         resp.sandbox.ok_or(ClientError::Missing("sandbox"))
     }
 
+    /// Resets a live sandbox's lifetime to `timeout_seconds` from now.
+    pub async fn set_timeout(&self, id: &str, timeout_seconds: i64) -> Result<pb::Sandbox> {
+        let req = pb::SetSandboxTimeoutRequest { id: id.to_owned(), timeout_seconds };
+        let resp = self.sandboxes.clone().set_timeout(req).await?.into_inner();
+        resp.sandbox.ok_or(ClientError::Missing("sandbox"))
+    }
+
     pub async fn run(&self, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
         Ok(self.exec.clone().run(req).await?.into_inner())
     }
@@ -134,6 +144,69 @@ impl Client {
     ) -> Result<impl Stream<Item = Result<pb::exec_event::Event>> + use<>> {
         let stream = self.exec.clone().run_stream(req).await?.into_inner();
         Ok(stream.map(|item| item.map_err(ClientError::from)?.event.ok_or(ClientError::Missing("event"))))
+    }
+
+    /// Starts a background process; returns its pid (unique within the sandbox).
+    pub async fn start_process(&self, req: pb::StartProcessRequest) -> Result<u32> {
+        Ok(self.exec.clone().start_process(req).await?.into_inner().pid)
+    }
+
+    /// Starts a shell command line as a background process.
+    pub async fn start_process_shell(&self, sandbox_id: &str, shell: &str) -> Result<u32> {
+        let req = pb::StartProcessRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            shell: shell.to_owned(),
+            ..Default::default()
+        };
+        self.start_process(req).await
+    }
+
+    pub async fn list_processes(&self, sandbox_id: &str) -> Result<Vec<pb::ProcessInfo>> {
+        let req = pb::ListProcessesRequest { sandbox_id: sandbox_id.to_owned() };
+        Ok(self.exec.clone().list_processes(req).await?.into_inner().processes)
+    }
+
+    pub async fn send_signal(&self, sandbox_id: &str, pid: u32, signal: i32) -> Result<()> {
+        let req = pb::SendSignalRequest { sandbox_id: sandbox_id.to_owned(), pid, signal };
+        self.exec.clone().send_signal(req).await?;
+        Ok(())
+    }
+
+    pub async fn kill_process(&self, sandbox_id: &str, pid: u32) -> Result<()> {
+        let req = pb::KillProcessRequest { sandbox_id: sandbox_id.to_owned(), pid };
+        self.exec.clone().kill_process(req).await?;
+        Ok(())
+    }
+
+    /// A background process's buffered output, then its live output, then its exit event.
+    pub async fn follow_output(
+        &self,
+        sandbox_id: &str,
+        pid: u32,
+    ) -> Result<impl Stream<Item = Result<pb::exec_event::Event>> + use<>> {
+        let req = pb::FollowOutputRequest { sandbox_id: sandbox_id.to_owned(), pid };
+        let stream = self.exec.clone().follow_output(req).await?.into_inner();
+        Ok(stream.map(|item| item.map_err(ClientError::from)?.event.ok_or(ClientError::Missing("event"))))
+    }
+
+    /// Opens a shell session whose `cd` and `export` persist; returns its id.
+    pub async fn open_session(&self, req: pb::OpenSessionRequest) -> Result<String> {
+        Ok(self.sessions.clone().open(req).await?.into_inner().session_id)
+    }
+
+    /// Runs a command line in a session with the default timeout.
+    pub async fn session_exec(&self, session_id: &str, command: &str) -> Result<pb::ExecResponse> {
+        let req = pb::SessionExecRequest {
+            session_id: session_id.to_owned(),
+            command: command.to_owned(),
+            timeout_seconds: 0.0,
+        };
+        Ok(self.sessions.clone().exec(req).await?.into_inner())
+    }
+
+    pub async fn close_session(&self, session_id: &str) -> Result<()> {
+        self.sessions.clone().close(pb::CloseSessionRequest { session_id: session_id.to_owned() }).await?;
+        Ok(())
     }
 
     pub async fn read_file(&self, sandbox_id: &str, path: &str) -> Result<Vec<u8>> {

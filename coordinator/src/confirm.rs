@@ -19,8 +19,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_core::ids::SandboxId;
+use corral_core::ids::{NodeId, SandboxId, TenantId};
+use corral_core::model::SandboxRecord;
+use corral_core::protocol::WorkReply;
+use corral_core::state::SandboxState;
+use corral_core::time::now_ms;
 use tokio::sync::watch;
+
+use crate::error::{ApiError, ApiResult};
+use crate::records::Versioned;
+use crate::service::Core;
 
 /// Longest a reader waits for a write in flight; past it, the reader goes on with what the store
 /// has (the write is retried by the reconciler's path anyway).
@@ -74,6 +82,52 @@ impl InFlight {
 async fn wait(mut rx: watch::Receiver<()>) {
     // Nothing is ever sent: `changed` returns once the sender is dropped.
     let _ = tokio::time::timeout(MAX_WAIT, rx.changed()).await;
+}
+
+impl Core {
+    /// The agent reported the sandbox running: returns the RUNNING record at once and makes it
+    /// durable in the background (see [`crate::confirm`] for why readers cannot tell).
+    pub(crate) fn confirm_running(self: &Arc<Self>, reply: WorkReply, known: Versioned) -> SandboxRecord {
+        let mut running = known.record.clone();
+        running.state = SandboxState::Running;
+        running.started_at_ms = now_ms();
+        let started_at_ms = running.started_at_ms;
+        let writing = self.in_flight.begin(&running.spec.id);
+        self.view.mark_running(&running.spec.id);
+        let core = self.clone();
+        // Bounded by the create timeout; readers wait for `writing` to drop.
+        corral_core::task::spawn_detached("coordinator.confirm_running", async move {
+            let write = core.apply_reply(reply, Some(known), started_at_ms);
+            match tokio::time::timeout(core.config.create_timeout(), write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not record a started sandbox; the reconciler re-publishes its create")
+                }
+                Err(_) => {
+                    tracing::warn!("recording a started sandbox timed out; the reconciler re-publishes its create")
+                }
+            }
+            drop(writing);
+        });
+        running
+    }
+
+    /// Waits (up to the create timeout) for a SCHEDULED sandbox to become RUNNING in the view.
+    pub(crate) async fn await_running(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<NodeId> {
+        let deadline = tokio::time::Instant::now() + self.config.create_timeout();
+        loop {
+            match self.view.sandbox(id) {
+                Some(p) if p.state == SandboxState::Running => return Ok(p.node),
+                Some(p) if p.state == SandboxState::Scheduled && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                _ => {
+                    let state = self.get(tenant, id).await?.state;
+                    return Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING")));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -121,8 +121,8 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a command and returns its output stream. Subscribes (without a round trip) before
-    /// asking the agent to start, so no frame can be missed.
+    /// Starts a command and returns its output stream; the agent must finish it within its
+    /// timeout plus `grace`.
     pub async fn exec(
         &self,
         node: &NodeId,
@@ -130,16 +130,42 @@ impl Dispatcher {
         spec: ExecSpec,
         grace: Duration,
     ) -> ApiResult<ExecStream> {
-        let exec = ExecId::random();
-        let deadline = Duration::from_millis(spec.timeout_ms) + grace;
-        let frames = self.bus.subscribe_before_request(&OutputSubject { sandbox, exec }.to_string()).await?;
-        match self.rpc(node, &RpcRequest::Exec { sandbox: sandbox.clone(), exec, spec }).await? {
-            RpcReply::ExecStarted => {}
-            other => return Err(ApiError::Internal(format!("unexpected agent reply to exec: {other:?}"))),
-        }
-        let deadline = tokio::time::Instant::now() + deadline;
-        Ok(ExecStream { exec, frames, next_seq: 0, done: false, deadline })
+        let patience = Patience::Total(Duration::from_millis(spec.timeout_ms) + grace);
+        let sb = sandbox.clone();
+        self.open_stream(node, sandbox, move |exec| RpcRequest::Exec { sandbox: sb, exec, spec }, patience).await
     }
+
+    /// Sends the request `make(exec)` that starts an output stream on `corral.out.{sandbox}.{exec}`.
+    /// Subscribes (without a round trip) before asking the agent, so no frame can be missed.
+    pub async fn open_stream(
+        &self,
+        node: &NodeId,
+        sandbox: &SandboxId,
+        make: impl FnOnce(ExecId) -> RpcRequest,
+        patience: Patience,
+    ) -> ApiResult<ExecStream> {
+        let exec = ExecId::random();
+        let frames = self.bus.subscribe_before_request(&OutputSubject { sandbox, exec }.to_string()).await?;
+        match self.rpc(node, &make(exec)).await? {
+            RpcReply::ExecStarted => {}
+            other => return Err(ApiError::Internal(format!("unexpected agent reply to a stream request: {other:?}"))),
+        }
+        let (deadline, idle) = match patience {
+            Patience::Total(d) => (tokio::time::Instant::now() + d, None),
+            Patience::Idle(d) => (tokio::time::Instant::now() + d, Some(d)),
+        };
+        Ok(ExecStream { exec, frames, next_seq: 0, done: false, deadline, idle })
+    }
+}
+
+/// How long an output stream waits for the agent.
+#[derive(Debug, Clone, Copy)]
+pub enum Patience {
+    /// The whole stream must end within this (a command with a timeout).
+    Total(Duration),
+    /// Each frame must come within this of the previous one (a followed process, whose agent
+    /// sends `Alive` frames while it is quiet).
+    Idle(Duration),
 }
 
 /// One piece of an exec's output.
@@ -147,6 +173,8 @@ impl Dispatcher {
 pub enum ExecOutput {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// Followed processes only: this many bytes of output were dropped here.
+    Dropped(u64),
     Exit(ExitStatus),
 }
 
@@ -157,38 +185,48 @@ pub struct ExecStream {
     next_seq: u64,
     done: bool,
     deadline: tokio::time::Instant,
+    idle: Option<Duration>,
 }
 
 impl ExecStream {
     /// The next output, `None` after the exit. A gap in sequence numbers or a silent agent is an
     /// error, never a silently shortened output.
     pub async fn next(&mut self) -> Option<ApiResult<ExecOutput>> {
-        if self.done {
-            return None;
-        }
-        let raw = match tokio::time::timeout_at(self.deadline, self.frames.next()).await {
-            Ok(Some(raw)) => raw,
-            Ok(None) => return self.fail(ApiError::Internal("output stream closed before the exit".into())),
-            Err(_) => return self.fail(ApiError::Timeout("the agent stopped sending output for this command".into())),
-        };
-        let frame: OutputFrame = match protocol::decode(&raw) {
-            Ok(f) => f,
-            Err(e) => return self.fail(e.into()),
-        };
-        if frame.seq() != self.next_seq {
-            let msg = format!("output frames lost: expected #{}, got #{}", self.next_seq, frame.seq());
-            return self.fail(ApiError::Internal(msg));
-        }
-        self.next_seq += 1;
-        Some(Ok(match frame {
-            OutputFrame::Stdout { data, .. } => ExecOutput::Stdout(data),
-            OutputFrame::Stderr { data, .. } => ExecOutput::Stderr(data),
-            OutputFrame::Exit { status, .. } => {
-                self.done = true;
-                ExecOutput::Exit(status)
+        loop {
+            if self.done {
+                return None;
             }
-            OutputFrame::Failed { error, .. } => return self.fail(ApiError::Agent(error)),
-        }))
+            let raw = match tokio::time::timeout_at(self.deadline, self.frames.next()).await {
+                Ok(Some(raw)) => raw,
+                Ok(None) => return self.fail(ApiError::Internal("output stream closed before the exit".into())),
+                Err(_) => {
+                    return self.fail(ApiError::Timeout("the agent stopped sending output for this command".into()));
+                }
+            };
+            let frame: OutputFrame = match protocol::decode(&raw) {
+                Ok(f) => f,
+                Err(e) => return self.fail(e.into()),
+            };
+            if frame.seq() != self.next_seq {
+                let msg = format!("output frames lost: expected #{}, got #{}", self.next_seq, frame.seq());
+                return self.fail(ApiError::Internal(msg));
+            }
+            self.next_seq += 1;
+            if let Some(idle) = self.idle {
+                self.deadline = tokio::time::Instant::now() + idle;
+            }
+            return Some(Ok(match frame {
+                OutputFrame::Stdout { data, .. } => ExecOutput::Stdout(data),
+                OutputFrame::Stderr { data, .. } => ExecOutput::Stderr(data),
+                OutputFrame::Dropped { bytes, .. } => ExecOutput::Dropped(bytes),
+                OutputFrame::Alive { .. } => continue,
+                OutputFrame::Exit { status, .. } => {
+                    self.done = true;
+                    ExecOutput::Exit(status)
+                }
+                OutputFrame::Failed { error, .. } => return self.fail(ApiError::Agent(error)),
+            }));
+        }
     }
 
     /// True once the exit (or an error) was returned.

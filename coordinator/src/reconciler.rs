@@ -3,12 +3,13 @@
 //! (after one create timeout) and then fail (after two), and agent replies nobody waited for are
 //! applied.
 //!
-//! Every write is a CAS through `records::transition`, so several coordinators running this
+//! Every write is a CAS through `records::update`, so several coordinators running this
 //! loop at once cannot corrupt a record (leader election arrives with the scheduler issue).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_core::model::SandboxRecord;
 use corral_core::protocol::{Work, WorkReply};
 use corral_core::state::SandboxState;
 use corral_core::time::now_ms;
@@ -43,8 +44,12 @@ async fn sweep(core: &Core) {
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not mark sandbox lost"),
         }
     }
-    for (tenant, id) in core.view.expired(now_ms()) {
-        match core.end(&tenant, &id, SandboxState::Expired, "its timeout was reached").await {
+    let now = now_ms();
+    for (tenant, id) in core.view.expired(now) {
+        // The record decides: a SetTimeout the view has not seen yet keeps the sandbox alive.
+        let due = |r: &SandboxRecord| r.expires_at_ms > 0 && r.expires_at_ms <= now;
+        match core.end_if(&tenant, &id, SandboxState::Expired, "its timeout was reached", due).await {
+            Ok(r) if r.state != SandboxState::Expired => tracing::debug!(sandbox_id = %id, "expiry postponed"),
             Ok(_) => tracing::info!(sandbox_id = %id, "sandbox expired"),
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not expire sandbox"),
         }

@@ -68,6 +68,41 @@ pub async fn transition(
     to: SandboxState,
     edit: impl Fn(&mut SandboxRecord),
 ) -> ApiResult<Option<Versioned>> {
+    update(store, tenant, id, known, |record| apply_transition(record, to, &edit)).await
+}
+
+/// Applies a checked state change to `record` (with its timestamps and `edit`); `Ok(false)` when
+/// the sandbox is already terminal.
+pub fn apply_transition(
+    record: &mut SandboxRecord,
+    to: SandboxState,
+    edit: &impl Fn(&mut SandboxRecord),
+) -> ApiResult<bool> {
+    if record.state.is_terminal() {
+        return Ok(false);
+    }
+    record.state = record.state.check_transition(to)?;
+    if to == SandboxState::Running && record.started_at_ms == 0 {
+        record.started_at_ms = now_ms();
+    }
+    if to.is_terminal() {
+        record.ended_at_ms = now_ms();
+    }
+    edit(record);
+    Ok(true)
+}
+
+/// The one compare-and-swap loop every record update goes through. `change` edits a fresh copy of
+/// the record (state changes only through [`apply_transition`]) and returns whether to write it;
+/// `Ok(None)` when it declined. A record that became terminal frees its name in the same
+/// transaction.
+pub async fn update(
+    store: &Arc<dyn StateStore>,
+    tenant: &TenantId,
+    id: &SandboxId,
+    known: Option<Versioned>,
+    change: impl Fn(&mut SandboxRecord) -> ApiResult<bool>,
+) -> ApiResult<Option<Versioned>> {
     let key = SandboxKey { tenant, id }.to_string();
     let mut known = known;
     for _ in 0..CAS_ATTEMPTS {
@@ -75,19 +110,13 @@ pub async fn transition(
             Some(v) => v,
             None => get(store.as_ref(), tenant, id).await?,
         };
-        if record.state.is_terminal() {
+        let was_terminal = record.state.is_terminal();
+        if !change(&mut record)? {
             return Ok(None);
         }
-        record.state = record.state.check_transition(to)?;
-        if to == SandboxState::Running && record.started_at_ms == 0 {
-            record.started_at_ms = now_ms();
-        }
-        if to.is_terminal() {
-            record.ended_at_ms = now_ms();
-        }
-        edit(&mut record);
         let mut txn = Txn::new().when(&key, revision).put(&key, store::encode(&record));
-        if to.is_terminal()
+        if !was_terminal
+            && record.state.is_terminal()
             && let Some(name) = &record.spec.name
         {
             txn = txn.delete(NameKey { tenant, name });

@@ -132,33 +132,6 @@ impl Core {
         }
     }
 
-    /// The agent reported the sandbox running: returns the RUNNING record at once and makes it
-    /// durable in the background (see [`crate::confirm`] for why readers cannot tell).
-    fn confirm_running(self: &Arc<Self>, reply: WorkReply, known: Versioned) -> SandboxRecord {
-        let mut running = known.record.clone();
-        running.state = SandboxState::Running;
-        running.started_at_ms = now_ms();
-        let started_at_ms = running.started_at_ms;
-        let writing = self.in_flight.begin(&running.spec.id);
-        self.view.mark_running(&running.spec.id);
-        let core = self.clone();
-        // Bounded by the create timeout; readers wait for `writing` to drop.
-        corral_core::task::spawn_detached("coordinator.confirm_running", async move {
-            let write = core.apply_reply(reply, Some(known), started_at_ms);
-            match tokio::time::timeout(core.config.create_timeout(), write).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not record a started sandbox; the reconciler re-publishes its create")
-                }
-                Err(_) => {
-                    tracing::warn!("recording a started sandbox timed out; the reconciler re-publishes its create")
-                }
-            }
-            drop(writing);
-        });
-        running
-    }
-
     /// Marks a sandbox FAILED and asks its agent to clean up; errors are logged (the agent's
     /// garbage collection reaps what is left).
     async fn fail(&self, tenant: &TenantId, id: &SandboxId, why: &str) {
@@ -273,13 +246,32 @@ impl Core {
         to: SandboxState,
         reason: &str,
     ) -> ApiResult<SandboxRecord> {
+        self.end_if(tenant, id, to, reason, |_| true).await
+    }
+
+    /// [`Self::end`] only while `still` holds for the current record (checked again on every CAS
+    /// attempt, so e.g. a concurrent SetTimeout wins over an expiry decided on older data).
+    pub async fn end_if(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        to: SandboxState,
+        reason: &str,
+        still: impl Fn(&SandboxRecord) -> bool,
+    ) -> ApiResult<SandboxRecord> {
         self.in_flight.settled(id).await;
-        let updated = records::transition(&self.store, tenant, id, self.known(tenant, id), to, |r| {
-            r.termination_reason = reason.to_owned();
+        let edit = |r: &mut SandboxRecord| r.termination_reason = reason.to_owned();
+        let updated = records::update(&self.store, tenant, id, self.known(tenant, id), |r| {
+            if !still(r) {
+                return Ok(false);
+            }
+            records::apply_transition(r, to, &edit)
         })
         .await?;
         let Some(v) = updated else {
-            return self.get(tenant, id).await;
+            let current = records::get(self.store.as_ref(), tenant, id).await?;
+            self.view.apply_record(&current.record, current.revision);
+            return Ok(current.record);
         };
         self.view.apply_record(&v.record, v.revision);
         if to != SandboxState::Lost
@@ -289,6 +281,29 @@ impl Core {
             let work = |reply_to| Work::Destroy { sandbox: id.clone(), reply_to };
             self.dispatch.send_work_detached(node, work, &format!("{id}.destroy"));
         }
+        Ok(v.record)
+    }
+
+    /// Resets a live sandbox's lifetime: it now expires `timeout_seconds` from now.
+    pub async fn set_timeout(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        timeout_seconds: u64,
+    ) -> ApiResult<SandboxRecord> {
+        self.in_flight.settled(id).await;
+        let updated = records::update(&self.store, tenant, id, self.known(tenant, id), |r| {
+            if r.state.is_terminal() {
+                let why = format!("sandbox {id} is {}; only a live sandbox has a timeout to set", r.state);
+                return Err(ApiError::FailedPrecondition(why));
+            }
+            r.spec.timeout_seconds = timeout_seconds;
+            r.expires_at_ms = now_ms() + (timeout_seconds as i64).saturating_mul(1000);
+            Ok(true)
+        })
+        .await?;
+        let v = updated.ok_or_else(|| ApiError::Internal(format!("sandbox {id}: timeout update declined")))?;
+        self.view.apply_record(&v.record, v.revision);
         Ok(v.record)
     }
 
@@ -355,25 +370,6 @@ impl Core {
         match (record.state, record.node) {
             (SandboxState::Running, Some(node)) => Ok(node),
             (state, _) => Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING"))),
-        }
-    }
-}
-
-impl Core {
-    /// Waits (up to the create timeout) for a SCHEDULED sandbox to become RUNNING in the view.
-    async fn await_running(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<NodeId> {
-        let deadline = tokio::time::Instant::now() + self.config.create_timeout();
-        loop {
-            match self.view.sandbox(id) {
-                Some(p) if p.state == SandboxState::Running => return Ok(p.node),
-                Some(p) if p.state == SandboxState::Scheduled && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                }
-                _ => {
-                    let state = self.get(tenant, id).await?.state;
-                    return Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING")));
-                }
-            }
         }
     }
 }

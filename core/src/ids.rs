@@ -131,9 +131,62 @@ impl fmt::Display for ExecId {
     }
 }
 
+/// A shell session of a sandbox: `ss-`, the sandbox's 32 hex digits, `-`, 16 random hex digits.
+/// The sandbox part routes requests to the node; the random part makes it unguessable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId {
+    sandbox: SandboxId,
+    token: u64,
+}
+
+impl SessionId {
+    pub const PREFIX: &'static str = "ss-";
+
+    pub fn random(sandbox: &SandboxId) -> Self {
+        Self { sandbox: sandbox.clone(), token: rand::random() }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        let err = |why| InvalidId { kind: "session id", value: s.chars().take(80).collect(), why };
+        let shape = "must be \"ss-\", 32 lowercase hex digits, '-' and 16 lowercase hex digits";
+        let rest = s.strip_prefix(Self::PREFIX).ok_or_else(|| err("must start with \"ss-\""))?;
+        let (sb, token) = rest.split_once('-').ok_or_else(|| err(shape))?;
+        let lower_hex = |t: &str| t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if token.len() != 16 || !lower_hex(token) {
+            return Err(err(shape));
+        }
+        let sandbox = SandboxId::parse(&format!("{}{sb}", SandboxId::PREFIX)).map_err(|_| err(shape))?;
+        let token = u64::from_str_radix(token, 16).map_err(|_| err(shape))?;
+        Ok(Self { sandbox, token })
+    }
+
+    /// The sandbox the session belongs to.
+    pub fn sandbox(&self) -> &SandboxId {
+        &self.sandbox
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = self.sandbox.as_str().strip_prefix(SandboxId::PREFIX).unwrap_or(self.sandbox.as_str());
+        write!(f, "{}{hex}-{:016x}", Self::PREFIX, self.token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_round_trip_and_name_their_sandbox() {
+        let sb = SandboxId::random();
+        let id = SessionId::random(&sb);
+        let back = SessionId::parse(&id.to_string()).unwrap();
+        assert_eq!((&back, back.sandbox()), (&id, &sb));
+        assert!(SessionId::parse("ss-1234").is_err());
+        assert!(SessionId::parse(&format!("ss-{}-{}", "a".repeat(32), "G".repeat(16))).is_err());
+        assert!(SessionId::parse(sb.as_str()).is_err());
+    }
 
     #[test]
     fn sandbox_ids_round_trip_and_reject_garbage() {

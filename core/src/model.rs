@@ -116,6 +116,10 @@ pub struct ExecSpec {
     pub stdin: Vec<u8>,
     /// Output beyond this many bytes per stream is dropped and the exit marked truncated.
     pub max_output_bytes: u64,
+    /// Give the command a side channel (its fd 3), reported apart from its output; sessions use
+    /// it to carry the shell's state back.
+    #[serde(default)]
+    pub side_channel: bool,
 }
 
 /// How an exec ended.
@@ -131,6 +135,20 @@ pub struct ExitStatus {
     /// The sandbox hit its memory limit while the command ran.
     #[serde(default)]
     pub oom_killed: bool,
+}
+
+/// A background process of a sandbox, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Unique within the sandbox for its whole life (numbers are never reused).
+    pub pid: u32,
+    /// The command line, for display (argv joined with spaces, or the shell string).
+    pub command: String,
+    /// `None` while the process runs.
+    pub exit: Option<ExitStatus>,
+    pub started_at_ms: i64,
+    /// 0 while running.
+    pub ended_at_ms: i64,
 }
 
 /// One directory entry returned by the files API.

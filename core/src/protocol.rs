@@ -3,13 +3,16 @@
 //! - [`Work`] travels on a node's JetStream work queue; the agent answers with a [`WorkReply`]
 //!   published on the `reply_to` subject named in the work item.
 //! - [`RpcRequest`] / [`RpcReply`] travel as core NATS request/reply on `corral.rpc.{node}`.
-//! - [`OutputFrame`]s of one exec are published on `corral.out.{sandbox}.{exec}`, numbered from 0,
-//!   ending with exactly one `Exit` (or `Failed`) frame.
+//! - [`OutputFrame`]s of one exec (or one follower of a background process) are published on
+//!   `corral.out.{sandbox}.{exec}`, numbered from 0, ending with exactly one `Exit` (or `Failed`)
+//!   frame.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::ids::{ExecId, NodeId, SandboxId};
-use crate::model::{ExecSpec, ExitStatus, FileEntry, SandboxSpec};
+use crate::ids::{ExecId, NodeId, SandboxId, SessionId};
+use crate::model::{ExecSpec, ExitStatus, FileEntry, ProcessInfo, SandboxSpec};
 
 /// Largest data chunk carried in one message (file transfer, output).
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -94,6 +97,56 @@ pub enum RpcRequest {
     Resume {
         sandbox: SandboxId,
     },
+    /// Start a background process (no timeout, output kept in a bounded buffer). Replied with
+    /// `ProcessStarted`.
+    StartProcess {
+        sandbox: SandboxId,
+        spec: ExecSpec,
+    },
+    /// Replied with `Processes`.
+    ListProcesses {
+        sandbox: SandboxId,
+    },
+    SignalProcess {
+        sandbox: SandboxId,
+        pid: u32,
+        signal: i32,
+    },
+    /// SIGKILL a background process's whole tree (a no-op once it exited).
+    KillProcess {
+        sandbox: SandboxId,
+        pid: u32,
+    },
+    /// Stream a background process's buffered output, then its live output and its exit, to
+    /// `corral.out.{sandbox}.{follow}` (the caller subscribes first). Replied with `ExecStarted`.
+    FollowProcess {
+        sandbox: SandboxId,
+        pid: u32,
+        follow: ExecId,
+    },
+    /// Stop a `FollowProcess` stream whose reader went away.
+    Unfollow {
+        sandbox: SandboxId,
+        follow: ExecId,
+    },
+    /// Open a shell session (`cwd` empty = the sandbox's workdir). Replied with `SessionOpened`.
+    OpenSession {
+        sandbox: SandboxId,
+        cwd: String,
+        env: BTreeMap<String, String>,
+    },
+    /// Run a shell command line in a session; its output goes to `corral.out.{sandbox}.{exec}`
+    /// like `Exec`. Replied with `ExecStarted`.
+    SessionExec {
+        session: SessionId,
+        exec: ExecId,
+        command: String,
+        timeout_ms: u64,
+        max_output_bytes: u64,
+    },
+    CloseSession {
+        session: SessionId,
+    },
     /// Liveness and identity check.
     Ping,
 }
@@ -113,6 +166,13 @@ pub enum RpcReply {
         size: u64,
     },
     Entries(Vec<FileEntry>),
+    ProcessStarted {
+        pid: u32,
+    },
+    Processes(Vec<ProcessInfo>),
+    SessionOpened {
+        session: SessionId,
+    },
     Pong {
         node: NodeId,
     },
@@ -141,14 +201,28 @@ pub enum OutputFrame {
         seq: u64,
         error: AgentError,
     },
+    /// Followed processes only: this many bytes of earlier output were dropped from the
+    /// process's buffer before the follower got them.
+    Dropped {
+        seq: u64,
+        bytes: u64,
+    },
+    /// Followed processes only: sent while the process is quiet, so readers can tell a silent
+    /// process from a dead agent.
+    Alive {
+        seq: u64,
+    },
 }
 
 impl OutputFrame {
     pub fn seq(&self) -> u64 {
         match self {
-            Self::Stdout { seq, .. } | Self::Stderr { seq, .. } | Self::Exit { seq, .. } | Self::Failed { seq, .. } => {
-                *seq
-            }
+            Self::Stdout { seq, .. }
+            | Self::Stderr { seq, .. }
+            | Self::Exit { seq, .. }
+            | Self::Failed { seq, .. }
+            | Self::Dropped { seq, .. }
+            | Self::Alive { seq } => *seq,
         }
     }
 }
@@ -194,6 +268,7 @@ mod tests {
                 timeout_ms: 1000,
                 stdin: b"in".to_vec(),
                 max_output_bytes: 10,
+                side_channel: false,
             },
         };
         let back: RpcRequest = decode(&encode(&req)).unwrap();

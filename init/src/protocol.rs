@@ -5,7 +5,8 @@
 //! Exchange: the init sends [`Event::Ready`] once it runs. For each [`Request::Spawn`] it answers
 //! exactly one of `Started` or `SpawnFailed`; after `Started` come any number of `Stdout`/`Stderr`
 //! chunks (in the order the process wrote them, per stream) and then exactly one `Exited`, which is
-//! the last event for that id. [`Request::Kill`] for an unknown or finished id is ignored.
+//! the last event for that id (a process with a side channel also gets `Side` chunks before it).
+//! [`Request::Kill`] and [`Request::Signal`] for an unknown or finished id are ignored.
 //! Each [`Request::File`] is answered by exactly one [`Event::File`] with the same id.
 //!
 //! Resync (for an agent that attaches to a running init mid-stream, e.g. after a restart, when a
@@ -33,6 +34,11 @@ pub enum Request {
     /// SIGKILL the exec's whole process tree (its process group and session).
     Kill {
         id: u64,
+    },
+    /// Send `signal` to the exec's process group (ignored for an unknown or finished id).
+    Signal {
+        id: u64,
+        signal: i32,
     },
     /// A file operation inside the sandbox (Docker), paths as for the runtime's files API.
     File {
@@ -114,7 +120,13 @@ pub struct SpawnRequest {
     pub timeout_ms: u64,
     /// Per stream; output beyond it is read and discarded and the exit marked `truncated`.
     pub max_output_bytes: u64,
+    /// Give the process a side channel: its fd 3 is a pipe whose bytes (at most
+    /// [`MAX_SIDE_BYTES`]) come back as [`Event::Side`], apart from its stdout and stderr.
+    pub side_channel: bool,
 }
+
+/// Most bytes of a side channel reported; the rest is read and discarded.
+pub const MAX_SIDE_BYTES: u64 = 1024 * 1024;
 
 /// Why a spawn failed; the agent maps it to an exit code (127, 126) or an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +163,12 @@ pub enum Event {
         data: Vec<u8>,
     },
     Stderr {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Bytes the process wrote to its side channel (see [`SpawnRequest::side_channel`]).
+    Side {
         id: u64,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -269,6 +287,7 @@ mod tests {
             stdin: b"input".to_vec(),
             timeout_ms: 1000,
             max_output_bytes: 10,
+            side_channel: true,
         });
         let mut bytes = encode(&spawn).unwrap();
         bytes.extend(encode(&Request::Kill { id: 7 }).unwrap());

@@ -12,6 +12,9 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+mod procs;
+pub use procs::{background_processes, process_and_session_errors, sessions};
+
 /// Connects and waits until the server can place a sandbox (agents registered).
 pub async fn ready_client(endpoint: &str) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -162,6 +165,7 @@ pub async fn exec(c: &Client) -> anyhow::Result<()> {
             Event::Stdout(d) => so.extend(d),
             Event::Stderr(d) => se.extend(d),
             Event::Exit(x) => exit = Some(x),
+            Event::DroppedBytes(n) => bail!("RunStream never drops output, got dropped_bytes={n}"),
         }
     }
     ensure!(so == b"out1\nout2\nout3\nout4\nout5\n" && se == b"err1\nerr2\nerr3\nerr4\nerr5\n", "stream order");
@@ -293,6 +297,25 @@ pub async fn ttl_expiry(c: &Client) -> anyhow::Result<()> {
     let s = wait_state(c, &s.id, pb::SandboxState::Expired, Duration::from_secs(10)).await?;
     ensure!(s.ended_at_ms > 0 && s.termination_reason.contains("timeout"), "{s:?}");
     expect_err(c.run_argv(&s.id, &["true"]).await, Code::FailedPrecondition, "EXPIRED")?;
+    Ok(())
+}
+
+/// SetTimeout extends a sandbox's lifetime past its original one, then a short one expires it;
+/// bad values and ended sandboxes are refused.
+pub async fn set_timeout(c: &Client) -> anyhow::Result<()> {
+    let s = c.create(pb::CreateSandboxRequest { timeout_seconds: 2, ..Default::default() }).await?;
+    let extended = c.set_timeout(&s.id, 600).await?;
+    ensure!(extended.timeout_seconds == 600 && extended.expires_at_ms >= s.expires_at_ms + 590_000, "{extended:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(state(&c.get(&s.id).await?) == pb::SandboxState::Running, "the extension must outlive the first timeout");
+    expect_err(c.set_timeout(&s.id, 0).await, Code::InvalidArgument, "timeout_seconds")?;
+    expect_err(c.set_timeout(&s.id, 10_000_000).await, Code::InvalidArgument, "timeout_seconds")?;
+    let missing = format!("sb-{:032x}", 7);
+    expect_err(c.set_timeout(&missing, 60).await, Code::NotFound, "not found")?;
+    c.set_timeout(&s.id, 1).await?;
+    let s = wait_state(c, &s.id, pb::SandboxState::Expired, Duration::from_secs(10)).await?;
+    ensure!(s.termination_reason.contains("timeout"), "{s:?}");
+    expect_err(c.set_timeout(&s.id, 60).await, Code::FailedPrecondition, "EXPIRED")?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ fn corral(args: &[&str]) -> anyhow::Result<std::process::Output> {
 fn help_lists_the_commands() -> anyhow::Result<()> {
     let out = corral(&["--help"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["dev", "coordinator", "agent", "sandbox", "exec", "run", "files", "demo"] {
+    for cmd in ["dev", "coordinator", "agent", "sandbox", "exec", "run", "files", "process", "demo"] {
         ensure!(text.contains(cmd), "--help does not mention {cmd}: {text}");
     }
     ensure!(out.status.success());
@@ -80,6 +80,42 @@ async fn run_and_exec_exit_with_the_command_status() -> anyhow::Result<()> {
         listed.sandboxes.iter().all(|x| x.id == s.id || state(x) != corral_client::v1::SandboxState::Running),
         "run left a sandbox running"
     );
+    Ok(())
+}
+
+/// `corral process start|list|signal|logs` and `corral sandbox set-timeout` against corral dev.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_commands_and_set_timeout() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let client = ready_client(&server.endpoint).await?;
+    let s = client.create(Default::default()).await?;
+    let cli = |args: Vec<String>| {
+        let mut full = vec!["--endpoint".to_owned(), server.endpoint.clone()];
+        full.extend(args);
+        tokio::task::spawn_blocking(move || corral(&full.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let words = |w: &[&str]| w.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let script = "trap 'echo stopping; exit 4' TERM; echo started; while :; do sleep 0.05; done";
+    let start = cli(words(&["process", "start", &s.id, "--shell", "--", script])).await??;
+    ensure!(start.status.success(), "{start:?}");
+    let pid = String::from_utf8_lossy(&start.stdout).trim().to_owned();
+    ensure!(pid == "1", "first pid: {pid:?}");
+    let list = cli(words(&["process", "list", &s.id])).await??;
+    let text = String::from_utf8_lossy(&list.stdout);
+    ensure!(text.contains("running") && text.contains("trap"), "{text}");
+    // Let the trap be installed before the signal arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sig = cli(words(&["process", "signal", &s.id, &pid, "TERM"])).await??;
+    ensure!(sig.status.success(), "{sig:?}");
+    let logs = cli(words(&["process", "logs", &s.id, &pid])).await??;
+    ensure!(logs.status.code() == Some(4), "logs exits with the process's code: {logs:?}");
+    ensure!(logs.stdout == b"started\nstopping\n", "{:?}", String::from_utf8_lossy(&logs.stdout));
+    let bad = cli(words(&["process", "signal", &s.id, &pid, "NOPE"])).await??;
+    ensure!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("NOPE"), "{bad:?}");
+    let json = cli(words(&["-o", "json", "sandbox", "set-timeout", &s.id, "900"])).await??;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    ensure!(v["timeout_seconds"] == 900, "{v}");
+    client.destroy(&s.id).await?;
     Ok(())
 }
 

@@ -41,6 +41,9 @@ cluster_test!(background_server);
 cluster_test!(files);
 cluster_test!(bad_input);
 cluster_test!(ttl_expiry);
+cluster_test!(set_timeout);
+cluster_test!(background_processes);
+cluster_test!(sessions);
 cluster_test!(docker_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

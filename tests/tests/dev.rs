@@ -28,6 +28,10 @@ dev_test!(background_server);
 dev_test!(files);
 dev_test!(bad_input);
 dev_test!(ttl_expiry);
+dev_test!(set_timeout);
+dev_test!(background_processes);
+dev_test!(sessions);
+dev_test!(process_and_session_errors);
 dev_test!(docker_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

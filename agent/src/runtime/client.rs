@@ -91,8 +91,7 @@ impl InitClient {
             Command::Argv(_) => return Err(RuntimeError::Invalid { what: "command", why: "empty argv".into() }),
             Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
         };
-        let base = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
-        let mut env: BTreeMap<String, String> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env = base_env();
         env.extend(self.env.iter().chain(&spec.env).map(|(k, v)| (k.clone(), v.clone())));
         if let Some(k) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
             return Err(RuntimeError::Invalid { what: "env", why: format!("bad variable name {k:?}") });
@@ -105,6 +104,7 @@ impl InitClient {
             stdin: spec.stdin,
             timeout_ms: spec.timeout_ms,
             max_output_bytes: if spec.max_output_bytes == 0 { DEFAULT_MAX_OUTPUT } else { spec.max_output_bytes },
+            side_channel: spec.side_channel,
         }))
     }
 
@@ -114,6 +114,20 @@ impl InitClient {
         }
         self.conn.send(&Request::Kill { id: exec.0 }).await
     }
+
+    pub async fn signal_exec(&self, exec: ExecId, signal: i32) -> RuntimeResult<()> {
+        self.check_running()?;
+        if !self.conn.is_running(exec.0) {
+            return Err(RuntimeError::ExecNotFound { sandbox: self.sandbox.clone(), exec });
+        }
+        self.conn.send(&Request::Signal { id: exec.0, signal }).await
+    }
+}
+
+/// The variables every command gets before the sandbox's and its own: PATH, HOME and LANG.
+pub fn base_env() -> BTreeMap<String, String> {
+    let base = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
+    base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Accepts absolute paths under `/workspace` or `/tmp` without `..`.

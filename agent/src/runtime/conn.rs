@@ -232,6 +232,7 @@ impl Conn {
             Event::SpawnFailed { id, kind, error } => return self.spawn_failed(id, kind, error),
             Event::Stdout { id, data } => (id, ExecEvent::Stdout(data)),
             Event::Stderr { id, data } => (id, ExecEvent::Stderr(data)),
+            Event::Side { id, data } => (id, ExecEvent::Side(data)),
             Event::Exited(x) => {
                 let slot = self.table().slots.remove(&x.id);
                 if let Some(slot) = slot {

@@ -226,6 +226,10 @@ impl Runtime for DockerRuntime {
         self.get(sandbox)?.client.kill_exec(exec).await
     }
 
+    async fn signal_exec(&self, sandbox: &SandboxId, exec: ExecId, signal: i32) -> RuntimeResult<()> {
+        self.get(sandbox)?.client.signal_exec(exec, signal).await
+    }
+
     async fn read_file(&self, sandbox: &SandboxId, path: &str, offset: u64, len: u32) -> RuntimeResult<FileChunk> {
         fs::read(&*self.get(sandbox)?, path, offset, len).await
     }

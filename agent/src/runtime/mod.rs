@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 pub enum ExecEvent {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// What the command wrote to its side channel (only with `ExecSpec::side_channel`).
+    Side(Vec<u8>),
     Exit(ExitStatus),
 }
 
@@ -45,6 +47,13 @@ pub enum RuntimeError {
     SandboxNotFound(SandboxId),
     #[error("exec {exec} not found in sandbox {sandbox}")]
     ExecNotFound { sandbox: SandboxId, exec: ExecId },
+    #[error("process {pid} not found in sandbox {sandbox}")]
+    ProcessNotFound { sandbox: SandboxId, pid: u32 },
+    #[error("session {0} not found (closed, or its sandbox was destroyed)")]
+    SessionNotFound(String),
+    /// The operation conflicts with the current state of a process or session.
+    #[error("{0}")]
+    Conflict(String),
     #[error("path {path:?}: {why}")]
     InvalidPath { path: String, why: String },
     #[error("path {path:?} not found")]
@@ -79,11 +88,15 @@ impl From<RuntimeError> for AgentError {
         let kind = match &e {
             RuntimeError::SandboxNotFound(_)
             | RuntimeError::ExecNotFound { .. }
+            | RuntimeError::ProcessNotFound { .. }
+            | RuntimeError::SessionNotFound(_)
             | RuntimeError::PathNotFound { .. } => AgentErrorKind::NotFound,
             RuntimeError::InvalidPath { .. } | RuntimeError::Invalid { .. } => AgentErrorKind::InvalidArgument,
             RuntimeError::PathRefused { .. } => AgentErrorKind::PermissionDenied,
             RuntimeError::ResourceExhausted(_) => AgentErrorKind::ResourceExhausted,
-            RuntimeError::StartFailed { .. } | RuntimeError::PathConflict { .. } => AgentErrorKind::FailedPrecondition,
+            RuntimeError::StartFailed { .. } | RuntimeError::PathConflict { .. } | RuntimeError::Conflict(_) => {
+                AgentErrorKind::FailedPrecondition
+            }
             RuntimeError::Io { .. } => AgentErrorKind::Internal,
         };
         AgentError::new(kind, e.to_string())
@@ -107,6 +120,9 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Kills the whole process tree of a running exec (its Exit event reports the signal).
     async fn kill_exec(&self, sandbox: &SandboxId, exec: ExecId) -> RuntimeResult<()>;
+
+    /// Sends `signal` to a running exec's process group.
+    async fn signal_exec(&self, sandbox: &SandboxId, exec: ExecId, signal: i32) -> RuntimeResult<()>;
 
     async fn read_file(&self, sandbox: &SandboxId, path: &str, offset: u64, len: u32) -> RuntimeResult<FileChunk>;
 

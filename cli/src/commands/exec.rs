@@ -88,6 +88,8 @@ async fn stream(client: &Client, req: pb::ExecRequest, out: Format) -> anyhow::R
                 e.write_all(&d)?;
                 e.flush()?;
             }
+            // Only FollowOutput reports dropped bytes.
+            Event::DroppedBytes(_) => {}
             Event::Exit(x) => {
                 if out == Format::Json {
                     let v = serde_json::json!({

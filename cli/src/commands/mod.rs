@@ -3,6 +3,7 @@
 mod demo;
 mod exec;
 mod files;
+mod process;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -85,6 +86,9 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Create a sandbox, run one command in it, destroy it; exits with the command's exit code.
     Run(exec::RunArgs),
+    /// Start, list, signal, kill and follow background processes of a sandbox.
+    #[command(subcommand)]
+    Process(process::ProcessCmd),
     /// Read, write, list and remove files in a sandbox.
     #[command(subcommand)]
     Files(files::FilesCmd),
@@ -156,6 +160,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => exec::exec(&endpoint, out, args).await,
         Command::Run(args) => exec::run(&endpoint, out, args).await,
         Command::Files(cmd) => files::run(&endpoint, out, cmd).await,
+        Command::Process(cmd) => process::run(&endpoint, out, cmd).await,
         Command::Demo(args) => demo::run(&endpoint, args).await,
     }
 }

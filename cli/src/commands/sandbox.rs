@@ -1,4 +1,4 @@
-//! `corral sandbox create|list|get|destroy`.
+//! `corral sandbox create|list|get|pause|resume|set-timeout|destroy`.
 
 use std::process::ExitCode;
 
@@ -108,6 +108,8 @@ pub enum SandboxCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Reset a sandbox's lifetime: it now expires SECONDS from now.
+    SetTimeout { id: String, seconds: i64 },
     /// Destroy sandboxes (idempotent).
     Destroy {
         #[arg(required = true)]
@@ -144,44 +146,56 @@ pub async fn run(endpoint: &str, out: Format, cmd: SandboxCmd) -> anyhow::Result
                 output::print_sandbox(out, &client.resume(&id).await?);
             }
         }
+        SandboxCmd::SetTimeout { id, seconds } => output::print_sandbox(out, &client.set_timeout(&id, seconds).await?),
         SandboxCmd::Destroy { ids } => {
             for id in ids {
                 output::print_sandbox(out, &client.destroy(&id).await?);
             }
         }
         SandboxCmd::List { states, labels, page_size, page_token, all } => {
-            let states = states.iter().map(|s| parse_state(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            let mut req = pb::ListSandboxesRequest {
-                states,
-                labels: labels.into_iter().collect(),
-                page_size,
-                page_token: page_token.unwrap_or_default(),
-            };
-            let mut found = Vec::new();
-            loop {
-                let page = client.list(req.clone()).await?;
-                found.extend(page.sandboxes);
-                if !all || page.next_page_token.is_empty() {
-                    match out {
-                        Format::Json => {
-                            let items: Vec<_> = found.iter().map(output::sandbox_json).collect();
-                            println!(
-                                "{}",
-                                serde_json::json!({ "sandboxes": items, "next_page_token": page.next_page_token })
-                            );
-                        }
-                        Format::Text => {
-                            output::print_table(&found);
-                            if !page.next_page_token.is_empty() {
-                                eprintln!("more: --page-token {}", page.next_page_token);
-                            }
-                        }
-                    }
-                    break;
-                }
-                req.page_token = page.next_page_token;
-            }
+            list(&client, out, states, labels, page_size, page_token, all).await?
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one page of sandboxes (or every page with `all`).
+async fn list(
+    client: &corral_client::Client,
+    out: Format,
+    states: Vec<String>,
+    labels: Vec<(String, String)>,
+    page_size: i32,
+    page_token: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let states = states.iter().map(|s| parse_state(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut req = pb::ListSandboxesRequest {
+        states,
+        labels: labels.into_iter().collect(),
+        page_size,
+        page_token: page_token.unwrap_or_default(),
+    };
+    let mut found = Vec::new();
+    loop {
+        let page = client.list(req.clone()).await?;
+        found.extend(page.sandboxes);
+        if !all || page.next_page_token.is_empty() {
+            match out {
+                Format::Json => {
+                    let items: Vec<_> = found.iter().map(output::sandbox_json).collect();
+                    println!("{}", serde_json::json!({ "sandboxes": items, "next_page_token": page.next_page_token }));
+                }
+                Format::Text => {
+                    output::print_table(&found);
+                    if !page.next_page_token.is_empty() {
+                        eprintln!("more: --page-token {}", page.next_page_token);
+                    }
+                }
+            }
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    Ok(())
 }

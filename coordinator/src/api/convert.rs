@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use corral_core::ids::{SandboxId, SandboxName, TenantId};
-use corral_core::model::{Command, RuntimeKind, SandboxRecord, SandboxSpec};
+use corral_core::ids::{SandboxId, SandboxName, SessionId, TenantId};
+use corral_core::model::{Command, ExitStatus, ProcessInfo, RuntimeKind, SandboxRecord, SandboxSpec};
 use corral_core::state::SandboxState;
 use corral_proto::v1 as pb;
 
@@ -27,6 +27,42 @@ pub fn sandbox_id(field: &str, raw: &str) -> ApiResult<SandboxId> {
         return Err(ApiError::field(field, "is required"));
     }
     SandboxId::parse(raw).map_err(|e| ApiError::invalid_id(field, e))
+}
+
+pub fn session_id(field: &str, raw: &str) -> ApiResult<SessionId> {
+    if raw.is_empty() {
+        return Err(ApiError::field(field, "is required"));
+    }
+    SessionId::parse(raw).map_err(|e| ApiError::invalid_id(field, e))
+}
+
+/// A background process number: assigned from 1, so 0 means "not set".
+pub fn pid(raw: u32) -> ApiResult<u32> {
+    if raw == 0 {
+        return Err(ApiError::field("pid", "is required (process numbers start at 1)"));
+    }
+    Ok(raw)
+}
+
+/// A Linux signal number: 1-31 or the real-time signals 34-64 (32 and 33 belong to libc).
+pub fn signal(raw: i32) -> ApiResult<i32> {
+    if !(1..=31).contains(&raw) && !(34..=64).contains(&raw) {
+        return Err(ApiError::field("signal", format!("{raw} is not a signal number (1-31 or 34-64)")));
+    }
+    Ok(raw)
+}
+
+/// A command's timeout in milliseconds: `0..=max` seconds, 0 meaning the configured default.
+pub fn exec_timeout_ms(t: f64, cfg: &CoordinatorConfig) -> ApiResult<u64> {
+    if !t.is_finite() || t < 0.0 || t > cfg.max_exec_timeout_seconds {
+        let why = format!(
+            "{t} is outside 0..={} (0 = default {})",
+            cfg.max_exec_timeout_seconds, cfg.default_exec_timeout_seconds
+        );
+        return Err(ApiError::field("timeout_seconds", why));
+    }
+    let timeout = if t == 0.0 { cfg.default_exec_timeout_seconds } else { t };
+    Ok((timeout * 1000.0).ceil() as u64)
 }
 
 pub fn sandbox_name(field: &str, raw: &str) -> ApiResult<SandboxName> {
@@ -183,6 +219,15 @@ pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &Coordi
     })
 }
 
+/// A new lifetime for SetTimeout: 1..=the maximum Create accepts (no "0 = default" here).
+pub fn set_timeout_seconds(raw: i64, cfg: &CoordinatorConfig) -> ApiResult<u64> {
+    let max_t = cfg.max_timeout_seconds as i64;
+    if !(1..=max_t).contains(&raw) {
+        return Err(ApiError::field("timeout_seconds", format!("{raw} is outside 1..={max_t}")));
+    }
+    Ok(raw as u64)
+}
+
 /// Exactly one of argv and shell, within size limits.
 pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
     match (argv.is_empty(), shell.is_empty()) {
@@ -210,6 +255,29 @@ pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
             }
             Ok(Command::Argv(argv))
         }
+    }
+}
+
+pub fn exit_to_pb(s: ExitStatus) -> pb::ExecExit {
+    pb::ExecExit {
+        exit_code: s.exit_code,
+        timed_out: s.timed_out,
+        truncated: s.truncated,
+        duration_ms: s.duration_ms as i64,
+        signal: s.signal,
+        oom_killed: s.oom_killed,
+    }
+}
+
+pub fn process_to_pb(p: ProcessInfo) -> pb::ProcessInfo {
+    let status = if p.exit.is_some() { pb::ProcessStatus::Exited } else { pb::ProcessStatus::Running };
+    pb::ProcessInfo {
+        pid: p.pid,
+        command: p.command,
+        status: status as i32,
+        exit: p.exit.map(exit_to_pb),
+        started_at_ms: p.started_at_ms,
+        ended_at_ms: p.ended_at_ms,
     }
 }
 

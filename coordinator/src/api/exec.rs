@@ -1,11 +1,12 @@
-//! `corral.v1.Exec`: unary Run (collected, capped output) and RunStream (ordered events).
+//! `corral.v1.Exec`: unary Run (collected, capped output) and RunStream (ordered events), plus
+//! the background process calls, which live in [`super::processes`].
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use corral_core::ids::{NodeId, SandboxId};
-use corral_core::model::{ExecSpec, ExitStatus};
+use corral_core::model::ExecSpec;
 use corral_core::protocol::RpcRequest;
 use corral_core::task::spawn_detached;
 use corral_proto::v1 as pb;
@@ -14,7 +15,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{convert, tenant};
+use super::{convert, processes, tenant};
 use crate::dispatch::{ExecOutput, ExecStream};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Core;
@@ -22,7 +23,7 @@ use crate::service::Core;
 pub struct ExecApi(pub Arc<Core>);
 
 /// Extra time past the command's own timeout before the coordinator gives up on the agent.
-const GRACE: Duration = Duration::from_secs(10);
+pub const GRACE: Duration = Duration::from_secs(10);
 
 impl ExecApi {
     async fn start(&self, req: Request<pb::ExecRequest>) -> ApiResult<(NodeId, SandboxId, ExecStream)> {
@@ -40,15 +41,7 @@ impl ExecApi {
             );
             return Err(ApiError::field("stdin", why));
         }
-        let t = req.timeout_seconds;
-        if !t.is_finite() || t < 0.0 || t > cfg.max_exec_timeout_seconds {
-            let why = format!(
-                "{t} is outside 0..={} (0 = default {})",
-                cfg.max_exec_timeout_seconds, cfg.default_exec_timeout_seconds
-            );
-            return Err(ApiError::field("timeout_seconds", why));
-        }
-        let timeout = if t == 0.0 { cfg.default_exec_timeout_seconds } else { t };
+        let timeout_ms = convert::exec_timeout_ms(req.timeout_seconds, cfg)?;
         let node = self.0.locate(&tenant, &id).await?;
         // An empty cwd means the sandbox's workdir, which the agent knows.
         let cwd = if req.cwd.is_empty() { String::new() } else { convert::sandbox_dir("cwd", &req.cwd)? };
@@ -56,90 +49,131 @@ impl ExecApi {
             command,
             env,
             cwd,
-            timeout_ms: (timeout * 1000.0).ceil() as u64,
+            timeout_ms,
             stdin: req.stdin,
             max_output_bytes: cfg.max_output_bytes,
+            side_channel: false,
         };
         let stream = self.0.dispatch.exec(&node, &id, spec, GRACE).await?;
         Ok((node, id, stream))
     }
 }
 
-fn exit_to_pb(s: ExitStatus) -> pb::ExecExit {
-    pb::ExecExit {
-        exit_code: s.exit_code,
-        timed_out: s.timed_out,
-        truncated: s.truncated,
-        duration_ms: s.duration_ms as i64,
-        signal: s.signal,
-        oom_killed: s.oom_killed,
+/// Collects a command's output into one response, each stream capped at `cap` bytes.
+pub async fn collect(mut stream: ExecStream, cap: usize) -> ApiResult<pb::ExecResponse> {
+    let (mut stdout, mut stderr, mut cut) = (Vec::new(), Vec::new(), false);
+    while let Some(out) = stream.next().await {
+        match out? {
+            ExecOutput::Stdout(d) => cut |= append_capped(&mut stdout, &d, cap),
+            ExecOutput::Stderr(d) => cut |= append_capped(&mut stderr, &d, cap),
+            ExecOutput::Dropped(_) => cut = true,
+            ExecOutput::Exit(s) => {
+                return Ok(pb::ExecResponse {
+                    stdout,
+                    stderr,
+                    exit_code: s.exit_code,
+                    timed_out: s.timed_out,
+                    truncated: s.truncated || cut,
+                    duration_ms: s.duration_ms as i64,
+                    signal: s.signal,
+                    oom_killed: s.oom_killed,
+                });
+            }
+        }
     }
+    Err(ApiError::Internal("output ended without an exit status".into()))
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecEvent, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecEvent, Status>> + Send>>;
+
+/// Forwards an output stream to a gRPC response stream. When the client goes away first, the
+/// agent is sent `abandon` (kill the command, or stop following).
+pub fn forward(core: Arc<Core>, node: NodeId, mut stream: ExecStream, abandon: RpcRequest) -> EventStream {
+    let (tx, rx) = mpsc::channel::<Result<pb::ExecEvent, Status>>(32);
+    spawn_detached("coordinator.exec_stream", async move {
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = tx.closed() => None,
+            };
+            let Some(item) = item else { break };
+            let event = item.map(|out| pb::ExecEvent {
+                event: Some(match out {
+                    ExecOutput::Stdout(d) => pb::exec_event::Event::Stdout(d),
+                    ExecOutput::Stderr(d) => pb::exec_event::Event::Stderr(d),
+                    ExecOutput::Dropped(n) => pb::exec_event::Event::DroppedBytes(n),
+                    ExecOutput::Exit(s) => pb::exec_event::Event::Exit(convert::exit_to_pb(s)),
+                }),
+            });
+            if tx.send(event.map_err(Status::from)).await.is_err() {
+                break;
+            }
+        }
+        if tx.is_closed()
+            && !stream.is_done()
+            && let Err(e) = core.dispatch.rpc(&node, &abandon).await
+        {
+            tracing::debug!(error = %e, "could not tell the agent about an abandoned stream");
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
 
 #[tonic::async_trait]
 impl Exec for ExecApi {
     #[tracing::instrument(name = "api.Exec.Run", skip_all)]
     async fn run(&self, req: Request<pb::ExecRequest>) -> Result<Response<pb::ExecResponse>, Status> {
-        let (_, _, mut stream) = self.start(req).await?;
-        let cap = self.0.config.max_output_bytes as usize;
-        let (mut stdout, mut stderr, mut cut) = (Vec::new(), Vec::new(), false);
-        while let Some(out) = stream.next().await {
-            match out? {
-                ExecOutput::Stdout(d) => cut |= append_capped(&mut stdout, &d, cap),
-                ExecOutput::Stderr(d) => cut |= append_capped(&mut stderr, &d, cap),
-                ExecOutput::Exit(s) => {
-                    return Ok(Response::new(pb::ExecResponse {
-                        stdout,
-                        stderr,
-                        exit_code: s.exit_code,
-                        timed_out: s.timed_out,
-                        truncated: s.truncated || cut,
-                        duration_ms: s.duration_ms as i64,
-                        signal: s.signal,
-                        oom_killed: s.oom_killed,
-                    }));
-                }
-            }
-        }
-        Err(ApiError::Internal("output ended without an exit status".into()).into())
+        let (_, _, stream) = self.start(req).await?;
+        Ok(Response::new(collect(stream, self.0.config.max_output_bytes as usize).await?))
     }
 
     type RunStreamStream = EventStream;
 
     #[tracing::instrument(name = "api.Exec.RunStream", skip_all)]
     async fn run_stream(&self, req: Request<pb::ExecRequest>) -> Result<Response<EventStream>, Status> {
-        let (node, id, mut stream) = self.start(req).await?;
-        let (tx, rx) = mpsc::channel::<Result<pb::ExecEvent, Status>>(32);
-        let core = self.0.clone();
-        spawn_detached("coordinator.exec_stream", async move {
-            loop {
-                let item = tokio::select! {
-                    item = stream.next() => item,
-                    _ = tx.closed() => None,
-                };
-                let Some(item) = item else { break };
-                let event = item.map(|out| pb::ExecEvent {
-                    event: Some(match out {
-                        ExecOutput::Stdout(d) => pb::exec_event::Event::Stdout(d),
-                        ExecOutput::Stderr(d) => pb::exec_event::Event::Stderr(d),
-                        ExecOutput::Exit(s) => pb::exec_event::Event::Exit(exit_to_pb(s)),
-                    }),
-                });
-                if tx.send(event.map_err(Status::from)).await.is_err() {
-                    break;
-                }
-            }
-            if tx.is_closed() && !stream.is_done() {
-                // The client went away: stop the command rather than let it run unobserved.
-                let kill = RpcRequest::KillExec { sandbox: id, exec: stream.exec };
-                if let Err(e) = core.dispatch.rpc(&node, &kill).await {
-                    tracing::debug!(error = %e, "could not kill an abandoned exec");
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let (node, id, stream) = self.start(req).await?;
+        // The client went away: stop the command rather than let it run unobserved.
+        let kill = RpcRequest::KillExec { sandbox: id, exec: stream.exec };
+        Ok(Response::new(forward(self.0.clone(), node, stream, kill)))
+    }
+
+    #[tracing::instrument(name = "api.Exec.StartProcess", skip_all)]
+    async fn start_process(
+        &self,
+        req: Request<pb::StartProcessRequest>,
+    ) -> Result<Response<pb::StartProcessResponse>, Status> {
+        Ok(Response::new(processes::start(&self.0, req).await?))
+    }
+
+    #[tracing::instrument(name = "api.Exec.ListProcesses", skip_all)]
+    async fn list_processes(
+        &self,
+        req: Request<pb::ListProcessesRequest>,
+    ) -> Result<Response<pb::ListProcessesResponse>, Status> {
+        Ok(Response::new(processes::list(&self.0, req).await?))
+    }
+
+    #[tracing::instrument(name = "api.Exec.SendSignal", skip_all)]
+    async fn send_signal(
+        &self,
+        req: Request<pb::SendSignalRequest>,
+    ) -> Result<Response<pb::SendSignalResponse>, Status> {
+        Ok(Response::new(processes::signal(&self.0, req).await?))
+    }
+
+    #[tracing::instrument(name = "api.Exec.KillProcess", skip_all)]
+    async fn kill_process(
+        &self,
+        req: Request<pb::KillProcessRequest>,
+    ) -> Result<Response<pb::KillProcessResponse>, Status> {
+        Ok(Response::new(processes::kill(&self.0, req).await?))
+    }
+
+    type FollowOutputStream = EventStream;
+
+    #[tracing::instrument(name = "api.Exec.FollowOutput", skip_all)]
+    async fn follow_output(&self, req: Request<pb::FollowOutputRequest>) -> Result<Response<EventStream>, Status> {
+        Ok(Response::new(processes::follow(&self.0, req).await?))
     }
 }
 

@@ -3,7 +3,9 @@
 pub mod convert;
 pub mod exec;
 pub mod files;
+pub mod processes;
 pub mod sandboxes;
+pub mod sessions;
 
 use corral_core::ids::TenantId;
 

@@ -109,4 +109,16 @@ impl Sandboxes for SandboxesApi {
         let record = self.0.set_paused(&tenant, &id, false).await?;
         Ok(Response::new(pb::ResumeSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
     }
+
+    #[tracing::instrument(name = "api.Sandboxes.SetTimeout", skip_all)]
+    async fn set_timeout(
+        &self,
+        req: Request<pb::SetSandboxTimeoutRequest>,
+    ) -> Result<Response<pb::SetSandboxTimeoutResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = convert::sandbox_id("id", &req.get_ref().id)?;
+        let seconds = convert::set_timeout_seconds(req.get_ref().timeout_seconds, &self.0.config)?;
+        let record = self.0.set_timeout(&tenant, &id, seconds).await?;
+        Ok(Response::new(pb::SetSandboxTimeoutResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
 }

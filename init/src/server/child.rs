@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::sys;
-use crate::protocol::{Event, Exited, SpawnErrorKind, SpawnRequest};
+use crate::protocol::{Event, Exited, MAX_SIDE_BYTES, SpawnErrorKind, SpawnRequest};
 
 /// How long to wait for the pipes to reach EOF after the main process exited (a background
 /// grandchild may hold them open forever).
@@ -17,6 +17,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(50);
 /// Index of a child's output streams.
 pub const STDOUT: usize = 0;
 pub const STDERR: usize = 1;
+/// The side channel (the child's fd 3), when requested.
+pub const SIDE: usize = 2;
 
 /// Input still to be written to the child's stdin.
 struct StdinFeed {
@@ -31,8 +33,8 @@ pub struct Child {
     started: Instant,
     deadline: Option<Instant>,
     stdin: Option<StdinFeed>,
-    outs: [Option<OwnedFd>; 2],
-    budget: [u64; 2],
+    outs: [Option<OwnedFd>; 3],
+    budget: [u64; 3],
     truncated: bool,
     /// `(exit_code, signal, when)` once reaped.
     exit: Option<(i32, i32, Instant)>,
@@ -51,23 +53,36 @@ pub fn spawn(req: SpawnRequest) -> Result<Child, (SpawnErrorKind, String)> {
     cmd.args(args).env_clear().envs(req.env.iter().map(|(k, v)| (k, v))).current_dir(&req.cwd);
     cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // SAFETY: the hook runs between fork and exec and only calls setsid(2), which is
-    // async-signal-safe and touches no memory of the parent.
-    unsafe { cmd.pre_exec(sys::new_session) };
+    let side = if req.side_channel {
+        Some(sys::side_pipe().map_err(|e| (SpawnErrorKind::Resources, format!("side channel: {e}")))?)
+    } else {
+        None
+    };
+    let side_fd = side.as_ref().map(|(_, w)| w.as_raw_fd());
+    // SAFETY: the hook runs between fork and exec and only calls setsid(2) and dup2(2), which
+    // are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::new_session()?;
+            side_fd.map_or(Ok(()), sys::install_side_fd)
+        })
+    };
     let mut child = cmd.spawn().map_err(|e| classify(program, &e))?;
     let started = Instant::now();
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (Some(stdout), Some(stderr)) = (pipes.1, pipes.2) else {
         return Err((SpawnErrorKind::Resources, "missing output pipes".to_owned()));
     };
-    let outs: [OwnedFd; 2] = [stdout.into(), stderr.into()];
+    // The write end closes here: only the child holds it now.
+    let side_read = side.map(|(read, _write)| read);
+    let outs: [Option<OwnedFd>; 3] = [Some(stdout.into()), Some(stderr.into()), side_read];
     let mut stdin = None;
     if let Some(fd) = pipes.0 {
         let fd = OwnedFd::from(fd);
         let _ = sys::set_nonblocking(fd.as_raw_fd());
         stdin = Some(StdinFeed { fd, data: req.stdin, written: 0 });
     }
-    for fd in &outs {
+    for fd in outs.iter().flatten() {
         let _ = sys::set_nonblocking(fd.as_raw_fd());
     }
     Ok(Child {
@@ -76,8 +91,8 @@ pub fn spawn(req: SpawnRequest) -> Result<Child, (SpawnErrorKind, String)> {
         started,
         deadline: (req.timeout_ms > 0).then(|| started + Duration::from_millis(req.timeout_ms)),
         stdin,
-        outs: outs.map(Some),
-        budget: [req.max_output_bytes; 2],
+        outs,
+        budget: [req.max_output_bytes, req.max_output_bytes, MAX_SIDE_BYTES],
         truncated: false,
         exit: None,
         timed_out: false,
@@ -128,13 +143,22 @@ impl Child {
         };
         let keep = (n as u64).min(self.budget[stream]) as usize;
         self.budget[stream] -= keep as u64;
-        if keep < n {
+        if keep < n && stream != SIDE {
             self.truncated = true;
         }
         if keep > 0 {
             let (id, data) = (self.id, buf[..keep].to_vec());
-            events.push(if stream == STDOUT { Event::Stdout { id, data } } else { Event::Stderr { id, data } });
+            events.push(match stream {
+                STDOUT => Event::Stdout { id, data },
+                STDERR => Event::Stderr { id, data },
+                _ => Event::Side { id, data },
+            });
         }
+    }
+
+    /// True until the main process has been reaped.
+    pub fn is_running(&self) -> bool {
+        self.exit.is_none()
     }
 
     /// Records the reaped status of the main process.

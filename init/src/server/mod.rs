@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use child::{Child, STDERR, STDOUT};
+use child::{Child, SIDE, STDERR, STDOUT};
 
 use crate::protocol::{self, Event, FrameDecoder, Request, SpawnErrorKind};
 
@@ -108,7 +108,7 @@ impl Init {
             if let Some(fd) = c.stdin_fd() {
                 add(fd, libc::POLLOUT, Slot::Stdin(i));
             }
-            for stream in [STDOUT, STDERR] {
+            for stream in [STDOUT, STDERR, SIDE] {
                 if let Some(fd) = c.out_fd(stream).filter(|_| pending < HIGH_WATER) {
                     add(fd, libc::POLLIN, Slot::Output(i, stream));
                 }
@@ -165,6 +165,11 @@ impl Init {
                 Request::Kill { id } => {
                     if let Some(c) = self.children.iter().find(|c| c.id == id) {
                         child::kill_tree(c.pid);
+                    }
+                }
+                Request::Signal { id, signal } => {
+                    if let Some(c) = self.children.iter().find(|c| c.id == id && c.is_running()) {
+                        sys::signal(-c.pid, signal);
                     }
                 }
                 Request::File { id, op } => self.send(&fileops::handle(id, op))?,

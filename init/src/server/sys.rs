@@ -131,6 +131,34 @@ pub fn sigkill(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
+/// Sends `signal` to a process (`pid > 0`) or process group (`pid < 0`); a process that is
+/// already gone is not an error for callers.
+pub fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// A close-on-exec pipe for a child's side channel: `(read end, write end)`, the write end moved
+/// to a descriptor ≥ 10 so `dup2` onto fd 3 in the child always clears its close-on-exec flag.
+pub fn side_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into a valid array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a valid descriptor; the result is a fresh descriptor we own.
+    let high = check(unsafe { libc::fcntl(write.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) })?;
+    // SAFETY: `high` was just returned by fcntl.
+    Ok((read, unsafe { OwnedFd::from_raw_fd(high) }))
+}
+
+/// In the child between fork and exec: makes `fd` the child's descriptor 3. Async-signal-safe.
+pub fn install_side_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 between two valid descriptors; fd ≥ 10 so the target differs and loses
+    // close-on-exec.
+    check(unsafe { libc::dup2(fd, 3) }).map(|_| ())
+}
+
 /// Puts the calling (child) process in a new session and process group. Async-signal-safe.
 pub fn new_session() -> io::Result<()> {
     // SAFETY: setsid has no preconditions.

@@ -75,6 +75,22 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
     )
 
 
+def wait_for_agent(endpoint: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    """Waits until the server can place a sandbox (its agent has registered), so the first test
+    does not race the agent's registration ("no agent is registered")."""
+    from corral import FailedPreconditionError, Sandbox
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            Sandbox.create(endpoint=endpoint, memory_mb=16, timeout_seconds=30).destroy()
+            return
+        except FailedPreconditionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"corral dev never registered its agent:\n{log.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.1)
+
+
 class DevServer:
     def __init__(self, endpoint: str, bin: Path, state_dir: Path, log: Path) -> None:
         self.endpoint = endpoint
@@ -111,6 +127,7 @@ def corral_dev() -> Iterator[DevServer]:
     old = os.environ.get("CORRAL_ENDPOINT")
     try:
         wait_for_port(port, proc, log)
+        wait_for_agent(endpoint, proc, log)
         os.environ["CORRAL_ENDPOINT"] = endpoint
         yield DevServer(endpoint, binary, state, log)
     finally:

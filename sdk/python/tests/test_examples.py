@@ -17,6 +17,12 @@ EXPECTED = {
     "streaming.py": ["[stdout] step 0", "[stdout] step 4", "done: exit 0"],
     "from_local.py": ["uploaded: ['.gitignore', 'calc.py', 'test_calc.py']", "tests ok (exit 0)"],
     "sync_script.py": ["hello from 3.", "streamed: 2", "status after exit: stopped"],
+    "processes.py": [
+        "server 1: listening on 8000",
+        "fetched: 200",
+        "server 1 exited with exit code 0",
+        "session: /workspace/app stage=test",
+    ],
 }
 
 

@@ -80,3 +80,31 @@ def test_sync_kill_alias(labels: dict[str, str]) -> None:
     sb = Sandbox.create(labels=labels, memory_mb=64)
     assert sb.kill().status is SandboxStatus.STOPPED
     assert Sandbox.list(status="running", labels=labels) == []
+
+
+def test_sync_processes_sessions_timeout_pause(labels: dict[str, str]) -> None:
+    import signal
+
+    from corral import Process, Session
+
+    with Sandbox.create(labels=labels, memory_mb=64) as sb:
+        p = sb.start_process("trap 'exit 3' TERM; echo up; while :; do sleep 0.05; done")
+        assert isinstance(p, Process) and p.pid >= 1 and p["pid"] == p.pid
+        for ev in sb.follow_output(p.pid):
+            if ev.type == "stdout":
+                assert ev["data"] == "up\n"
+                break
+        assert [(i.pid, i.status) for i in sb.list_processes()] == [(p.pid, "running")]
+        sb.send_signal(p, signal.SIGTERM)
+        assert p.wait().exit_code == 3
+        assert [e.type for e in p.follow_output()][-1] == "exit"
+        q = sb.start_process("sleep", ["600"])
+        sb.kill_process(q.pid)
+        assert q.wait().signal == 9 and q.info().status == "exited"
+        with sb.session(cwd="/tmp") as s:
+            assert isinstance(s, Session)
+            s.exec("cd /workspace && export K=v")
+            assert s.exec("pwd; echo $K").stdout == "/workspace\nv\n"
+        assert sb.set_timeout(300).timeout_seconds == 300
+        assert sb.pause().status == SandboxStatus.PAUSED
+        assert sb.resume().status == SandboxStatus.RUNNING

@@ -40,8 +40,10 @@ from .errors import (
     UnimplementedError,
     UnknownError,
 )
+from .processes import AsyncProcess, ProcessEvent, ProcessInfo
 from .sandbox import LANGUAGES, AsyncSandbox, SandboxCreation
-from .sync import Sandbox
+from .session import AsyncSession, SessionOpening
+from .sync import Process, Sandbox, Session
 from .types import (
     CommandResult,
     ExecResult,
@@ -61,6 +63,13 @@ __all__ = [
     "AsyncSandboxClient",
     "SandboxCreation",
     "SandboxPage",
+    "AsyncProcess",
+    "Process",
+    "ProcessInfo",
+    "ProcessEvent",
+    "AsyncSession",
+    "Session",
+    "SessionOpening",
     "RuntimeType",
     "SandboxStatus",
     "ResourceLimits",

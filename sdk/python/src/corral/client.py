@@ -3,7 +3,8 @@
 ``AsyncSandboxClient`` owns one ``grpc.aio`` channel (HTTP/2, many calls multiplexed on it). It
 converts requests from keyword arguments, responses to the SDK's result objects, and every gRPC
 error to a :class:`~corral.errors.CorralError` subclass. The generated stubs are available as
-``client.sandboxes``, ``client.exec`` and ``client.files`` for callers who want raw protobuf.
+``client.sandboxes``, ``client.exec``, ``client.files`` and ``client.sessions`` for callers who
+want raw protobuf. The process and session calls live in :mod:`corral._client_procs`.
 
 The high-level :class:`~corral.AsyncSandbox` is built on it.
 """
@@ -22,7 +23,8 @@ import grpc.aio
 from ._config import ResolvedConfig, resolve
 from .errors import CorralError, InvalidArgumentError, SandboxTimeoutError, error_from_rpc
 from .types import ExecResult, FileInfo, RuntimeType, SandboxInfo, SandboxStatus, WriteResult, _Record
-from .v1 import exec_pb2, exec_pb2_grpc, files_pb2, files_pb2_grpc, sandbox_pb2, sandbox_pb2_grpc
+from ._client_procs import _ProcessAndSessionCalls
+from .v1 import exec_pb2, exec_pb2_grpc, files_pb2, files_pb2_grpc, sandbox_pb2, sandbox_pb2_grpc, session_pb2_grpc
 
 __all__ = ["AsyncSandboxClient", "SandboxPage", "StatusFilter"]
 
@@ -80,7 +82,7 @@ def _to_bytes(field: str, data: Union[bytes, bytearray, memoryview, str]) -> byt
     raise InvalidArgumentError(f"{field}: expected bytes or str, got {type(data).__name__}")
 
 
-class AsyncSandboxClient:
+class AsyncSandboxClient(_ProcessAndSessionCalls):
     """A connection to a Corral coordinator (asyncio).
 
     ``endpoint`` and ``api_key`` resolve as: arguments, then ``CORRAL_ENDPOINT`` /
@@ -108,6 +110,7 @@ class AsyncSandboxClient:
         self._sandboxes: Optional[sandbox_pb2_grpc.SandboxesStub] = None
         self._exec: Optional[exec_pb2_grpc.ExecStub] = None
         self._files: Optional[files_pb2_grpc.FilesStub] = None
+        self._sessions: Optional[session_pb2_grpc.SessionsStub] = None
 
     # ------------------------------------------------------------------ connection
 
@@ -149,6 +152,7 @@ class AsyncSandboxClient:
             self._sandboxes = sandbox_pb2_grpc.SandboxesStub(self._channel)
             self._exec = exec_pb2_grpc.ExecStub(self._channel)
             self._files = files_pb2_grpc.FilesStub(self._channel)
+            self._sessions = session_pb2_grpc.SessionsStub(self._channel)
         return self._channel
 
     @property
@@ -175,6 +179,13 @@ class AsyncSandboxClient:
         self._ensure_channel()
         assert self._files is not None
         return self._files
+
+    @property
+    def sessions(self) -> session_pb2_grpc.SessionsStub:
+        """The generated ``corral.v1.Sessions`` stub."""
+        self._ensure_channel()
+        assert self._sessions is not None
+        return self._sessions
 
     @property
     def closed(self) -> bool:
@@ -243,6 +254,7 @@ class AsyncSandboxClient:
         labels: Optional[Mapping[str, str]] = None,
         name: Optional[str] = None,
         workdir: Optional[str] = None,
+        image: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> SandboxInfo:
         """``Sandboxes.Create``: returns once the sandbox is RUNNING (or raises).
@@ -266,6 +278,8 @@ class AsyncSandboxClient:
             _set(req, "name", name)
         if workdir:
             _set(req, "workdir", workdir)
+        if image:
+            _set(req, "image", image)
         resp = await self._unary(self.sandboxes.Create, req, timeout)
         return SandboxInfo.from_pb(resp.sandbox)
 
@@ -330,6 +344,25 @@ class AsyncSandboxClient:
         """``Sandboxes.Destroy``: kills everything in the sandbox and records it STOPPED."""
         req = sandbox_pb2.DestroySandboxRequest(id=sandbox_id)
         resp = await self._unary(self.sandboxes.Destroy, req, timeout)
+        return SandboxInfo.from_pb(resp.sandbox)
+
+    async def pause_sandbox(self, sandbox_id: str, *, timeout: Optional[float] = None) -> SandboxInfo:
+        """``Sandboxes.Pause``: freezes every process of a RUNNING sandbox (PAUSED)."""
+        resp = await self._unary(self.sandboxes.Pause, sandbox_pb2.PauseSandboxRequest(id=sandbox_id), timeout)
+        return SandboxInfo.from_pb(resp.sandbox)
+
+    async def resume_sandbox(self, sandbox_id: str, *, timeout: Optional[float] = None) -> SandboxInfo:
+        """``Sandboxes.Resume``: thaws a PAUSED sandbox (RUNNING)."""
+        resp = await self._unary(self.sandboxes.Resume, sandbox_pb2.ResumeSandboxRequest(id=sandbox_id), timeout)
+        return SandboxInfo.from_pb(resp.sandbox)
+
+    async def set_sandbox_timeout(
+        self, sandbox_id: str, timeout_seconds: int, *, timeout: Optional[float] = None
+    ) -> SandboxInfo:
+        """``Sandboxes.SetTimeout``: the sandbox now expires ``timeout_seconds`` from now."""
+        req = sandbox_pb2.SetSandboxTimeoutRequest(id=sandbox_id)
+        _set(req, "timeout_seconds", timeout_seconds)
+        resp = await self._unary(self.sandboxes.SetTimeout, req, timeout)
         return SandboxInfo.from_pb(resp.sandbox)
 
     # ------------------------------------------------------------------ corral.v1.Exec

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, List, Optional, TypeVar, Union
 
 from . import _ignore
+from ._sandbox_procs import _SandboxProcesses
 from .client import AsyncSandboxClient, StatusFilter
 from .errors import CorralError, FailedPreconditionError, InvalidArgumentError, SandboxNotFoundError
 from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
@@ -193,12 +194,14 @@ def _remote_join(base: str, rel: str) -> str:
     return str(PurePosixPath(base) / rel) if rel else base
 
 
-class AsyncSandbox:
+class AsyncSandbox(_SandboxProcesses):
     """A running sandbox.
 
     Make one with :meth:`create`, :meth:`from_local` or :meth:`connect`; use it as an async
     context manager to destroy it on exit. Commands run with :meth:`run` / :meth:`run_code`;
-    files move with :meth:`write_file`, :meth:`read_file`, :meth:`upload`, :meth:`download`.
+    files move with :meth:`write_file`, :meth:`read_file`, :meth:`upload`, :meth:`download`;
+    background processes, sessions, set_timeout and pause/resume come from
+    :class:`~corral._sandbox_procs._SandboxProcesses`.
     """
 
     def __init__(self, info: SandboxInfo, client: AsyncSandboxClient, *, _ref: Optional[_ClientRef] = None) -> None:
@@ -259,6 +262,8 @@ class AsyncSandbox:
         name: Optional[str] = None,
         workdir: Optional[str] = None,
         resources: Optional[ResourceLimits] = None,
+        image: Optional[str] = None,
+        template: Optional[str] = None,
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
         client: Optional[AsyncSandboxClient] = None,
@@ -272,9 +277,12 @@ class AsyncSandbox:
 
         ``timeout_seconds`` (alias ``timeout``) is the sandbox's lifetime, after which the server
         destroys it (EXPIRED). ``env_vars`` (alias ``env``) apply to every command. ``resources``
-        is an alternative way to give cpus/memory/lifetime. Unset values use server defaults.
+        is an alternative way to give cpus/memory/lifetime. ``image`` (alias ``template``) is the
+        local image of a ``RuntimeType.DOCKER`` sandbox. Unset values use server defaults.
         """
         kwargs = _create_kwargs(
+            image=image,
+            template=template,
             runtime=runtime,
             cpus=cpus,
             memory_mb=memory_mb,
@@ -329,6 +337,8 @@ class AsyncSandbox:
         name: Optional[str] = None,
         internet_access: bool = False,
         timeout_seconds: Optional[int] = None,
+        image: Optional[str] = None,
+        template: Optional[str] = None,
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
         client: Optional[AsyncSandboxClient] = None,
@@ -350,6 +360,8 @@ class AsyncSandbox:
             name=name,
             internet_access=internet_access,
             timeout_seconds=timeout_seconds,
+            image=image,
+            template=template,
         )
 
         async def upload(sb: "AsyncSandbox") -> None:
@@ -734,7 +746,11 @@ def _create_kwargs(
     name: Optional[str] = None,
     workdir: Optional[str] = None,
     resources: Optional[ResourceLimits] = None,
+    image: Optional[str] = None,
+    template: Optional[str] = None,
 ) -> dict[str, Any]:
+    if image is not None and template is not None and image != template:
+        raise InvalidArgumentError("image: give image or its alias template, not both")
     if timeout_seconds is not None and timeout is not None and timeout_seconds != timeout:
         raise InvalidArgumentError("timeout_seconds: give timeout_seconds or its alias timeout, not both")
     if env_vars is not None and env is not None:
@@ -767,6 +783,7 @@ def _create_kwargs(
         labels=labels,
         name=name,
         workdir=workdir,
+        image=image if image is not None else template,
     )
 
 

@@ -6,76 +6,26 @@ from code that has its own event loop (it then blocks that loop while it waits).
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, List, Optional, TypeVar, Union
 
+from ._sync_loop import iterate, run
+from ._sync_procs import Process, Session, _SyncProcesses
 from .client import StatusFilter
-from .sandbox import CLEANUP_TIMEOUT, AsyncSandbox, StrPath
+from .sandbox import AsyncSandbox, StrPath
 from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
 
-__all__ = ["Sandbox"]
+__all__ = ["Sandbox", "Process", "Session"]
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
-_loop: Optional[asyncio.AbstractEventLoop] = None
+_run = run
+_iterate = iterate
 
 
-def _get_loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    with _lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-
-            def main() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(ready.set)
-                loop.run_forever()
-
-            threading.Thread(target=main, name="corral-sync-loop", daemon=True).start()
-            ready.wait()
-            _loop = loop
-        return _loop
-
-
-def _run(coro: Awaitable[T]) -> T:
-    """Runs a coroutine on the SDK's loop thread and waits for it. Ctrl-C cancels it (and waits
-    for its cleanup, e.g. destroying a sandbox that was being created)."""
-    finished = threading.Event()
-
-    async def wrapper() -> T:
-        try:
-            return await coro
-        finally:
-            finished.set()
-
-    fut = asyncio.run_coroutine_threadsafe(wrapper(), _get_loop())
-    try:
-        return fut.result()
-    except KeyboardInterrupt:
-        fut.cancel()
-        finished.wait(CLEANUP_TIMEOUT)
-        raise
-
-
-def _iterate(agen: AsyncIterator[T]) -> Iterator[T]:
-    try:
-        while True:
-            try:
-                yield _run(agen.__anext__())
-            except StopAsyncIteration:
-                return
-    finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            _run(aclose())
-
-
-class Sandbox:
-    """A running sandbox (blocking API). See :class:`~corral.AsyncSandbox` for the semantics."""
+class Sandbox(_SyncProcesses):
+    """A running sandbox (blocking API). See :class:`~corral.AsyncSandbox` for the semantics; the
+    process, session, timeout and pause calls come from :class:`~corral._sync_procs._SyncProcesses`."""
 
     def __init__(self, inner: AsyncSandbox) -> None:
         self._inner = inner
@@ -122,6 +72,8 @@ class Sandbox:
         name: Optional[str] = None,
         workdir: Optional[str] = None,
         resources: Optional[ResourceLimits] = None,
+        image: Optional[str] = None,
+        template: Optional[str] = None,
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
     ) -> "Sandbox":
@@ -139,6 +91,8 @@ class Sandbox:
             name=name,
             workdir=workdir,
             resources=resources,
+            image=image,
+            template=template,
             endpoint=endpoint,
             api_key=api_key,
         )

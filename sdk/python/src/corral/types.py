@@ -206,8 +206,10 @@ class SandboxInfo(_Record):
     ended_at: Optional[_dt.datetime]
     expires_at: Optional[_dt.datetime]
     termination_reason: str
+    #: The image of a Docker sandbox (empty for bubblewrap).
+    image: str = ""
 
-    _aliases: ClassVar[dict[str, str]] = {"id": "sandbox_id", "state": "status"}
+    _aliases: ClassVar[dict[str, str]] = {"id": "sandbox_id", "state": "status", "template": "image"}
 
     @property
     def id(self) -> str:
@@ -241,6 +243,7 @@ class SandboxInfo(_Record):
             ended_at=_ms_to_dt(sb.ended_at_ms),
             expires_at=_ms_to_dt(sb.expires_at_ms),
             termination_reason=sb.termination_reason,
+            image=sb.image,
         )
 
 

@@ -44,6 +44,31 @@ class ExecStub:
                 request_serializer=corral_dot_v1_dot_exec__pb2.ExecRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_exec__pb2.ExecEvent.FromString,
                 _registered_method=True)
+        self.StartProcess = channel.unary_unary(
+                '/corral.v1.Exec/StartProcess',
+                request_serializer=corral_dot_v1_dot_exec__pb2.StartProcessRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_exec__pb2.StartProcessResponse.FromString,
+                _registered_method=True)
+        self.ListProcesses = channel.unary_unary(
+                '/corral.v1.Exec/ListProcesses',
+                request_serializer=corral_dot_v1_dot_exec__pb2.ListProcessesRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_exec__pb2.ListProcessesResponse.FromString,
+                _registered_method=True)
+        self.SendSignal = channel.unary_unary(
+                '/corral.v1.Exec/SendSignal',
+                request_serializer=corral_dot_v1_dot_exec__pb2.SendSignalRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_exec__pb2.SendSignalResponse.FromString,
+                _registered_method=True)
+        self.KillProcess = channel.unary_unary(
+                '/corral.v1.Exec/KillProcess',
+                request_serializer=corral_dot_v1_dot_exec__pb2.KillProcessRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_exec__pb2.KillProcessResponse.FromString,
+                _registered_method=True)
+        self.FollowOutput = channel.unary_stream(
+                '/corral.v1.Exec/FollowOutput',
+                request_serializer=corral_dot_v1_dot_exec__pb2.FollowOutputRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_exec__pb2.ExecEvent.FromString,
+                _registered_method=True)
 
 
 class ExecServicer:
@@ -63,6 +88,42 @@ class ExecServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartProcess(self, request, context):
+        """Starts a background process and returns its pid. At most 32 per sandbox (running, or exited
+        and not yet forgotten: the oldest exited ones make room); more is RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcesses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendSignal(self, request, context):
+        """FAILED_PRECONDITION when the process has already exited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillProcess(self, request, context):
+        """SIGKILLs the process's whole tree; a no-op once it exited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowOutput(self, request, context):
+        """The output buffered so far (a dropped_bytes event first when some was dropped), then live
+        output, then one exit event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +135,31 @@ def add_ExecServicer_to_server(servicer, server):
             'RunStream': grpc.unary_stream_rpc_method_handler(
                     servicer.RunStream,
                     request_deserializer=corral_dot_v1_dot_exec__pb2.ExecRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_exec__pb2.ExecEvent.SerializeToString,
+            ),
+            'StartProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartProcess,
+                    request_deserializer=corral_dot_v1_dot_exec__pb2.StartProcessRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_exec__pb2.StartProcessResponse.SerializeToString,
+            ),
+            'ListProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcesses,
+                    request_deserializer=corral_dot_v1_dot_exec__pb2.ListProcessesRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_exec__pb2.ListProcessesResponse.SerializeToString,
+            ),
+            'SendSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendSignal,
+                    request_deserializer=corral_dot_v1_dot_exec__pb2.SendSignalRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_exec__pb2.SendSignalResponse.SerializeToString,
+            ),
+            'KillProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillProcess,
+                    request_deserializer=corral_dot_v1_dot_exec__pb2.KillProcessRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_exec__pb2.KillProcessResponse.SerializeToString,
+            ),
+            'FollowOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowOutput,
+                    request_deserializer=corral_dot_v1_dot_exec__pb2.FollowOutputRequest.FromString,
                     response_serializer=corral_dot_v1_dot_exec__pb2.ExecEvent.SerializeToString,
             ),
     }
@@ -130,6 +216,141 @@ class Exec:
             target,
             '/corral.v1.Exec/RunStream',
             corral_dot_v1_dot_exec__pb2.ExecRequest.SerializeToString,
+            corral_dot_v1_dot_exec__pb2.ExecEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Exec/StartProcess',
+            corral_dot_v1_dot_exec__pb2.StartProcessRequest.SerializeToString,
+            corral_dot_v1_dot_exec__pb2.StartProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Exec/ListProcesses',
+            corral_dot_v1_dot_exec__pb2.ListProcessesRequest.SerializeToString,
+            corral_dot_v1_dot_exec__pb2.ListProcessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Exec/SendSignal',
+            corral_dot_v1_dot_exec__pb2.SendSignalRequest.SerializeToString,
+            corral_dot_v1_dot_exec__pb2.SendSignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Exec/KillProcess',
+            corral_dot_v1_dot_exec__pb2.KillProcessRequest.SerializeToString,
+            corral_dot_v1_dot_exec__pb2.KillProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/corral.v1.Exec/FollowOutput',
+            corral_dot_v1_dot_exec__pb2.FollowOutputRequest.SerializeToString,
             corral_dot_v1_dot_exec__pb2.ExecEvent.FromString,
             options,
             channel_credentials,

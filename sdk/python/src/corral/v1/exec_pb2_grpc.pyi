@@ -35,6 +35,19 @@ class ExecStub:
     """Runs a command to completion and returns its (capped) output."""
     RunStream: _grpc.UnaryStreamMultiCallable[_exec_pb2.ExecRequest, _exec_pb2.ExecEvent]
     """Runs a command and streams its output in order, ending with one exit event."""
+    StartProcess: _grpc.UnaryUnaryMultiCallable[_exec_pb2.StartProcessRequest, _exec_pb2.StartProcessResponse]
+    """Starts a background process and returns its pid. At most 32 per sandbox (running, or exited
+    and not yet forgotten: the oldest exited ones make room); more is RESOURCE_EXHAUSTED.
+    """
+    ListProcesses: _grpc.UnaryUnaryMultiCallable[_exec_pb2.ListProcessesRequest, _exec_pb2.ListProcessesResponse]
+    SendSignal: _grpc.UnaryUnaryMultiCallable[_exec_pb2.SendSignalRequest, _exec_pb2.SendSignalResponse]
+    """FAILED_PRECONDITION when the process has already exited."""
+    KillProcess: _grpc.UnaryUnaryMultiCallable[_exec_pb2.KillProcessRequest, _exec_pb2.KillProcessResponse]
+    """SIGKILLs the process's whole tree; a no-op once it exited."""
+    FollowOutput: _grpc.UnaryStreamMultiCallable[_exec_pb2.FollowOutputRequest, _exec_pb2.ExecEvent]
+    """The output buffered so far (a dropped_bytes event first when some was dropped), then live
+    output, then one exit event.
+    """
 
 @_typing.type_check_only
 class ExecAsyncStub(ExecStub):
@@ -43,6 +56,19 @@ class ExecAsyncStub(ExecStub):
     """Runs a command to completion and returns its (capped) output."""
     RunStream: _aio.UnaryStreamMultiCallable[_exec_pb2.ExecRequest, _exec_pb2.ExecEvent]  # type: ignore[assignment]
     """Runs a command and streams its output in order, ending with one exit event."""
+    StartProcess: _aio.UnaryUnaryMultiCallable[_exec_pb2.StartProcessRequest, _exec_pb2.StartProcessResponse]  # type: ignore[assignment]
+    """Starts a background process and returns its pid. At most 32 per sandbox (running, or exited
+    and not yet forgotten: the oldest exited ones make room); more is RESOURCE_EXHAUSTED.
+    """
+    ListProcesses: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListProcessesRequest, _exec_pb2.ListProcessesResponse]  # type: ignore[assignment]
+    SendSignal: _aio.UnaryUnaryMultiCallable[_exec_pb2.SendSignalRequest, _exec_pb2.SendSignalResponse]  # type: ignore[assignment]
+    """FAILED_PRECONDITION when the process has already exited."""
+    KillProcess: _aio.UnaryUnaryMultiCallable[_exec_pb2.KillProcessRequest, _exec_pb2.KillProcessResponse]  # type: ignore[assignment]
+    """SIGKILLs the process's whole tree; a no-op once it exited."""
+    FollowOutput: _aio.UnaryStreamMultiCallable[_exec_pb2.FollowOutputRequest, _exec_pb2.ExecEvent]  # type: ignore[assignment]
+    """The output buffered so far (a dropped_bytes event first when some was dropped), then live
+    output, then one exit event.
+    """
 
 class ExecServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -60,5 +86,48 @@ class ExecServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_exec_pb2.ExecEvent], _abc.AsyncIterator[_exec_pb2.ExecEvent]]:
         """Runs a command and streams its output in order, ending with one exit event."""
+
+    @_abc_1.abstractmethod
+    def StartProcess(
+        self,
+        request: _exec_pb2.StartProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.StartProcessResponse, _abc.Awaitable[_exec_pb2.StartProcessResponse]]:
+        """Starts a background process and returns its pid. At most 32 per sandbox (running, or exited
+        and not yet forgotten: the oldest exited ones make room); more is RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProcesses(
+        self,
+        request: _exec_pb2.ListProcessesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.ListProcessesResponse, _abc.Awaitable[_exec_pb2.ListProcessesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SendSignal(
+        self,
+        request: _exec_pb2.SendSignalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.SendSignalResponse, _abc.Awaitable[_exec_pb2.SendSignalResponse]]:
+        """FAILED_PRECONDITION when the process has already exited."""
+
+    @_abc_1.abstractmethod
+    def KillProcess(
+        self,
+        request: _exec_pb2.KillProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.KillProcessResponse, _abc.Awaitable[_exec_pb2.KillProcessResponse]]:
+        """SIGKILLs the process's whole tree; a no-op once it exited."""
+
+    @_abc_1.abstractmethod
+    def FollowOutput(
+        self,
+        request: _exec_pb2.FollowOutputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exec_pb2.ExecEvent], _abc.AsyncIterator[_exec_pb2.ExecEvent]]:
+        """The output buffered so far (a dropped_bytes event first when some was dropped), then live
+        output, then one exit event.
+        """
 
 def add_ExecServicer_to_server(servicer: ExecServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

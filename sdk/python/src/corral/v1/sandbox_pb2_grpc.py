@@ -69,6 +69,11 @@ class SandboxesStub:
                 request_serializer=corral_dot_v1_dot_sandbox__pb2.ResumeSandboxRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_sandbox__pb2.ResumeSandboxResponse.FromString,
                 _registered_method=True)
+        self.SetTimeout = channel.unary_unary(
+                '/corral.v1.Sandboxes/SetTimeout',
+                request_serializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxesServicer:
@@ -118,6 +123,14 @@ class SandboxesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTimeout(self, request, context):
+        """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
+        once the sandbox has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +168,11 @@ def add_SandboxesServicer_to_server(servicer, server):
                     servicer.Resume,
                     request_deserializer=corral_dot_v1_dot_sandbox__pb2.ResumeSandboxRequest.FromString,
                     response_serializer=corral_dot_v1_dot_sandbox__pb2.ResumeSandboxResponse.SerializeToString,
+            ),
+            'SetTimeout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTimeout,
+                    request_deserializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +364,33 @@ class Sandboxes:
             '/corral.v1.Sandboxes/Resume',
             corral_dot_v1_dot_sandbox__pb2.ResumeSandboxRequest.SerializeToString,
             corral_dot_v1_dot_sandbox__pb2.ResumeSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTimeout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Sandboxes/SetTimeout',
+            corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutRequest.SerializeToString,
+            corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class SandboxesStub:
     until Resume.
     """
     Resume: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.ResumeSandboxRequest, _sandbox_pb2.ResumeSandboxResponse]
+    SetTimeout: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.SetSandboxTimeoutRequest, _sandbox_pb2.SetSandboxTimeoutResponse]
+    """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
+    once the sandbox has ended.
+    """
 
 @_typing.type_check_only
 class SandboxesAsyncStub(SandboxesStub):
@@ -55,6 +59,10 @@ class SandboxesAsyncStub(SandboxesStub):
     until Resume.
     """
     Resume: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.ResumeSandboxRequest, _sandbox_pb2.ResumeSandboxResponse]  # type: ignore[assignment]
+    SetTimeout: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.SetSandboxTimeoutRequest, _sandbox_pb2.SetSandboxTimeoutResponse]  # type: ignore[assignment]
+    """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
+    once the sandbox has ended.
+    """
 
 class SandboxesServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,5 +116,15 @@ class SandboxesServicer(metaclass=_abc_1.ABCMeta):
         request: _sandbox_pb2.ResumeSandboxRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sandbox_pb2.ResumeSandboxResponse, _abc.Awaitable[_sandbox_pb2.ResumeSandboxResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetTimeout(
+        self,
+        request: _sandbox_pb2.SetSandboxTimeoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.SetSandboxTimeoutResponse, _abc.Awaitable[_sandbox_pb2.SetSandboxTimeoutResponse]]:
+        """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
+        once the sandbox has ended.
+        """
 
 def add_SandboxesServicer_to_server(servicer: SandboxesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
