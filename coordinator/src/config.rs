@@ -31,6 +31,9 @@ pub struct CoordinatorConfig {
     pub create_timeout_seconds: u64,
     /// Largest file accepted by `Files.Write` / returned by `Files.Read`.
     pub max_file_bytes: u64,
+    /// TTL of the leader lease: a standby coordinator takes over the reconciler within about this
+    /// long after the leader dies.
+    pub leader_lease_seconds: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -49,6 +52,7 @@ impl Default for CoordinatorConfig {
             max_output_bytes: 16 * 1024 * 1024,
             create_timeout_seconds: 30,
             max_file_bytes: 64 * 1024 * 1024,
+            leader_lease_seconds: 10,
         }
     }
 }
@@ -79,7 +83,14 @@ impl CoordinatorConfig {
         if self.max_file_bytes == 0 || self.max_file_bytes > 1024 * 1024 * 1024 {
             return Err("coordinator.max_file_bytes must be in 1..=1073741824".into());
         }
+        if !(2..=300).contains(&self.leader_lease_seconds) {
+            return Err("coordinator.leader_lease_seconds must be in 2..=300".into());
+        }
         Ok(())
+    }
+
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_secs(self.leader_lease_seconds)
     }
 
     pub fn create_timeout(&self) -> Duration {

@@ -6,6 +6,7 @@
 //! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement;
 //! - [`dispatch`]: work, requests and output streams over the bus;
 //! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
+//! - [`leader`]: leader election (the leader runs the reconciler's sweeps);
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod confirm;
 pub mod dispatch;
 pub mod error;
+pub mod leader;
 pub mod reconciler;
 pub mod records;
 pub mod scheduler;
@@ -35,6 +37,7 @@ pub use config::CoordinatorConfig;
 
 use crate::cluster::ClusterView;
 use crate::dispatch::Dispatcher;
+use crate::leader::{LeaderRecord, Leadership};
 use crate::service::Core;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,14 @@ pub async fn run(
     let view = ClusterView::default();
     let _view_task = OwnedTask::spawn("coordinator.cluster_view", view.clone().follow(store.clone()));
     let (dispatch, unclaimed) = Dispatcher::start(bus).await?;
-    let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default() });
+    let leadership = Leadership::new(config.leader_lease());
+    let me = LeaderRecord {
+        coordinator: format!("{:016x}", rand::random::<u64>()),
+        endpoint: listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        since_ms: 0,
+    };
+    let election = OwnedTask::spawn("coordinator.election", leadership.clone().campaign(store.clone(), me));
+    let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership });
     let _reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -83,8 +93,15 @@ pub async fn run(
         .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi(core.clone())))
         .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(core.clone())))
-        .add_service(FilesServer::new(api::files::FilesApi(core)).max_decoding_message_size(max_message))
+        .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
+    // Hand leadership over at once rather than after the lease runs out.
+    drop(election);
+    if let Some(lease) = core.leadership.lease()
+        && let Err(e) = core.store.revoke_lease(lease).await
+    {
+        tracing::warn!(error = %e, "could not give up the leader lease; it expires on its own");
+    }
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! (after one create timeout) and then fail (after two), and agent replies nobody waited for are
 //! applied.
 //!
-//! Every write is a CAS through `records::update`, so several coordinators running this
-//! loop at once cannot corrupt a record (leader election arrives with the scheduler issue).
+//! The sweeps run on the elected leader only (`leader.rs`); every write is a CAS through
+//! `records::update`, so a deposed leader sweeping once more cannot corrupt a record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,8 @@ pub async fn run(core: Arc<Core>, mut unclaimed: mpsc::UnboundedReceiver<WorkRep
                     tracing::warn!(error = %e, "could not apply an agent reply");
                 }
             }
-            _ = tick.tick() => sweep(&core).await,
+            // Only the leader sweeps; every coordinator applies the replies addressed to it.
+            _ = tick.tick() => if core.leadership.is_leader() { sweep(&core).await },
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::config::CoordinatorConfig;
 use crate::confirm::InFlight;
 use crate::dispatch::Dispatcher;
 use crate::error::{ApiError, ApiResult};
+use crate::leader::Leadership;
 use crate::records::{self, Versioned};
 use crate::scheduler::{Demand, PlacementError};
 
@@ -27,6 +28,8 @@ pub struct Core {
     pub dispatch: Dispatcher,
     /// RUNNING confirmations being written in the background (see [`crate::confirm`]).
     pub in_flight: InFlight,
+    /// Whether this coordinator runs the reconciler now (see [`crate::leader`]).
+    pub leadership: Leadership,
 }
 
 /// Which sandboxes `list` returns.

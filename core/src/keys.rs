@@ -7,6 +7,15 @@ use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
 /// The root of every Corral key.
 pub const ROOT: &str = "/corral/v1/";
 
+/// `leader`: the coordinator that runs the reconciler, on that coordinator's lease.
+pub struct LeaderKey;
+
+impl fmt::Display for LeaderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}leader")
+    }
+}
+
 /// `nodes/{node_id}`: a node's NodeInfo, on the agent's lease.
 pub struct NodeKey<'a>(pub &'a NodeId);
 

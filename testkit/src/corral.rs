@@ -175,6 +175,18 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts another coordinator on the same etcd and NATS; returns it with its endpoint.
+    pub fn add_coordinator(&self, env: &[(&str, &str)]) -> anyhow::Result<(Proc, String)> {
+        let mut cmd = Command::new(corral_binary()?);
+        cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &self.etcd.endpoint()]);
+        cmd.args(["--nats", &self.nats.url()]);
+        cmd.envs(env.iter().copied());
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let mut proc = Proc::spawn("coordinator", cmd, self.dir.path().join(format!("coordinator-{n}.log")))?;
+        let endpoint = wait_serving(&mut proc)?;
+        Ok((proc, endpoint))
+    }
+
     /// Node id of agent `i` (1-based).
     pub fn node_id(&self, i: usize) -> String {
         format!("a{i}-{}", self.suffix)

@@ -221,3 +221,55 @@ async fn reads_after_create_see_running() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Two coordinators: one leads (runs the reconciler), the other serves the API too. `kill -9` of
+/// the leader: the standby takes over the reconciler within the lease TTL, so a sandbox created
+/// through it still expires on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_coordinator_takes_over_the_reconciler() -> anyhow::Result<()> {
+    use corral_core::keys::LeaderKey;
+    use corral_core::store::{self, StateStore, etcd::EtcdStore};
+
+    const LEASE: &[(&str, &str)] = &[("CORRAL_COORDINATOR__LEADER_LEASE_SECONDS", "3")];
+    let mut cluster = Cluster::start_with_env(1, LEASE)?;
+    ready_client(&cluster.endpoint).await?;
+    let (mut second, second_endpoint) = cluster.add_coordinator(LEASE)?;
+    let store = EtcdStore::connect(&[cluster.etcd.endpoint()]).await?;
+    let leader = || async {
+        let kv = store.get(&LeaderKey.to_string()).await?;
+        anyhow::Ok(kv.map(|kv| store::decode::<corral_coordinator::leader::LeaderRecord>(&kv)).transpose()?)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        if let Some(l) = leader().await? {
+            break l;
+        }
+        ensure!(Instant::now() < deadline, "no coordinator became the leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let endpoints = [
+        cluster.endpoint.trim_start_matches("http://").to_owned(),
+        second_endpoint.trim_start_matches("http://").to_owned(),
+    ];
+    ensure!(endpoints.contains(&first.endpoint), "leader {first:?} is one of {endpoints:?}");
+    let first_is_original = first.endpoint == endpoints[0];
+    let survivor = if first_is_original { second_endpoint.clone() } else { cluster.endpoint.clone() };
+
+    let client = ready_client(&survivor).await?;
+    let s = client.create(pb::CreateSandboxRequest { timeout_seconds: 6, ..Default::default() }).await?;
+    let killed = Instant::now();
+    if first_is_original {
+        cluster.coordinator.kill9();
+    } else {
+        second.kill9();
+    }
+    let expired = wait_state(&client, &s.id, pb::SandboxState::Expired, Duration::from_secs(30)).await;
+    if expired.is_err() {
+        eprintln!("{}\n--- second coordinator:\n{}", logs(&cluster), second.log_tail(4000));
+    }
+    expired?;
+    let now_leader = leader().await?.ok_or_else(|| anyhow::anyhow!("no leader after the kill"))?;
+    ensure!(now_leader.endpoint != first.endpoint, "the standby leads now: {now_leader:?}");
+    eprintln!("sandbox expired {:?} after the leader was killed", killed.elapsed());
+    Ok(())
+}
