@@ -125,7 +125,9 @@ async def test_plain_gather_cleanup_finishes_in_the_background(labels: dict[str,
 
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(make(), timeout=0.02)
-    deadline = asyncio.get_running_loop().time() + 10
+    # Generous: on a loaded 2-core machine twenty cold sandbox starts and their destroys can
+    # take several seconds; what matters is that they all end.
+    deadline = asyncio.get_running_loop().time() + 60
     while await AsyncSandbox.list(status="running", labels=labels):
         assert asyncio.get_running_loop().time() < deadline, "sandboxes left running"
         await asyncio.sleep(0.1)
