@@ -130,6 +130,45 @@ impl Core {
     }
 }
 
+/// Stops a sandbox whose Create call was dropped before it answered (see [`Core::create`]).
+pub(crate) struct AbandonGuard {
+    armed: Option<(Arc<Core>, TenantId, SandboxId)>,
+}
+
+impl AbandonGuard {
+    pub(crate) fn new(core: Arc<Core>, tenant: TenantId, id: SandboxId) -> Self {
+        Self { armed: Some((core, tenant, id)) }
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some((core, tenant, id)) = self.armed.take() else { return };
+        // Bounded by the store's request timeouts. A record that never got written leaves an
+        // unrecorded sandbox at most, which the agent's GC reaps; an agent reply that arrives
+        // later finds the record ended and is answered with a destroy.
+        corral_core::task::spawn_detached("coordinator.abandoned_create", async move {
+            let reason = "its Create call was abandoned by the client";
+            // A record write cut off mid-flight may still land: look once more after a pause.
+            for pause in [Duration::ZERO, Duration::from_secs(1)] {
+                tokio::time::sleep(pause).await;
+                match core.end(&tenant, &id, SandboxState::Stopped, reason).await {
+                    Ok(r) => {
+                        tracing::info!(sandbox_id = %id, state = %r.state, "ended a sandbox whose create was abandoned");
+                        break;
+                    }
+                    Err(e) => tracing::debug!(sandbox_id = %id, error = %e, "abandoned create: no record to end yet"),
+                }
+            }
+            core.view.forget_reserved(&id);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

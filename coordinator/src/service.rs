@@ -50,8 +50,17 @@ impl ListFilter {
 const LIST_SCAN_LIMIT: usize = 10_000;
 
 impl Core {
+    /// Creates a sandbox. If the caller goes away before this returns (the client cancelled the
+    /// call or its deadline passed), whatever was started is stopped in the background.
     #[tracing::instrument(skip_all, fields(sandbox_id = %spec.id))]
     pub async fn create(self: &Arc<Self>, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
+        let guard = crate::confirm::AbandonGuard::new(self.clone(), spec.tenant.clone(), spec.id.clone());
+        let result = self.create_placed(spec).await;
+        guard.disarm();
+        result
+    }
+
+    async fn create_placed(self: &Arc<Self>, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
         let now = now_ms();
         let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
         let demand =

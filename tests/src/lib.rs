@@ -396,3 +396,40 @@ pub async fn docker_sandbox(c: &Client) -> anyhow::Result<()> {
     expect_err(c.create(runtime_request(pb::Runtime::Docker, "Bad Image!")).await, Code::InvalidArgument, "image")?;
     Ok(())
 }
+
+/// A Create whose caller gives up (a 2 ms deadline on a sandbox that cannot come from the warm
+/// pool) leaves nothing running: the server ends what it started, with the reason.
+pub async fn abandoned_create(c: &Client) -> anyhow::Result<()> {
+    let label = format!("abandon-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let labels: std::collections::HashMap<String, String> = [("test".to_owned(), label)].into();
+    let mut cut_short = 0;
+    for _ in 0..5 {
+        let body = pb::CreateSandboxRequest { internet_access: true, labels: labels.clone(), ..Default::default() };
+        let mut req = tonic::Request::new(body);
+        req.set_timeout(Duration::from_millis(2));
+        match c.sandboxes.clone().create(req).await {
+            Err(_) => cut_short += 1,
+            Ok(r) => {
+                let id = r.into_inner().sandbox.map(|s| s.id).unwrap_or_default();
+                c.destroy(&id).await?;
+            }
+        }
+    }
+    ensure!(cut_short > 0, "no create was cut short by a 2 ms deadline");
+    let live = vec![pb::SandboxState::Scheduled as i32, pb::SandboxState::Running as i32];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = pb::ListSandboxesRequest { labels: labels.clone(), states: live.clone(), ..Default::default() };
+        let left = c.list(req).await?.sandboxes;
+        if left.is_empty() {
+            break;
+        }
+        let ids: Vec<_> = left.iter().map(|s| (s.id.clone(), s.state)).collect();
+        ensure!(Instant::now() < deadline, "sandboxes of abandoned creates still live: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = c.list(pb::ListSandboxesRequest { labels, ..Default::default() }).await?.sandboxes;
+    let abandoned = all.iter().filter(|s| s.termination_reason.contains("abandoned")).count();
+    ensure!(abandoned > 0, "no record says its create was abandoned: {all:?}");
+    Ok(())
+}

@@ -23,6 +23,7 @@ macro_rules! dev_test {
 }
 
 dev_test!(lifecycle);
+dev_test!(abandoned_create);
 dev_test!(exec);
 dev_test!(background_server);
 dev_test!(files);
