@@ -6,12 +6,14 @@
 //! - [`work`]: the node's lifecycle work queue (create/destroy);
 //! - [`rpc`]: interactive requests (exec, files, processes, sessions) and output streaming;
 //! - [`supervisor`]: background processes and shell sessions, on top of any runtime;
+//! - [`languages`]: the `run_code` languages each runtime can run, found at start-up;
 //! - [`gc`]: reaps local sandboxes whose record ended; [`adopt`]: takes back sandboxes that
 //!   survived an agent restart; [`config`].
 
 pub mod adopt;
 pub mod config;
 pub mod gc;
+pub mod languages;
 pub mod node;
 pub mod rpc;
 pub mod runtime;
@@ -56,6 +58,8 @@ pub struct Agent {
     pub supervisor: supervisor::Supervisor,
     /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
     sandboxes: Mutex<HashMap<SandboxId, SandboxSpec>>,
+    /// What [`languages::detect`] found at start-up.
+    languages: Vec<corral_core::languages::LanguageOffer>,
     lease: Mutex<Option<LeaseId>>,
 }
 
@@ -138,6 +142,7 @@ impl Agent {
             },
             runtimes: self.runtimes.iter().map(|r| r.kind()).collect(),
             images,
+            languages: self.languages.clone(),
             labels: c.labels.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             registered_at_ms: now_ms(),
@@ -159,7 +164,9 @@ pub async fn run(
     if runtimes.is_empty() {
         return Err(AgentError::Config("the agent needs at least one runtime".into()));
     }
+    let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
     let agent = Arc::new(Agent {
+        languages: languages::detect(&kinds),
         node,
         config,
         runtimes,
