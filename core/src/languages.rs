@@ -90,6 +90,12 @@ pub fn detect(file_name: &str) -> Option<&'static Language> {
 }
 
 impl Language {
+    /// Where its program may be, in order of preference: each program name in each of
+    /// [`SEARCH_DIRS`].
+    pub fn candidates(&self) -> impl Iterator<Item = String> + '_ {
+        self.programs.iter().flat_map(|p| SEARCH_DIRS.iter().map(move |d| format!("{d}/{p}")))
+    }
+
     /// The command that runs `{dir}/{file_name}` with `program` (an absolute path). `dir` must be
     /// a plain absolute path (no quotes or blanks): it is pasted into a shell line for compilers.
     pub fn command(&self, program: &str, dir: &str) -> Command {
@@ -108,6 +114,10 @@ pub struct LanguageOffer {
     /// Canonical registry name.
     pub language: String,
     pub runtime: RuntimeKind,
+    /// The Docker image whose containers have the program; empty for bubblewrap (every
+    /// sandbox sees the host's `/usr`).
+    #[serde(default)]
+    pub image: String,
     /// Absolute path of the program inside the runtime's sandboxes.
     pub program: String,
 }

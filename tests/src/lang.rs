@@ -76,3 +76,48 @@ pub async fn run_code_errors(c: &Client) -> anyhow::Result<()> {
     expect_err(c.run_code_in(id, "python", "print(1)").await, Code::FailedPrecondition, "not RUNNING")?;
     Ok(())
 }
+
+/// Docker images are probed for their languages: `corral/python` runs python, `corral/base`
+/// (no python) refuses it naming what the image has.
+pub async fn docker_run_code(c: &Client) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let langs = c.list_languages().await?;
+        let docker = pb::Runtime::Docker as i32;
+        if langs.iter().any(|l| l.name == "python" && l.runtimes.contains(&docker)) {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "no Docker image offers python: {langs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let create = |image: &str| pb::CreateSandboxRequest {
+        runtime: pb::Runtime::Docker as i32,
+        image: image.to_owned(),
+        ..Default::default()
+    };
+    let py = c.create(create("corral/python")).await?;
+    let r = c.run_code_in(&py.id, "python", "import os; print(os.getuid() * 2)").await?;
+    ensure!(r.stdout == b"2000\n" && r.exit_code == 0, "docker python: {r:?}");
+    let r = c.run_code_in(&py.id, "sh", "echo $((6 * 7))").await?;
+    ensure!(r.stdout == b"42\n", "docker sh: {r:?}");
+    c.destroy(&py.id).await?;
+    let base = c.create(create("corral/base")).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        // corral/base may be probed a little after corral/python.
+        let r = c.run_code_in(&base.id, "python", "print(1)").await;
+        match r {
+            Err(e) if e.to_string().contains("available there: none") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            r => {
+                expect_err(r, Code::InvalidArgument, "python is not available to image corral/base:latest")?;
+                break;
+            }
+        }
+    }
+    let r = c.run_code_in(&base.id, "python", "print(1)").await;
+    expect_err(r, Code::InvalidArgument, "available there: bash, sh")?;
+    c.destroy(&base.id).await?;
+    Ok(())
+}

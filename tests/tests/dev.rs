@@ -34,6 +34,7 @@ dev_test!(sessions);
 dev_test!(languages_list);
 dev_test!(run_code);
 dev_test!(run_code_errors);
+dev_test!(docker_run_code);
 dev_test!(process_and_session_errors);
 dev_test!(docker_sandbox);
 

@@ -70,9 +70,12 @@ pub async fn run_code(core: &Arc<Core>, req: Request<pb::RunCodeRequest>) -> Api
 /// The program that runs `lang` for the sandbox's runtime on its node, or INVALID_ARGUMENT
 /// listing what that node's runtime can run.
 async fn program(core: &Core, tenant: &TenantId, id: &SandboxId, node: &NodeId, lang: &Language) -> ApiResult<String> {
-    let runtime = match core.view.sandbox(id).and_then(|p| p.record) {
-        Some(record) => record.spec.runtime,
-        None => core.get(tenant, id).await?.spec.runtime,
+    let (runtime, image) = match core.view.sandbox(id).and_then(|p| p.record) {
+        Some(record) => (record.spec.runtime, record.spec.image.clone()),
+        None => {
+            let record = core.get(tenant, id).await?;
+            (record.spec.runtime, record.spec.image)
+        }
     };
     let offers: Vec<LanguageOffer> = core
         .view
@@ -80,17 +83,15 @@ async fn program(core: &Core, tenant: &TenantId, id: &SandboxId, node: &NodeId, 
         .into_iter()
         .filter(|n| &n.node_id == node)
         .flat_map(|n| n.languages)
-        .filter(|o| o.runtime == runtime)
+        .filter(|o| o.runtime == runtime && (runtime != RuntimeKind::Docker || o.image == image))
         .collect();
     if let Some(offer) = offers.iter().find(|o| o.language == lang.name) {
         return Ok(offer.program.clone());
     }
     let names: Vec<&str> = offers.iter().map(|o| o.language.as_str()).collect();
-    let why = format!(
-        "{} is not available to {runtime} sandboxes on node {node}; available there: {}",
-        lang.name,
-        list_or_none(&names)
-    );
+    let what = if image.is_empty() { format!("{runtime} sandboxes") } else { format!("image {image}") };
+    let why =
+        format!("{} is not available to {what} on node {node}; available there: {}", lang.name, list_or_none(&names));
     Err(ApiError::field("language", why))
 }
 
