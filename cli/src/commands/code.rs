@@ -93,10 +93,10 @@ pub async fn languages(endpoint: &str, out: Format) -> anyhow::Result<ExitCode> 
             println!("{}", serde_json::Value::Array(items));
         }
         Format::Text => {
-            println!("{:<12} {:<10} {:<10} ALIASES", "LANGUAGE", "FILE", "RUNTIMES");
+            println!("{:<12} {:<10} {:<13} ALIASES", "LANGUAGE", "FILE", "RUNTIMES");
             for l in &langs {
                 let runtimes: Vec<&str> = l.runtimes.iter().map(|r| runtime_name(*r)).collect();
-                println!("{:<12} {:<10} {:<10} {}", l.name, l.file_name, runtimes.join(","), l.aliases.join(", "));
+                println!("{:<12} {:<10} {:<13} {}", l.name, l.file_name, runtimes.join(","), l.aliases.join(", "));
             }
         }
     }
