@@ -6,12 +6,14 @@
 //! - [`work`]: the node's lifecycle work queue (create/destroy);
 //! - [`rpc`]: interactive requests (exec, files, processes, sessions) and output streaming;
 //! - [`supervisor`]: background processes and shell sessions, on top of any runtime;
+//! - [`languages`]: the `run_code` languages each runtime can run, found at start-up;
 //! - [`gc`]: reaps local sandboxes whose record ended; [`adopt`]: takes back sandboxes that
 //!   survived an agent restart; [`config`].
 
 pub mod adopt;
 pub mod config;
 pub mod gc;
+pub mod languages;
 pub mod node;
 pub mod rpc;
 pub mod runtime;
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::bus::Bus;
 use corral_core::ids::{NodeId, SandboxId};
+use corral_core::languages::LanguageOffer;
 use corral_core::model::{Capacity, NodeInfo, RuntimeKind, SandboxSpec};
 use corral_core::store::{LeaseId, StateStore};
 use corral_core::task::OwnedTask;
@@ -56,6 +59,8 @@ pub struct Agent {
     pub supervisor: supervisor::Supervisor,
     /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
     sandboxes: Mutex<HashMap<SandboxId, SandboxSpec>>,
+    /// What [`languages::detect`] found at start-up, plus what probing Docker images found.
+    languages: Mutex<Vec<LanguageOffer>>,
     lease: Mutex<Option<LeaseId>>,
 }
 
@@ -77,6 +82,11 @@ impl Agent {
     pub fn runtime_of(&self, id: &SandboxId) -> Result<Arc<dyn Runtime>, RuntimeError> {
         let kind = self.spec(id).map(|s| s.runtime).ok_or_else(|| RuntimeError::SandboxNotFound(id.clone()))?;
         self.runtime(kind).cloned().ok_or_else(|| RuntimeError::SandboxNotFound(id.clone()))
+    }
+
+    /// Adds offers found after start-up (Docker image probes); the next heartbeat publishes them.
+    pub fn add_languages(&self, offers: Vec<LanguageOffer>) {
+        self.languages.lock().unwrap_or_else(|p| p.into_inner()).extend(offers);
     }
 
     fn set_lease(&self, lease: Option<LeaseId>) {
@@ -138,6 +148,7 @@ impl Agent {
             },
             runtimes: self.runtimes.iter().map(|r| r.kind()).collect(),
             images,
+            languages: self.languages.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             labels: c.labels.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             registered_at_ms: now_ms(),
@@ -159,7 +170,9 @@ pub async fn run(
     if runtimes.is_empty() {
         return Err(AgentError::Config("the agent needs at least one runtime".into()));
     }
+    let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
     let agent = Arc::new(Agent {
+        languages: Mutex::new(languages::detect(&kinds)),
         node,
         config,
         runtimes,
@@ -176,7 +189,8 @@ pub async fn run(
     let work_task = OwnedTask::spawn("agent.work", work::consume(agent.clone()));
     let heartbeat_task = OwnedTask::spawn("agent.heartbeat", node::heartbeat(agent.clone()));
     let gc_task = OwnedTask::spawn("agent.gc", gc::run(agent.clone()));
-    let tasks = [rpc_task, work_task, heartbeat_task, gc_task];
+    let probe_task = OwnedTask::spawn("agent.languages", languages::probe_docker(agent.clone()));
+    let tasks = [rpc_task, work_task, heartbeat_task, gc_task, probe_task];
 
     tokio::pin!(shutdown);
     let failed = loop {

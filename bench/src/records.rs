@@ -102,6 +102,7 @@ async fn register_node(store: Arc<EtcdStore>) -> anyhow::Result<OwnedTask> {
         capacity: Capacity { cpus: 1_000_000.0, memory_mb: 1 << 40, sandboxes: 1_000_000 },
         runtimes: vec![RuntimeKind::Bwrap],
         images: Vec::new(),
+        languages: Vec::new(),
         labels: BTreeMap::new(),
         agent_version: "bench".to_owned(),
         registered_at_ms: now_ms(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use corral_proto::v1 as pb;
 use corral_proto::v1::exec_client::ExecClient;
 use corral_proto::v1::files_client::FilesClient;
+use corral_proto::v1::languages_client::LanguagesClient;
 use corral_proto::v1::sandboxes_client::SandboxesClient;
 use corral_proto::v1::sessions_client::SessionsClient;
 use futures::{Stream, StreamExt};
@@ -54,6 +55,7 @@ pub struct Client {
     pub exec: ExecClient<Channel>,
     pub files: FilesClient<Channel>,
     pub sessions: SessionsClient<Channel>,
+    pub languages: LanguagesClient<Channel>,
 }
 
 impl Client {
@@ -73,6 +75,7 @@ impl Client {
             sandboxes: SandboxesClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             exec: ExecClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             sessions: SessionsClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+            languages: LanguagesClient::new(channel.clone()),
             files: FilesClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
@@ -135,6 +138,27 @@ impl Client {
     pub async fn run_shell(&self, sandbox_id: &str, shell: &str) -> Result<pb::ExecResponse> {
         self.run(pb::ExecRequest { sandbox_id: sandbox_id.to_owned(), shell: shell.to_owned(), ..Default::default() })
             .await
+    }
+
+    /// Runs a snippet of `req.language` (written to a file in the sandbox, compiled if need be).
+    pub async fn run_code(&self, req: pb::RunCodeRequest) -> Result<pb::ExecResponse> {
+        Ok(self.exec.clone().run_code(req).await?.into_inner())
+    }
+
+    /// Runs a snippet with default settings.
+    pub async fn run_code_in(&self, sandbox_id: &str, language: &str, code: &str) -> Result<pb::ExecResponse> {
+        let req = pb::RunCodeRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            language: language.to_owned(),
+            code: code.to_owned(),
+            ..Default::default()
+        };
+        self.run_code(req).await
+    }
+
+    /// The languages some node of the cluster can run, with the runtimes offering each.
+    pub async fn list_languages(&self) -> Result<Vec<pb::Language>> {
+        Ok(self.languages.clone().list(pb::ListLanguagesRequest {}).await?.into_inner().languages)
     }
 
     /// Runs a command and streams its output events; the last event is the exit.

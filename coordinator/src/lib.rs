@@ -29,6 +29,7 @@ use corral_core::store::StateStore;
 use corral_core::task::OwnedTask;
 use corral_proto::v1::exec_server::ExecServer;
 use corral_proto::v1::files_server::FilesServer;
+use corral_proto::v1::languages_server::LanguagesServer;
 use corral_proto::v1::sandboxes_server::SandboxesServer;
 use corral_proto::v1::sessions_server::SessionsServer;
 use tokio::net::TcpListener;
@@ -81,6 +82,7 @@ pub async fn run(
     health.set_serving::<ExecServer<api::exec::ExecApi>>().await;
     health.set_serving::<FilesServer<api::files::FilesApi>>().await;
     health.set_serving::<SessionsServer<api::sessions::SessionsApi>>().await;
+    health.set_serving::<LanguagesServer<api::code::LanguagesApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(corral_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -93,6 +95,7 @@ pub async fn run(
         .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi(core.clone())))
         .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(core.clone())))
+        .add_service(LanguagesServer::new(api::code::LanguagesApi(core.clone())))
         .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -3,6 +3,7 @@
 //! - [`ids`]: typed identities (`SandboxId`, `NodeId`, `TenantId`, `ExecId`).
 //! - [`state`]: the sandbox lifecycle enum and its single transition check.
 //! - [`keys`] and [`subjects`]: typed etcd keys and NATS subjects; their `Display` is the wire string.
+//! - [`languages`]: the `run_code` language registry (name, aliases, file name, command).
 //! - [`model`]: records stored in the state store (sandbox, node).
 //! - [`protocol`]: messages between coordinator and agents on the bus.
 //! - [`store`]: the `StateStore` trait with an etcd and an in-process implementation.
@@ -12,6 +13,7 @@
 pub mod bus;
 pub mod ids;
 pub mod keys;
+pub mod languages;
 pub mod model;
 pub mod protocol;
 pub mod state;

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
+use crate::languages::LanguageOffer;
 use crate::state::SandboxState;
 
 /// Which isolation technology runs a sandbox.
@@ -85,6 +86,10 @@ pub struct NodeInfo {
     /// Local images the node's Docker runtime can start (`repository:tag`).
     #[serde(default)]
     pub images: Vec<String>,
+    /// The `run_code` languages each runtime of the node can run (records written before
+    /// languages existed decode with none).
+    #[serde(default)]
+    pub languages: Vec<LanguageOffer>,
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     pub registered_at_ms: i64,
@@ -160,4 +165,17 @@ pub struct FileEntry {
     pub size: u64,
     pub mode: u32,
     pub mtime_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_records_without_languages_still_decode() {
+        let old = r#"{"v":1,"node_id":"n1","capacity":{"cpus":2.0,"memory_mb":1024,"sandboxes":8},
+            "runtimes":["bwrap"],"labels":{},"agent_version":"0.1.0","registered_at_ms":1}"#;
+        let info: NodeInfo = serde_json::from_str(old).expect("an old record decodes");
+        assert!(info.languages.is_empty() && info.images.is_empty());
+    }
 }

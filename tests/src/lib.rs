@@ -12,7 +12,9 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+mod lang;
 mod procs;
+pub use lang::{docker_run_code, languages_list, run_code, run_code_errors};
 pub use procs::{background_processes, process_and_session_errors, sessions};
 
 /// Connects and waits until the server can place a sandbox (agents registered).

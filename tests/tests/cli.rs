@@ -14,7 +14,7 @@ fn corral(args: &[&str]) -> anyhow::Result<std::process::Output> {
 fn help_lists_the_commands() -> anyhow::Result<()> {
     let out = corral(&["--help"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["dev", "coordinator", "agent", "sandbox", "exec", "run", "files", "process", "demo"] {
+    for cmd in ["dev", "coordinator", "agent", "sandbox", "exec", "run", "files", "process", "languages", "demo"] {
         ensure!(text.contains(cmd), "--help does not mention {cmd}: {text}");
     }
     ensure!(out.status.success());
@@ -80,6 +80,39 @@ async fn run_and_exec_exit_with_the_command_status() -> anyhow::Result<()> {
         listed.sandboxes.iter().all(|x| x.id == s.id || state(x) != corral_client::v1::SandboxState::Running),
         "run left a sandbox running"
     );
+    Ok(())
+}
+
+/// `corral languages` (table and JSON) and the `--language` form of `exec` and `run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn languages_and_run_code_commands() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let client = ready_client(&server.endpoint).await?;
+    let ep = server.endpoint.clone();
+    let table = tokio::task::spawn_blocking(move || corral(&["--endpoint", &ep, "languages"])).await??;
+    let text = String::from_utf8_lossy(&table.stdout);
+    ensure!(table.status.success() && text.contains("python") && text.contains("main.py"), "{table:?}");
+    let ep = server.endpoint.clone();
+    let json = tokio::task::spawn_blocking(move || corral(&["--endpoint", &ep, "-o", "json", "languages"])).await??;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    let sh = v.as_array().and_then(|a| a.iter().find(|l| l["name"] == "sh")).cloned().unwrap_or_default();
+    ensure!(sh["runtimes"][0] == "bwrap" && sh["file_name"] == "main.sh", "{v}");
+
+    let s = client.create(Default::default()).await?;
+    let (ep, id) = (server.endpoint.clone(), s.id.clone());
+    let exec = tokio::task::spawn_blocking(move || {
+        corral(&["--endpoint", &ep, "exec", "--language", "py", &id, "--", "print(6 * 7); exit(4)"])
+    })
+    .await??;
+    ensure!(exec.status.code() == Some(4) && exec.stdout == b"42\n", "{exec:?}");
+    let ep = server.endpoint.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        corral(&["--endpoint", &ep, "-o", "json", "run", "--language", "sh", "--", "echo", "hi"])
+    })
+    .await??;
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    ensure!(run.status.success() && v["stdout"] == "hi\n" && v["exit_code"] == 0, "{run:?}");
+    client.destroy(&s.id).await?;
     Ok(())
 }
 

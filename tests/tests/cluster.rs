@@ -44,6 +44,7 @@ cluster_test!(ttl_expiry);
 cluster_test!(set_timeout);
 cluster_test!(background_processes);
 cluster_test!(sessions);
+cluster_test!(run_code);
 cluster_test!(docker_sandbox);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,10 @@ dev_test!(ttl_expiry);
 dev_test!(set_timeout);
 dev_test!(background_processes);
 dev_test!(sessions);
+dev_test!(languages_list);
+dev_test!(run_code);
+dev_test!(run_code_errors);
+dev_test!(docker_run_code);
 dev_test!(process_and_session_errors);
 dev_test!(docker_sandbox);
 

@@ -1,4 +1,5 @@
-//! `corral exec` and `corral run`: stream a command's output and exit with its code.
+//! `corral exec` and `corral run`: stream a command's output and exit with its code. With
+//! `--language`, the words are a snippet for `Exec.RunCode` instead (see [`super::code`]).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use corral_client::v1::exec_event::Event;
 use futures::StreamExt;
 
 use super::sandbox::CreateOpts;
-use super::{connect, key_value};
+use super::{code, connect, key_value};
 use crate::output::Format;
 
 #[derive(Debug, Clone, Args)]
@@ -25,8 +26,12 @@ pub struct CommandOpts {
     #[arg(long)]
     pub stdin: bool,
     /// Run the words through /bin/sh -c instead of executing them directly.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "language")]
     pub shell: bool,
+    /// The words (joined by spaces) are a snippet in this language, run with Exec.RunCode
+    /// (`corral languages` lists them; `-` reads the snippet from standard input).
+    #[arg(long, value_name = "LANGUAGE")]
+    pub language: Option<String>,
     /// The command and its arguments (after `--`).
     #[arg(required = true, last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -51,11 +56,30 @@ pub struct RunArgs {
     pub cmd: CommandOpts,
 }
 
-fn request(id: &str, cmd: &CommandOpts, env: &[(String, String)]) -> anyhow::Result<pb::ExecRequest> {
+/// This process's standard input, when `--stdin` asks for it.
+pub fn read_stdin(cmd: &CommandOpts) -> anyhow::Result<Vec<u8>> {
     let mut stdin = Vec::new();
     if cmd.stdin {
         std::io::stdin().read_to_end(&mut stdin)?;
     }
+    Ok(stdin)
+}
+
+/// The exit code of this process for a command that ended so: the command's, 128+signal when
+/// it was killed, 124 on timeout.
+pub fn exit_code(x: &pb::ExecExit) -> ExitCode {
+    let code = if x.timed_out {
+        124
+    } else if x.signal > 0 {
+        128 + x.signal
+    } else {
+        x.exit_code
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn request(id: &str, cmd: &CommandOpts, env: &[(String, String)]) -> anyhow::Result<pb::ExecRequest> {
+    let stdin = read_stdin(cmd)?;
     let (argv, shell) =
         if cmd.shell { (Vec::new(), cmd.command.join(" ")) } else { (cmd.command.clone(), String::new()) };
     Ok(pb::ExecRequest {
@@ -104,14 +128,7 @@ async fn stream(client: &Client, req: pb::ExecRequest, out: Format) -> anyhow::R
                 } else if x.truncated {
                     eprintln!("corral: output was truncated");
                 }
-                let code = if x.timed_out {
-                    124
-                } else if x.signal > 0 {
-                    128 + x.signal
-                } else {
-                    x.exit_code
-                };
-                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+                return Ok(exit_code(&x));
             }
         }
     }
@@ -120,6 +137,9 @@ async fn stream(client: &Client, req: pb::ExecRequest, out: Format) -> anyhow::R
 
 pub async fn exec(endpoint: &str, out: Format, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let client = connect(endpoint).await?;
+    if let Some(language) = &args.cmd.language {
+        return code::run(&client, code::request(&args.id, language, &args.cmd, &args.env)?, out).await;
+    }
     stream(&client, request(&args.id, &args.cmd, &args.env)?, out).await
 }
 
@@ -127,9 +147,15 @@ pub async fn run(endpoint: &str, out: Format, args: RunArgs) -> anyhow::Result<E
     let client = connect(endpoint).await?;
     let sandbox = client.create(args.create.request()).await?;
     // The sandbox's environment (--env) applies to the command.
-    let result = match request(&sandbox.id, &args.cmd, &[]) {
-        Ok(req) => stream(&client, req, out).await,
-        Err(e) => Err(e),
+    let result = match &args.cmd.language {
+        Some(language) => match code::request(&sandbox.id, language, &args.cmd, &[]) {
+            Ok(req) => code::run(&client, req, out).await,
+            Err(e) => Err(e),
+        },
+        None => match request(&sandbox.id, &args.cmd, &[]) {
+            Ok(req) => stream(&client, req, out).await,
+            Err(e) => Err(e),
+        },
     };
     let destroyed = client.destroy(&sandbox.id).await;
     let code = result?;

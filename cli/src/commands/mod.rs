@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod code;
 mod demo;
 mod exec;
 mod files;
@@ -86,6 +87,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Create a sandbox, run one command in it, destroy it; exits with the command's exit code.
     Run(exec::RunArgs),
+    /// List the languages `--language` (Exec.RunCode) accepts, with the runtimes offering each.
+    Languages,
     /// Start, list, signal, kill and follow background processes of a sandbox.
     #[command(subcommand)]
     Process(process::ProcessCmd),
@@ -161,6 +164,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => exec::run(&endpoint, out, args).await,
         Command::Files(cmd) => files::run(&endpoint, out, cmd).await,
         Command::Process(cmd) => process::run(&endpoint, out, cmd).await,
+        Command::Languages => code::languages(&endpoint, out).await,
         Command::Demo(args) => demo::run(&endpoint, args).await,
     }
 }

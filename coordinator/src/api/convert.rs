@@ -20,6 +20,8 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_ARGV: usize = 4096;
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
 pub const MAX_STDIN: usize = 256 * 1024;
+/// A RunCode snippet: one bus chunk, so the file is written in one round trip.
+pub const MAX_CODE_BYTES: usize = 512 * 1024;
 pub const MIN_MEMORY_MB: i64 = 16;
 
 pub fn sandbox_id(field: &str, raw: &str) -> ApiResult<SandboxId> {
@@ -258,6 +260,34 @@ pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
     }
 }
 
+/// Bytes for a command's standard input, within [`MAX_STDIN`].
+pub fn stdin(raw: Vec<u8>) -> ApiResult<Vec<u8>> {
+    if raw.len() > MAX_STDIN {
+        let why = format!("{} bytes exceed the {MAX_STDIN} byte limit; write a file and redirect from it", raw.len());
+        return Err(ApiError::field("stdin", why));
+    }
+    Ok(raw)
+}
+
+/// A RunCode snippet: not empty, at most [`MAX_CODE_BYTES`], no NUL.
+pub fn code(raw: &str) -> ApiResult<()> {
+    if raw.is_empty() {
+        return Err(ApiError::field("code", "is required"));
+    }
+    if raw.len() > MAX_CODE_BYTES || raw.contains('\0') {
+        let why = format!("{} bytes; must be 1..={MAX_CODE_BYTES} bytes without NUL", raw.len());
+        return Err(ApiError::field("code", why));
+    }
+    Ok(())
+}
+
+pub fn runtime_to_pb(r: RuntimeKind) -> pb::Runtime {
+    match r {
+        RuntimeKind::Bwrap => pb::Runtime::Bwrap,
+        RuntimeKind::Docker => pb::Runtime::Docker,
+    }
+}
+
 pub fn exit_to_pb(s: ExitStatus) -> pb::ExecExit {
     pb::ExecExit {
         exit_code: s.exit_code,
@@ -311,10 +341,7 @@ pub fn sandbox_to_pb(r: SandboxRecord) -> pb::Sandbox {
         id: spec.id.to_string(),
         name: spec.name.map(|n| n.to_string()).unwrap_or_default(),
         tenant: spec.tenant.to_string(),
-        runtime: match spec.runtime {
-            RuntimeKind::Bwrap => pb::Runtime::Bwrap as i32,
-            RuntimeKind::Docker => pb::Runtime::Docker as i32,
-        },
+        runtime: runtime_to_pb(spec.runtime) as i32,
         image: spec.image,
         state: state_to_pb(r.state) as i32,
         node_id: r.node.map(|n| n.to_string()).unwrap_or_default(),

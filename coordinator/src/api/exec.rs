@@ -1,5 +1,6 @@
 //! `corral.v1.Exec`: unary Run (collected, capped output) and RunStream (ordered events), plus
-//! the background process calls, which live in [`super::processes`].
+//! RunCode (in [`super::code`]) and the background process calls, which live in
+//! [`super::processes`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{convert, processes, tenant};
+use super::{code, convert, processes, tenant};
 use crate::dispatch::{ExecOutput, ExecStream};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Core;
@@ -33,14 +34,7 @@ impl ExecApi {
         let cfg = &self.0.config;
         let command = convert::command(req.argv, req.shell)?;
         let env = convert::env("env", &req.env)?;
-        if req.stdin.len() > convert::MAX_STDIN {
-            let why = format!(
-                "{} bytes exceed the {} byte limit; write a file and redirect from it",
-                req.stdin.len(),
-                convert::MAX_STDIN
-            );
-            return Err(ApiError::field("stdin", why));
-        }
+        let stdin = convert::stdin(req.stdin)?;
         let timeout_ms = convert::exec_timeout_ms(req.timeout_seconds, cfg)?;
         let node = self.0.locate(&tenant, &id).await?;
         // An empty cwd means the sandbox's workdir, which the agent knows.
@@ -50,7 +44,7 @@ impl ExecApi {
             env,
             cwd,
             timeout_ms,
-            stdin: req.stdin,
+            stdin,
             max_output_bytes: cfg.max_output_bytes,
             side_channel: false,
         };
@@ -135,6 +129,11 @@ impl Exec for ExecApi {
         // The client went away: stop the command rather than let it run unobserved.
         let kill = RpcRequest::KillExec { sandbox: id, exec: stream.exec };
         Ok(Response::new(forward(self.0.clone(), node, stream, kill)))
+    }
+
+    #[tracing::instrument(name = "api.Exec.RunCode", skip_all)]
+    async fn run_code(&self, req: Request<pb::RunCodeRequest>) -> Result<Response<pb::ExecResponse>, Status> {
+        Ok(Response::new(code::run_code(&self.0, req).await?))
     }
 
     #[tracing::instrument(name = "api.Exec.StartProcess", skip_all)]

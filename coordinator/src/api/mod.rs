@@ -1,5 +1,6 @@
 //! The tonic services: one file per service, thin — validate (in `convert`), call `Core`, convert back.
 
+pub mod code;
 pub mod convert;
 pub mod exec;
 pub mod files;

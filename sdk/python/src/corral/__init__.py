@@ -13,7 +13,8 @@ Quick start::
     asyncio.run(main())
 
 ``Sandbox`` is the same API without ``await``; ``AsyncSandboxClient`` is the low-level client
-(one method per RPC). The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
+(one method per RPC). ``get_languages()`` lists what ``run_code`` can run on the cluster and
+``detect_language(filename)`` maps a file name to a language. The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
 ``~/.config/corral/config.toml``, or ``127.0.0.1:50051``.
 """
 
@@ -40,10 +41,11 @@ from .errors import (
     UnimplementedError,
     UnknownError,
 )
+from .languages import LanguageInfo, detect_language, get_languages
 from .processes import AsyncProcess, ProcessEvent, ProcessInfo
 from .sandbox import LANGUAGES, AsyncSandbox, SandboxCreation
 from .session import AsyncSession, SessionOpening
-from .sync import Process, Sandbox, Session
+from .sync import Process, Sandbox, Session, get_languages_sync
 from .types import (
     CommandResult,
     ExecResult,
@@ -79,6 +81,10 @@ __all__ = [
     "FileInfo",
     "WriteResult",
     "LANGUAGES",
+    "LanguageInfo",
+    "get_languages",
+    "get_languages_sync",
+    "detect_language",
     "DEFAULT_ENDPOINT",
     "ResolvedConfig",
     "resolve_config",

@@ -23,6 +23,7 @@ import grpc.aio
 from ._config import ResolvedConfig, resolve
 from .errors import CorralError, InvalidArgumentError, SandboxTimeoutError, error_from_rpc
 from .types import ExecResult, FileInfo, RuntimeType, SandboxInfo, SandboxStatus, WriteResult, _Record
+from ._client_code import _CodeCalls
 from ._client_procs import _ProcessAndSessionCalls
 from .v1 import exec_pb2, exec_pb2_grpc, files_pb2, files_pb2_grpc, sandbox_pb2, sandbox_pb2_grpc, session_pb2_grpc
 
@@ -82,7 +83,7 @@ def _to_bytes(field: str, data: Union[bytes, bytearray, memoryview, str]) -> byt
     raise InvalidArgumentError(f"{field}: expected bytes or str, got {type(data).__name__}")
 
 
-class AsyncSandboxClient(_ProcessAndSessionCalls):
+class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls):
     """A connection to a Corral coordinator (asyncio).
 
     ``endpoint`` and ``api_key`` resolve as: arguments, then ``CORRAL_ENDPOINT`` /
@@ -153,6 +154,7 @@ class AsyncSandboxClient(_ProcessAndSessionCalls):
             self._exec = exec_pb2_grpc.ExecStub(self._channel)
             self._files = files_pb2_grpc.FilesStub(self._channel)
             self._sessions = session_pb2_grpc.SessionsStub(self._channel)
+            self._languages = None
         return self._channel
 
     @property

@@ -570,9 +570,15 @@ class AsyncSandbox(_SandboxProcesses):
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
     ) -> ExecResult:
-        """Runs a snippet: ``python`` (``python3 -c``), ``bash``, ``sh``, ``javascript``/``node``,
-        ``ruby`` or ``perl`` — whichever interpreters the sandbox's system has."""
-        return await self.run(_code_argv(code, language), timeout=timeout, env=env, cwd=cwd)
+        """Runs a snippet with ``Exec.RunCode``: the server writes it to a file in the sandbox and
+        runs it with the language's toolchain on the sandbox's node (compiled languages such as
+        ``c`` compile, then run). ``language`` is a name or alias (``python``/``py``, ``javascript``/
+        ``js``/``node``, ``bash``, ``sh``, ``ruby``, ``perl``, ``c``, ``go``, ``rust``);
+        :func:`corral.get_languages` lists what the cluster has. An unknown or unavailable
+        language raises :class:`~corral.InvalidArgumentError` naming the available ones."""
+        return await self._client.exec_run_code(
+            self.sandbox_id, code, language, env=env, cwd=cwd, timeout_seconds=timeout
+        )
 
     def run_code_stream(
         self,
@@ -583,7 +589,9 @@ class AsyncSandbox(_SandboxProcesses):
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """:meth:`run_code` with streamed output (events as in :meth:`run_stream`)."""
+        """A snippet run with streamed output (events as in :meth:`run_stream`). Unlike
+        :meth:`run_code` it passes the code on the interpreter's command line (``LANGUAGES``:
+        python, bash, sh, javascript, ruby, perl), as the server has no streaming RunCode yet."""
         return self.run_stream(_code_argv(code, language), timeout=timeout, env=env, cwd=cwd)
 
     # ------------------------------------------------------------------ files

@@ -12,15 +12,21 @@ from typing import Any, List, Optional, TypeVar, Union
 from ._sync_loop import iterate, run
 from ._sync_procs import Process, Session, _SyncProcesses
 from .client import StatusFilter
+from .languages import LanguageInfo, get_languages
 from .sandbox import AsyncSandbox, StrPath
 from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
 
-__all__ = ["Sandbox", "Process", "Session"]
+__all__ = ["Sandbox", "Process", "Session", "get_languages_sync"]
 
 T = TypeVar("T")
 
 _run = run
 _iterate = iterate
+
+
+def get_languages_sync(endpoint: Optional[str] = None, api_key: Optional[str] = None) -> List[LanguageInfo]:
+    """:func:`corral.get_languages` without ``await``."""
+    return _run(get_languages(endpoint, api_key))
 
 
 class Sandbox(_SyncProcesses):
@@ -101,6 +107,11 @@ class Sandbox(_SyncProcesses):
             return await creation
 
         return cls(_run(make()))
+
+    @staticmethod
+    def get_languages(endpoint: Optional[str] = None, api_key: Optional[str] = None) -> List[LanguageInfo]:
+        """The languages the cluster can run (``Languages.List``); see :func:`corral.get_languages`."""
+        return get_languages_sync(endpoint, api_key)
 
     @classmethod
     def from_local(

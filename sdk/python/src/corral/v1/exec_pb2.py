@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63orral/v1/exec.proto\x12\tcorral.v1\"\xcd\x01\n\x0b\x45xecRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12\r\n\x05shell\x18\x03 \x01(\t\x12,\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1f.corral.v1.ExecRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\r\n\x05stdin\x18\x07 \x01(\x0c\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x01\n\x0c\x45xecResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\x12\x0e\n\x06signal\x18\x07 \x01(\x05\x12\x12\n\noom_killed\x18\x08 \x01(\x08\"|\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x11\n\ttimed_out\x18\x02 \x01(\x08\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x0e\n\x06signal\x18\x05 \x01(\x05\x12\x12\n\noom_killed\x18\x06 \x01(\x08\"v\n\tExecEvent\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12#\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x13.corral.v1.ExecExitH\x00\x12\x17\n\rdropped_bytes\x18\x04 \x01(\x04H\x00\x42\x07\n\x05\x65vent\"\xb5\x01\n\x13StartProcessRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12\r\n\x05shell\x18\x03 \x01(\t\x12\x34\n\x03\x65nv\x18\x04 \x03(\x0b\x32\'.corral.v1.StartProcessRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x14StartProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"*\n\x14ListProcessesRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\"\xa4\x01\n\x0bProcessInfo\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.corral.v1.ProcessStatus\x12!\n\x04\x65xit\x18\x04 \x01(\x0b\x32\x13.corral.v1.ExecExit\x12\x15\n\rstarted_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x06 \x01(\x03\"B\n\x15ListProcessesResponse\x12)\n\tprocesses\x18\x01 \x03(\x0b\x32\x16.corral.v1.ProcessInfo\"D\n\x11SendSignalRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x0e\n\x06signal\x18\x03 \x01(\x05\"\x14\n\x12SendSignalResponse\"5\n\x12KillProcessRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"\x15\n\x13KillProcessResponse\"6\n\x13\x46ollowOutputRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r*f\n\rProcessStatus\x12\x1e\n\x1aPROCESS_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROCESS_STATUS_RUNNING\x10\x01\x12\x19\n\x15PROCESS_STATUS_EXITED\x10\x02\x32\x81\x04\n\x04\x45xec\x12\x36\n\x03Run\x12\x16.corral.v1.ExecRequest\x1a\x17.corral.v1.ExecResponse\x12;\n\tRunStream\x12\x16.corral.v1.ExecRequest\x1a\x14.corral.v1.ExecEvent0\x01\x12O\n\x0cStartProcess\x12\x1e.corral.v1.StartProcessRequest\x1a\x1f.corral.v1.StartProcessResponse\x12R\n\rListProcesses\x12\x1f.corral.v1.ListProcessesRequest\x1a .corral.v1.ListProcessesResponse\x12I\n\nSendSignal\x12\x1c.corral.v1.SendSignalRequest\x1a\x1d.corral.v1.SendSignalResponse\x12L\n\x0bKillProcess\x12\x1d.corral.v1.KillProcessRequest\x1a\x1e.corral.v1.KillProcessResponse\x12\x46\n\x0c\x46ollowOutput\x12\x1e.corral.v1.FollowOutputRequest\x1a\x14.corral.v1.ExecEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63orral/v1/exec.proto\x12\tcorral.v1\"\xcd\x01\n\x0b\x45xecRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12\r\n\x05shell\x18\x03 \x01(\t\x12,\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1f.corral.v1.ExecRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\r\n\x05stdin\x18\x07 \x01(\x0c\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd6\x01\n\x0eRunCodeRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12/\n\x03\x65nv\x18\x05 \x03(\x0b\x32\".corral.v1.RunCodeRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x06 \x01(\t\x12\r\n\x05stdin\x18\x07 \x01(\x0c\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x01\n\x0c\x45xecResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\x12\x0e\n\x06signal\x18\x07 \x01(\x05\x12\x12\n\noom_killed\x18\x08 \x01(\x08\"|\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x11\n\ttimed_out\x18\x02 \x01(\x08\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x0e\n\x06signal\x18\x05 \x01(\x05\x12\x12\n\noom_killed\x18\x06 \x01(\x08\"v\n\tExecEvent\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12#\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x13.corral.v1.ExecExitH\x00\x12\x17\n\rdropped_bytes\x18\x04 \x01(\x04H\x00\x42\x07\n\x05\x65vent\"\xb5\x01\n\x13StartProcessRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12\r\n\x05shell\x18\x03 \x01(\t\x12\x34\n\x03\x65nv\x18\x04 \x03(\x0b\x32\'.corral.v1.StartProcessRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x14StartProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"*\n\x14ListProcessesRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\"\xa4\x01\n\x0bProcessInfo\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.corral.v1.ProcessStatus\x12!\n\x04\x65xit\x18\x04 \x01(\x0b\x32\x13.corral.v1.ExecExit\x12\x15\n\rstarted_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x06 \x01(\x03\"B\n\x15ListProcessesResponse\x12)\n\tprocesses\x18\x01 \x03(\x0b\x32\x16.corral.v1.ProcessInfo\"D\n\x11SendSignalRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x0e\n\x06signal\x18\x03 \x01(\x05\"\x14\n\x12SendSignalResponse\"5\n\x12KillProcessRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"\x15\n\x13KillProcessResponse\"6\n\x13\x46ollowOutputRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r*f\n\rProcessStatus\x12\x1e\n\x1aPROCESS_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROCESS_STATUS_RUNNING\x10\x01\x12\x19\n\x15PROCESS_STATUS_EXITED\x10\x02\x32\xc0\x04\n\x04\x45xec\x12\x36\n\x03Run\x12\x16.corral.v1.ExecRequest\x1a\x17.corral.v1.ExecResponse\x12;\n\tRunStream\x12\x16.corral.v1.ExecRequest\x1a\x14.corral.v1.ExecEvent0\x01\x12=\n\x07RunCode\x12\x19.corral.v1.RunCodeRequest\x1a\x17.corral.v1.ExecResponse\x12O\n\x0cStartProcess\x12\x1e.corral.v1.StartProcessRequest\x1a\x1f.corral.v1.StartProcessResponse\x12R\n\rListProcesses\x12\x1f.corral.v1.ListProcessesRequest\x1a .corral.v1.ListProcessesResponse\x12I\n\nSendSignal\x12\x1c.corral.v1.SendSignalRequest\x1a\x1d.corral.v1.SendSignalResponse\x12L\n\x0bKillProcess\x12\x1d.corral.v1.KillProcessRequest\x1a\x1e.corral.v1.KillProcessResponse\x12\x46\n\x0c\x46ollowOutput\x12\x1e.corral.v1.FollowOutputRequest\x1a\x14.corral.v1.ExecEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,42 +33,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECREQUEST_ENVENTRY']._loaded_options = None
   _globals['_EXECREQUEST_ENVENTRY']._serialized_options = b'8\001'
+  _globals['_RUNCODEREQUEST_ENVENTRY']._loaded_options = None
+  _globals['_RUNCODEREQUEST_ENVENTRY']._serialized_options = b'8\001'
   _globals['_STARTPROCESSREQUEST_ENVENTRY']._loaded_options = None
   _globals['_STARTPROCESSREQUEST_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_PROCESSSTATUS']._serialized_start=1378
-  _globals['_PROCESSSTATUS']._serialized_end=1480
+  _globals['_PROCESSSTATUS']._serialized_start=1595
+  _globals['_PROCESSSTATUS']._serialized_end=1697
   _globals['_EXECREQUEST']._serialized_start=36
   _globals['_EXECREQUEST']._serialized_end=241
   _globals['_EXECREQUEST_ENVENTRY']._serialized_start=199
   _globals['_EXECREQUEST_ENVENTRY']._serialized_end=241
-  _globals['_EXECRESPONSE']._serialized_start=244
-  _globals['_EXECRESPONSE']._serialized_end=404
-  _globals['_EXECEXIT']._serialized_start=406
-  _globals['_EXECEXIT']._serialized_end=530
-  _globals['_EXECEVENT']._serialized_start=532
-  _globals['_EXECEVENT']._serialized_end=650
-  _globals['_STARTPROCESSREQUEST']._serialized_start=653
-  _globals['_STARTPROCESSREQUEST']._serialized_end=834
+  _globals['_RUNCODEREQUEST']._serialized_start=244
+  _globals['_RUNCODEREQUEST']._serialized_end=458
+  _globals['_RUNCODEREQUEST_ENVENTRY']._serialized_start=199
+  _globals['_RUNCODEREQUEST_ENVENTRY']._serialized_end=241
+  _globals['_EXECRESPONSE']._serialized_start=461
+  _globals['_EXECRESPONSE']._serialized_end=621
+  _globals['_EXECEXIT']._serialized_start=623
+  _globals['_EXECEXIT']._serialized_end=747
+  _globals['_EXECEVENT']._serialized_start=749
+  _globals['_EXECEVENT']._serialized_end=867
+  _globals['_STARTPROCESSREQUEST']._serialized_start=870
+  _globals['_STARTPROCESSREQUEST']._serialized_end=1051
   _globals['_STARTPROCESSREQUEST_ENVENTRY']._serialized_start=199
   _globals['_STARTPROCESSREQUEST_ENVENTRY']._serialized_end=241
-  _globals['_STARTPROCESSRESPONSE']._serialized_start=836
-  _globals['_STARTPROCESSRESPONSE']._serialized_end=871
-  _globals['_LISTPROCESSESREQUEST']._serialized_start=873
-  _globals['_LISTPROCESSESREQUEST']._serialized_end=915
-  _globals['_PROCESSINFO']._serialized_start=918
-  _globals['_PROCESSINFO']._serialized_end=1082
-  _globals['_LISTPROCESSESRESPONSE']._serialized_start=1084
-  _globals['_LISTPROCESSESRESPONSE']._serialized_end=1150
-  _globals['_SENDSIGNALREQUEST']._serialized_start=1152
-  _globals['_SENDSIGNALREQUEST']._serialized_end=1220
-  _globals['_SENDSIGNALRESPONSE']._serialized_start=1222
-  _globals['_SENDSIGNALRESPONSE']._serialized_end=1242
-  _globals['_KILLPROCESSREQUEST']._serialized_start=1244
-  _globals['_KILLPROCESSREQUEST']._serialized_end=1297
-  _globals['_KILLPROCESSRESPONSE']._serialized_start=1299
-  _globals['_KILLPROCESSRESPONSE']._serialized_end=1320
-  _globals['_FOLLOWOUTPUTREQUEST']._serialized_start=1322
-  _globals['_FOLLOWOUTPUTREQUEST']._serialized_end=1376
-  _globals['_EXEC']._serialized_start=1483
-  _globals['_EXEC']._serialized_end=1996
+  _globals['_STARTPROCESSRESPONSE']._serialized_start=1053
+  _globals['_STARTPROCESSRESPONSE']._serialized_end=1088
+  _globals['_LISTPROCESSESREQUEST']._serialized_start=1090
+  _globals['_LISTPROCESSESREQUEST']._serialized_end=1132
+  _globals['_PROCESSINFO']._serialized_start=1135
+  _globals['_PROCESSINFO']._serialized_end=1299
+  _globals['_LISTPROCESSESRESPONSE']._serialized_start=1301
+  _globals['_LISTPROCESSESRESPONSE']._serialized_end=1367
+  _globals['_SENDSIGNALREQUEST']._serialized_start=1369
+  _globals['_SENDSIGNALREQUEST']._serialized_end=1437
+  _globals['_SENDSIGNALRESPONSE']._serialized_start=1439
+  _globals['_SENDSIGNALRESPONSE']._serialized_end=1459
+  _globals['_KILLPROCESSREQUEST']._serialized_start=1461
+  _globals['_KILLPROCESSREQUEST']._serialized_end=1514
+  _globals['_KILLPROCESSRESPONSE']._serialized_start=1516
+  _globals['_KILLPROCESSRESPONSE']._serialized_end=1537
+  _globals['_FOLLOWOUTPUTREQUEST']._serialized_start=1539
+  _globals['_FOLLOWOUTPUTREQUEST']._serialized_end=1593
+  _globals['_EXEC']._serialized_start=1700
+  _globals['_EXEC']._serialized_end=2276
 # @@protoc_insertion_point(module_scope)

@@ -104,6 +104,70 @@ class ExecRequest(_message.Message):
 Global___ExecRequest: _TypeAlias = ExecRequest  # noqa: Y015
 
 @_typing.final
+class RunCodeRequest(_message.Message):
+    """A snippet of source code to run in a language of the registry (see Languages.List)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    CWD_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    language: _builtins.str
+    """A language name or alias (`python`, `py`, `javascript`, `sh`, `c`, ...)."""
+    code: _builtins.str
+    """The source, written to a temporary file inside the sandbox (at most 512 KiB)."""
+    timeout_seconds: _builtins.float
+    """Seconds before the whole process tree (compiler included) is killed; 0 = server default."""
+    cwd: _builtins.str
+    """Working directory; default is the sandbox's workdir."""
+    stdin: _builtins.bytes
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        language: _builtins.str = ...,
+        code: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cwd: _builtins.str = ...,
+        stdin: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "cwd", b"cwd", "env", b"env", "language", b"language", "sandbox_id", b"sandbox_id", "stdin", b"stdin", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunCodeRequest: _TypeAlias = RunCodeRequest  # noqa: Y015
+
+@_typing.final
 class ExecResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

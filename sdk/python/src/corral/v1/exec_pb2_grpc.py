@@ -44,6 +44,11 @@ class ExecStub:
                 request_serializer=corral_dot_v1_dot_exec__pb2.ExecRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_exec__pb2.ExecEvent.FromString,
                 _registered_method=True)
+        self.RunCode = channel.unary_unary(
+                '/corral.v1.Exec/RunCode',
+                request_serializer=corral_dot_v1_dot_exec__pb2.RunCodeRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_exec__pb2.ExecResponse.FromString,
+                _registered_method=True)
         self.StartProcess = channel.unary_unary(
                 '/corral.v1.Exec/StartProcess',
                 request_serializer=corral_dot_v1_dot_exec__pb2.StartProcessRequest.SerializeToString,
@@ -83,6 +88,16 @@ class ExecServicer:
 
     def RunStream(self, request, context):
         """Runs a command and streams its output in order, ending with one exit event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunCode(self, request, context):
+        """Writes `code` to a temporary file inside the sandbox and runs it with the language's
+        toolchain on the sandbox's node (compiled languages compile, then run); the file is removed
+        afterwards. An unknown language, or one the sandbox's runtime on its node cannot run, is
+        INVALID_ARGUMENT naming the available languages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +151,11 @@ def add_ExecServicer_to_server(servicer, server):
                     servicer.RunStream,
                     request_deserializer=corral_dot_v1_dot_exec__pb2.ExecRequest.FromString,
                     response_serializer=corral_dot_v1_dot_exec__pb2.ExecEvent.SerializeToString,
+            ),
+            'RunCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunCode,
+                    request_deserializer=corral_dot_v1_dot_exec__pb2.RunCodeRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_exec__pb2.ExecResponse.SerializeToString,
             ),
             'StartProcess': grpc.unary_unary_rpc_method_handler(
                     servicer.StartProcess,
@@ -217,6 +237,33 @@ class Exec:
             '/corral.v1.Exec/RunStream',
             corral_dot_v1_dot_exec__pb2.ExecRequest.SerializeToString,
             corral_dot_v1_dot_exec__pb2.ExecEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Exec/RunCode',
+            corral_dot_v1_dot_exec__pb2.RunCodeRequest.SerializeToString,
+            corral_dot_v1_dot_exec__pb2.ExecResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,12 @@ class ExecStub:
     """Runs a command to completion and returns its (capped) output."""
     RunStream: _grpc.UnaryStreamMultiCallable[_exec_pb2.ExecRequest, _exec_pb2.ExecEvent]
     """Runs a command and streams its output in order, ending with one exit event."""
+    RunCode: _grpc.UnaryUnaryMultiCallable[_exec_pb2.RunCodeRequest, _exec_pb2.ExecResponse]
+    """Writes `code` to a temporary file inside the sandbox and runs it with the language's
+    toolchain on the sandbox's node (compiled languages compile, then run); the file is removed
+    afterwards. An unknown language, or one the sandbox's runtime on its node cannot run, is
+    INVALID_ARGUMENT naming the available languages.
+    """
     StartProcess: _grpc.UnaryUnaryMultiCallable[_exec_pb2.StartProcessRequest, _exec_pb2.StartProcessResponse]
     """Starts a background process and returns its pid. At most 32 per sandbox (running, or exited
     and not yet forgotten: the oldest exited ones make room); more is RESOURCE_EXHAUSTED.
@@ -56,6 +62,12 @@ class ExecAsyncStub(ExecStub):
     """Runs a command to completion and returns its (capped) output."""
     RunStream: _aio.UnaryStreamMultiCallable[_exec_pb2.ExecRequest, _exec_pb2.ExecEvent]  # type: ignore[assignment]
     """Runs a command and streams its output in order, ending with one exit event."""
+    RunCode: _aio.UnaryUnaryMultiCallable[_exec_pb2.RunCodeRequest, _exec_pb2.ExecResponse]  # type: ignore[assignment]
+    """Writes `code` to a temporary file inside the sandbox and runs it with the language's
+    toolchain on the sandbox's node (compiled languages compile, then run); the file is removed
+    afterwards. An unknown language, or one the sandbox's runtime on its node cannot run, is
+    INVALID_ARGUMENT naming the available languages.
+    """
     StartProcess: _aio.UnaryUnaryMultiCallable[_exec_pb2.StartProcessRequest, _exec_pb2.StartProcessResponse]  # type: ignore[assignment]
     """Starts a background process and returns its pid. At most 32 per sandbox (running, or exited
     and not yet forgotten: the oldest exited ones make room); more is RESOURCE_EXHAUSTED.
@@ -86,6 +98,18 @@ class ExecServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_exec_pb2.ExecEvent], _abc.AsyncIterator[_exec_pb2.ExecEvent]]:
         """Runs a command and streams its output in order, ending with one exit event."""
+
+    @_abc_1.abstractmethod
+    def RunCode(
+        self,
+        request: _exec_pb2.RunCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.ExecResponse, _abc.Awaitable[_exec_pb2.ExecResponse]]:
+        """Writes `code` to a temporary file inside the sandbox and runs it with the language's
+        toolchain on the sandbox's node (compiled languages compile, then run); the file is removed
+        afterwards. An unknown language, or one the sandbox's runtime on its node cannot run, is
+        INVALID_ARGUMENT naming the available languages.
+        """
 
     @_abc_1.abstractmethod
     def StartProcess(
