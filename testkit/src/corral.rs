@@ -100,8 +100,9 @@ fn wait_serving(p: &mut Proc) -> anyhow::Result<String> {
             bail!("{} exited during start-up; log:\n{}", p.name, p.log_tail(4000));
         }
         let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-        if let Some(rest) = log.split(MARK).nth(1) {
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+        // Only a complete line: the log may be read while the line is half written.
+        if let Some((line, _)) = log.split(MARK).nth(1).and_then(|rest| rest.split_once('\n')) {
+            let addr: String = line.chars().take_while(|c| !c.is_whitespace()).collect();
             let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).context("port in the serving line")?;
             wait_for_port(port, Duration::from_secs(5))?;
             return Ok(format!("http://{addr}"));
