@@ -880,7 +880,7 @@ mod suite {
 
     pub async fn pause_stops_and_resume_continues(h: &Harness) {
         let sb = sandbox(h).await;
-        let looped = "nohup sh -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/count; sleep 0.02; done' >/dev/null 2>&1 & sleep 0.3";
+        let looped = "nohup sh -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.02; done' >/dev/null 2>&1 & sleep 0.3";
         sh(&*h.rt, &sb, looped).await;
         let before = counter(h, &sb).await;
         h.rt.pause(&sb).await.unwrap();

@@ -334,8 +334,7 @@ fn runtime_request(runtime: pb::Runtime, image: &str) -> pb::CreateSandboxReques
 pub async fn pause_resume(c: &Client, runtime: pb::Runtime) -> anyhow::Result<()> {
     let image = if runtime == pb::Runtime::Docker { "corral/base" } else { "" };
     let s = c.create(runtime_request(runtime, image)).await?;
-    let start =
-        "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &";
+    let start = "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &";
     ensure!(c.run_shell(&s.id, start).await?.exit_code == 0);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let paused = c.pause(&s.id).await?;
@@ -347,9 +346,14 @@ pub async fn pause_resume(c: &Client, runtime: pb::Runtime) -> anyhow::Result<()
     let resumed = c.resume(&s.id).await?;
     ensure!(state(&resumed) == pb::SandboxState::Running, "after resume: {:?}", state(&resumed));
     let read = |o: pb::ExecResponse| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().unwrap_or(0);
+    // The counter file is replaced atomically, so a read never sees it half written.
     let first = read(c.run_shell(&s.id, "cat /tmp/count").await?);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = read(c.run_shell(&s.id, "cat /tmp/count").await?);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut second = first;
+    while second <= first && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second = read(c.run_shell(&s.id, "cat /tmp/count").await?);
+    }
     ensure!(first > 0 && second > first, "the counter must advance after resume: {first} then {second}");
     ensure!(state(&c.resume(&s.id).await?) == pb::SandboxState::Running, "resume is idempotent");
     c.destroy(&s.id).await?;
