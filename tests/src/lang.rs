@@ -96,7 +96,16 @@ pub async fn docker_run_code(c: &Client) -> anyhow::Result<()> {
         ..Default::default()
     };
     let py = c.create(create("corral/python")).await?;
-    let r = c.run_code_in(&py.id, "python", "import os; print(os.getuid() * 2)").await?;
+    // Another image (e.g. an intermediate one) may have been probed first: wait for this one's.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let r = loop {
+        match c.run_code_in(&py.id, "python", "import os; print(os.getuid() * 2)").await {
+            Err(e) if e.to_string().contains("available there: none") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            r => break r?,
+        }
+    };
     ensure!(r.stdout == b"2000\n" && r.exit_code == 0, "docker python: {r:?}");
     let r = c.run_code_in(&py.id, "sh", "echo $((6 * 7))").await?;
     ensure!(r.stdout == b"42\n", "docker sh: {r:?}");
