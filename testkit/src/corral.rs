@@ -117,6 +117,34 @@ pub struct DevServer {
     pub proc: Proc,
     pub endpoint: String,
     pub dir: tempfile::TempDir,
+    /// Its agent's node id (its Docker containers carry it as a label).
+    pub node_id: String,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.proc.stop(Duration::from_secs(5));
+        remove_containers_of(&self.node_id);
+    }
+}
+
+/// Removes the Docker containers an agent with `node_id` left behind. Agents keep their
+/// containers across a restart on purpose (to re-adopt them), so a test harness that stops an
+/// agent for good removes them itself. Nothing to do without Docker.
+pub fn remove_containers_of(node_id: &str) {
+    let filter = format!("label=corral.node_id={node_id}");
+    let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).stderr(Stdio::null()).output() else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl DevServer {
@@ -132,11 +160,12 @@ impl DevServer {
         cmd.env("CORRAL_TELEMETRY__LOG", "info");
         // Unique per server: parallel servers share the Docker engine, and an agent reaps the
         // containers labelled with its node id that its records do not know.
-        cmd.env("CORRAL_AGENT__NODE_ID", format!("dev-{}", unique_suffix()));
+        let node_id = format!("dev-{}", unique_suffix());
+        cmd.env("CORRAL_AGENT__NODE_ID", &node_id);
         cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("corral dev", cmd, dir.path().join("dev.log"))?;
         let endpoint = wait_serving(&mut proc)?;
-        Ok(Self { proc, endpoint, dir })
+        Ok(Self { proc, endpoint, dir, node_id })
     }
 }
 
@@ -150,6 +179,17 @@ pub struct Cluster {
     pub nats: NatsServer,
     pub etcd: EtcdServer,
     pub dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            agent.stop(Duration::from_secs(5));
+        }
+        for i in 1..=self.agents.len() {
+            remove_containers_of(&self.node_id(i));
+        }
+    }
 }
 
 impl Cluster {
@@ -189,6 +229,8 @@ impl Cluster {
     }
 
     /// Node id of agent `i` (1-based).
+    ///
+    /// (Dropping the cluster stops the agents, then removes their Docker containers.)
     pub fn node_id(&self, i: usize) -> String {
         format!("a{i}-{}", self.suffix)
     }
