@@ -7,6 +7,7 @@
 //! - [`dispatch`]: work, requests and output streams over the bus;
 //! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
 //! - [`leader`]: leader election (the leader runs the reconciler's sweeps);
+//! - [`semaphore`]: counting semaphores on leases (tenant and node caps);
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod leader;
 pub mod reconciler;
 pub mod records;
 pub mod scheduler;
+pub mod semaphore;
 pub mod service;
 
 use std::future::Future;

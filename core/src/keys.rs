@@ -7,6 +7,53 @@ use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
 /// The root of every Corral key.
 pub const ROOT: &str = "/corral/v1/";
 
+/// What a semaphore counts: one tenant's running work, or one node's slots.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SemScope {
+    Tenant(TenantId),
+    Node(NodeId),
+}
+
+impl fmt::Display for SemScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tenant(t) => write!(f, "tenant/{t}"),
+            Self::Node(n) => write!(f, "node/{n}"),
+        }
+    }
+}
+
+/// `sem/{scope}`: a semaphore's guard, rewritten by every acquire and release so that concurrent
+/// acquires serialise on it.
+pub struct SemGuardKey<'a>(pub &'a SemScope);
+
+/// `sem/{scope}/` prefix of a semaphore's permits.
+pub struct SemPermitsPrefix<'a>(pub &'a SemScope);
+
+/// `sem/{scope}/{holder}`: one permit, on its holder's lease.
+pub struct SemPermitKey<'a> {
+    pub scope: &'a SemScope,
+    pub holder: &'a str,
+}
+
+impl fmt::Display for SemGuardKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}sem/{}", self.0)
+    }
+}
+
+impl fmt::Display for SemPermitsPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}sem/{}/", self.0)
+    }
+}
+
+impl fmt::Display for SemPermitKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}sem/{}/{}", self.scope, self.holder)
+    }
+}
+
 /// `leader`: the coordinator that runs the reconciler, on that coordinator's lease.
 pub struct LeaderKey;
 
