@@ -9,6 +9,20 @@ pub enum Format {
     Json,
 }
 
+/// Writes a chunk of a command's output to our stdout (`err` false) or stderr at once.
+pub fn echo(err: bool, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if err {
+        let mut e = std::io::stderr().lock();
+        e.write_all(data)?;
+        e.flush()
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(data)?;
+        o.flush()
+    }
+}
+
 pub fn state_name(state: i32) -> String {
     pb::SandboxState::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("SANDBOX_STATE_").to_owned())

@@ -102,16 +102,11 @@ impl ClusterView {
     }
 
     /// Drops a reservation that never became a record (one that did is left to the record).
-    pub fn forget_reserved(&self, id: &SandboxId) {
+    pub fn forget(&self, id: &SandboxId) {
         let mut inner = self.lock();
         if inner.sandboxes.get(id).is_some_and(|p| p.revision == 0) {
             inner.remove(id);
         }
-    }
-
-    /// Drops a reservation that never became a record.
-    pub fn forget(&self, id: &SandboxId) {
-        self.lock().remove(id);
     }
 
     pub fn sandbox(&self, id: &SandboxId) -> Option<Placed> {

@@ -164,7 +164,7 @@ impl Drop for AbandonGuard {
                     Err(e) => tracing::debug!(sandbox_id = %id, error = %e, "abandoned create: no record to end yet"),
                 }
             }
-            core.view.forget_reserved(&id);
+            core.view.forget(&id);
         });
     }
 }

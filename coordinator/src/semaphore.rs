@@ -35,10 +35,15 @@ pub async fn try_acquire(
     let permit = SemPermitKey { scope, holder };
     for _ in 0..ATTEMPTS {
         let guard_revision = store.get(&guard.to_string()).await?.map_or(0, |kv| kv.mod_revision);
-        if store.get(&permit.to_string()).await?.is_some() {
+        let page = store.range(&SemPermitsPrefix(scope).to_string(), None, limit + 1).await?;
+        let permit_key = permit.to_string();
+        // The page holds every permit unless the cap was lowered; only then look the holder up.
+        let mine =
+            page.kvs.iter().any(|kv| kv.key == permit_key) || (page.more && store.get(&permit_key).await?.is_some());
+        if mine {
             return Ok(Acquired::Granted);
         }
-        let held = store.range(&SemPermitsPrefix(scope).to_string(), None, limit + 1).await?.kvs.len();
+        let held = page.kvs.len();
         if held >= limit {
             return Ok(Acquired::Full { held });
         }

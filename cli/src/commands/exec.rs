@@ -1,7 +1,7 @@
 //! `corral exec` and `corral run`: stream a command's output and exit with its code. With
 //! `--language`, the words are a snippet for `Exec.RunCode` instead (see [`super::code`]).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::sandbox::CreateOpts;
 use super::{code, connect, key_value};
-use crate::output::Format;
+use crate::output::{self, Format};
 
 #[derive(Debug, Clone, Args)]
 pub struct CommandOpts {
@@ -102,16 +102,8 @@ async fn stream(client: &Client, req: pb::ExecRequest, out: Format) -> anyhow::R
         match ev? {
             Event::Stdout(d) if out == Format::Json => collected_out.extend(d),
             Event::Stderr(d) if out == Format::Json => collected_err.extend(d),
-            Event::Stdout(d) => {
-                let mut o = std::io::stdout().lock();
-                o.write_all(&d)?;
-                o.flush()?;
-            }
-            Event::Stderr(d) => {
-                let mut e = std::io::stderr().lock();
-                e.write_all(&d)?;
-                e.flush()?;
-            }
+            Event::Stdout(d) => output::echo(false, &d)?,
+            Event::Stderr(d) => output::echo(true, &d)?,
             // Only FollowOutput reports dropped bytes.
             Event::DroppedBytes(_) => {}
             Event::Exit(x) => {

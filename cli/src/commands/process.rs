@@ -1,6 +1,5 @@
 //! `corral process start|list|signal|kill|logs`: background processes of a sandbox.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -10,7 +9,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{connect, key_value};
-use crate::output::Format;
+use crate::output::{self, Format};
 
 #[derive(Debug, Subcommand)]
 pub enum ProcessCmd {
@@ -122,21 +121,10 @@ async fn logs(client: &corral_client::Client, id: &str, pid: u32) -> anyhow::Res
     let mut events = Box::pin(client.follow_output(id, pid).await?);
     while let Some(ev) = events.next().await {
         match ev? {
-            Event::Stdout(d) => {
-                let mut o = std::io::stdout().lock();
-                o.write_all(&d)?;
-                o.flush()?;
-            }
-            Event::Stderr(d) => {
-                let mut e = std::io::stderr().lock();
-                e.write_all(&d)?;
-                e.flush()?;
-            }
+            Event::Stdout(d) => output::echo(false, &d)?,
+            Event::Stderr(d) => output::echo(true, &d)?,
             Event::DroppedBytes(n) => eprintln!("corral: {n} bytes of earlier output were dropped"),
-            Event::Exit(x) => {
-                let code = if x.signal > 0 { 128 + x.signal } else { x.exit_code };
-                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
-            }
+            Event::Exit(x) => return Ok(super::exec::exit_code(&x)),
         }
     }
     anyhow::bail!("the output stream ended without an exit status")

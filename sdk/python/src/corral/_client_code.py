@@ -54,17 +54,11 @@ class _CodeCalls:
     ) -> ExecResult:
         """``Exec.RunCode``: writes ``code`` to a file in the sandbox and runs it with the
         language's toolchain (compiled languages compile, then run)."""
-        from .client import _set, _str_map, _to_bytes
+        from .client import _fill_run_options, _set
 
         req = exec_pb2.RunCodeRequest(sandbox_id=sandbox_id)
         _set(req, "language", language)
         _set(req, "code", code)
-        req.env.update(_str_map("env", env))
-        if cwd:
-            _set(req, "cwd", cwd)
-        if timeout_seconds is not None:
-            _set(req, "timeout_seconds", float(timeout_seconds))
-        if stdin is not None:
-            req.stdin = _to_bytes("stdin", stdin)
+        _fill_run_options(req, env, cwd, timeout_seconds, stdin)
         resp = await self._unary(self.exec.RunCode, req, timeout)
         return ExecResult.from_pb(resp)

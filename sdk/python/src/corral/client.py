@@ -67,6 +67,24 @@ def _str_map(field: str, value: Optional[Mapping[str, Any]]) -> dict[str, str]:
     return out
 
 
+def _fill_run_options(
+    req: Any,
+    env: Optional[Mapping[str, str]],
+    cwd: Optional[str],
+    timeout_seconds: Optional[float],
+    stdin: Union[bytes, str, None],
+) -> Any:
+    """Sets the options ExecRequest and RunCodeRequest share; returns ``req``."""
+    req.env.update(_str_map("env", env))
+    if cwd:
+        _set(req, "cwd", cwd)
+    if timeout_seconds is not None:
+        _set(req, "timeout_seconds", float(timeout_seconds))
+    if stdin is not None:
+        req.stdin = _to_bytes("stdin", stdin)
+    return req
+
+
 def _set(msg: Any, field: str, value: Any) -> None:
     """Sets a scalar field, turning protobuf's type errors into InvalidArgumentError naming it."""
     try:
@@ -393,14 +411,7 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls):
                 raise InvalidArgumentError(f"argv: {e}") from None
         else:
             _set(req, "shell", shell)
-        req.env.update(_str_map("env", env))
-        if cwd:
-            _set(req, "cwd", cwd)
-        if timeout_seconds is not None:
-            _set(req, "timeout_seconds", float(timeout_seconds))
-        if stdin is not None:
-            req.stdin = _to_bytes("stdin", stdin)
-        return req
+        return _fill_run_options(req, env, cwd, timeout_seconds, stdin)
 
     async def exec_run(
         self,
