@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "corral/v1/files.proto",
         "corral/v1/session.proto",
         "corral/v1/languages.proto",
+        "corral/v1/jobs.proto",
     ];
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     tonic_prost_build::configure()

@@ -13,8 +13,10 @@
 use std::time::Duration;
 
 use corral_proto::v1 as pb;
+use corral_proto::v1::batches_client::BatchesClient;
 use corral_proto::v1::exec_client::ExecClient;
 use corral_proto::v1::files_client::FilesClient;
+use corral_proto::v1::jobs_client::JobsClient;
 use corral_proto::v1::languages_client::LanguagesClient;
 use corral_proto::v1::sandboxes_client::SandboxesClient;
 use corral_proto::v1::sessions_client::SessionsClient;
@@ -56,6 +58,8 @@ pub struct Client {
     pub files: FilesClient<Channel>,
     pub sessions: SessionsClient<Channel>,
     pub languages: LanguagesClient<Channel>,
+    pub jobs: JobsClient<Channel>,
+    pub batches: BatchesClient<Channel>,
 }
 
 impl Client {
@@ -76,6 +80,12 @@ impl Client {
             exec: ExecClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             sessions: SessionsClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             languages: LanguagesClient::new(channel.clone()),
+            jobs: JobsClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            batches: BatchesClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
             files: FilesClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
@@ -252,5 +262,67 @@ impl Client {
         let req = pb::RemoveFileRequest { sandbox_id: sandbox_id.to_owned(), path: path.to_owned(), recursive };
         self.files.clone().remove(req).await?;
         Ok(())
+    }
+
+    /// Submits a one-shot job; returns its id.
+    pub async fn submit_job(&self, req: pb::SubmitJobRequest) -> Result<String> {
+        Ok(self.jobs.clone().submit(req).await?.into_inner().job_id)
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Result<pb::Job> {
+        let resp = self.jobs.clone().get(pb::GetJobRequest { job_id: job_id.to_owned() }).await?.into_inner();
+        resp.job.ok_or(ClientError::Missing("job"))
+    }
+
+    /// Waits server-side up to `timeout_seconds` for the job to end; returns it as it is then.
+    pub async fn wait_job(&self, job_id: &str, timeout_seconds: f64) -> Result<pb::Job> {
+        let req = pb::WaitJobRequest { job_id: job_id.to_owned(), timeout_seconds };
+        let resp = self.jobs.clone().wait(req).await?.into_inner();
+        resp.job.ok_or(ClientError::Missing("job"))
+    }
+
+    pub async fn cancel_job(&self, job_id: &str) -> Result<pb::Job> {
+        let resp = self.jobs.clone().cancel(pb::CancelJobRequest { job_id: job_id.to_owned() }).await?.into_inner();
+        resp.job.ok_or(ClientError::Missing("job"))
+    }
+
+    pub async fn list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+        Ok(self.jobs.clone().list(req).await?.into_inner())
+    }
+
+    pub async fn job_logs(&self, job_id: &str) -> Result<pb::JobLogsResponse> {
+        Ok(self.jobs.clone().logs(pb::JobLogsRequest { job_id: job_id.to_owned() }).await?.into_inner())
+    }
+
+    /// Submits a fan-out batch; returns its id.
+    pub async fn submit_batch(&self, req: pb::SubmitBatchRequest) -> Result<String> {
+        Ok(self.batches.clone().submit(req).await?.into_inner().batch_id)
+    }
+
+    pub async fn get_batch(&self, batch_id: &str) -> Result<pb::Batch> {
+        let req = pb::GetBatchRequest { batch_id: batch_id.to_owned() };
+        let resp = self.batches.clone().get(req).await?.into_inner();
+        resp.batch.ok_or(ClientError::Missing("batch"))
+    }
+
+    /// Streams the batch's results as items finish, starting after the first `from_seq`.
+    pub async fn watch_batch(
+        &self,
+        batch_id: &str,
+        from_seq: u64,
+    ) -> Result<impl Stream<Item = Result<pb::BatchEvent>> + use<>> {
+        let req = pb::WatchBatchRequest { batch_id: batch_id.to_owned(), from_seq };
+        let stream = self.batches.clone().watch(req).await?.into_inner();
+        Ok(stream.map(|item| item.map_err(ClientError::from)))
+    }
+
+    pub async fn cancel_batch(&self, batch_id: &str) -> Result<pb::Batch> {
+        let req = pb::CancelBatchRequest { batch_id: batch_id.to_owned() };
+        let resp = self.batches.clone().cancel(req).await?.into_inner();
+        resp.batch.ok_or(ClientError::Missing("batch"))
+    }
+
+    pub async fn list_batches(&self, req: pb::ListBatchesRequest) -> Result<pb::ListBatchesResponse> {
+        Ok(self.batches.clone().list(req).await?.into_inner())
     }
 }
