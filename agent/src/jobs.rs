@@ -306,7 +306,10 @@ pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobRep
             }
         }
         while let Ok(r) = queue.try_recv() {
-            unsent.push(r);
+            // A report re-sent for a redelivered attempt may still be waiting here.
+            if !unsent.iter().any(|u| u.job == r.job && u.attempt == r.attempt) {
+                unsent.push(r);
+            }
         }
         let (mut count, mut bytes) = (0, 0);
         for r in &unsent {
