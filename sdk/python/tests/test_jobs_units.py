@@ -56,6 +56,10 @@ def test_run_batch_checks_items_before_sending() -> None:
     # No server call happens: the endpoint is unreachable and the error is the item's.
     with pytest.raises(InvalidArgumentError, match=r"items\[1\]"):
         corral.run_batch(["true", {"nope": 1}], endpoint="127.0.0.1:1")
+    with pytest.raises(InvalidArgumentError, match="max_concurrency"):
+        corral.run_batch(["true"], max_concurrency=0, endpoint="127.0.0.1:1")
+    with pytest.raises(InvalidArgumentError, match="retries_per_item"):
+        corral.run_batch(["true"], retries_per_item=-1, endpoint="127.0.0.1:1")
 
 
 def test_job_status_names() -> None:
@@ -90,7 +94,12 @@ def test_job_info_has_the_unsandbox_keys() -> None:
     pending = JobInfo.from_pb(jobs_pb2.Job(id="job-2", state=jobs_pb2.JOB_STATE_PENDING, queue_position=3))
     assert pending.exit_code is None and not pending.done and pending.queue_position == 3
     full = job.with_output(b"all of it", b"", truncated=True)
-    assert (full.stdout, full.stdout_bytes, full.truncated, full.output_clipped) == ("all of it", b"all of it", True, False)
+    assert (full.stdout, full.stdout_bytes, full.truncated, full.output_clipped) == (
+        "all of it",
+        b"all of it",
+        True,
+        False,
+    )
 
 
 def test_batch_info_and_timeout_error() -> None:

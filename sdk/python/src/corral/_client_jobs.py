@@ -120,6 +120,31 @@ def item_spec(index: int, item: BatchItem) -> jobs_pb2.JobSpec:
         raise InvalidArgumentError(f"items[{index}]: {e.message}") from None
 
 
+def batch_request(
+    items: Iterable[BatchItem],
+    *,
+    max_concurrency: Optional[int] = None,
+    retries_per_item: int = 0,
+    deadline: Union[float, _dt.timedelta, None] = None,
+    labels: Optional[Mapping[str, str]] = None,
+    idempotency_key: Optional[str] = None,
+) -> jobs_pb2.SubmitBatchRequest:
+    """The ``SubmitBatchRequest`` for ``items`` (see :func:`item_spec`) and the batch's options."""
+    from .client import _str_map
+
+    req = jobs_pb2.SubmitBatchRequest(idempotency_key=idempotency_key or "")
+    req.items.extend(item_spec(i, item) for i, item in enumerate(items))
+    if max_concurrency is not None:
+        if max_concurrency < 1:
+            raise InvalidArgumentError(f"max_concurrency: {max_concurrency} is less than 1")
+        req.max_concurrency = _count("max_concurrency", max_concurrency)
+    req.retries_per_item = _count("retries_per_item", retries_per_item)
+    if deadline is not None:
+        req.deadline_seconds = _seconds("deadline", deadline)
+    req.labels.update(_str_map("labels", labels))
+    return req
+
+
 def _seconds(field: str, value: Union[float, _dt.timedelta]) -> float:
     seconds = value.total_seconds() if isinstance(value, _dt.timedelta) else float(value)
     if seconds < 0:
@@ -272,18 +297,14 @@ class _JobCalls:
         """``Batches.Submit``: one job per item (see :func:`item_spec`), at most ``max_concurrency``
         running at once (None = the server's 20); ``deadline`` (seconds) cancels what is unfinished
         by then."""
-        from .client import _str_map
-
-        req = jobs_pb2.SubmitBatchRequest(idempotency_key=idempotency_key or "")
-        req.items.extend(item_spec(i, item) for i, item in enumerate(items))
-        if max_concurrency is not None:
-            if max_concurrency < 1:
-                raise InvalidArgumentError(f"max_concurrency: {max_concurrency} is less than 1")
-            req.max_concurrency = _count("max_concurrency", max_concurrency)
-        req.retries_per_item = _count("retries_per_item", retries_per_item)
-        if deadline is not None:
-            req.deadline_seconds = _seconds("deadline", deadline)
-        req.labels.update(_str_map("labels", labels))
+        req = batch_request(
+            items,
+            max_concurrency=max_concurrency,
+            retries_per_item=retries_per_item,
+            deadline=deadline,
+            labels=labels,
+            idempotency_key=idempotency_key,
+        )
         resp = await self._unary(self.batches.Submit, req, timeout)
         return BatchSubmission(batch_id=resp.batch_id, created=resp.created)
 

@@ -8,7 +8,7 @@ import datetime as _dt
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any, Optional, Union
 
-from ._client_jobs import BatchItem, item_spec
+from ._client_jobs import BatchItem, batch_request, item_spec
 from .client import AsyncSandboxClient
 from .errors import CorralError, UnavailableError
 from .job_types import BatchInfo, BatchStatus, JobInfo
@@ -41,13 +41,14 @@ def run_batch(
     run at once (None = the server's 20); each failed one is re-run up to ``retries_per_item``
     times; ``deadline`` (seconds) cancels what is still unfinished by then."""
     specs = [item_spec(i, item) for i, item in enumerate(items)]
-    options = dict(
+    options: dict[str, Any] = dict(
         max_concurrency=max_concurrency,
         retries_per_item=retries_per_item,
         deadline=deadline,
         labels=labels,
         idempotency_key=_key(idempotency_key),
     )
+    batch_request([], **options)  # checks the options now, before anything is sent
     return BatchRun(specs, options, endpoint, api_key, client)
 
 
