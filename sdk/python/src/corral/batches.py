@@ -115,7 +115,11 @@ class BatchRun(AsyncIterator[JobInfo]):
         return await self._gen.__anext__()
 
     async def __aenter__(self) -> "BatchRun":
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
