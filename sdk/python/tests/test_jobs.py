@@ -43,11 +43,13 @@ async def test_execute_code_returns_the_result(labels: dict[str, str]) -> None:
 
 
 async def test_execute_async_get_wait_and_list(labels: dict[str, str]) -> None:
-    job_id = await corral.execute_async("python", "print('later')", labels=labels)
-    assert isinstance(job_id, str) and job_id
-    assert (await corral.get_job(job_id)).job_id == job_id
+    job_id = await corral.execute_async("python", "print('later'); print('x' * 20000)", labels=labels)
+    assert isinstance(job_id, str) and job_id.startswith("job-")
     done = await corral.wait_for_job(job_id, timeout=60)
-    assert (done.status, done.stdout) == ("completed", "later\n")
+    assert (done.status, done.stdout) == ("completed", "later\n" + "x" * 20000 + "\n")
+    assert not done.output_clipped  # the whole output, from Jobs.Logs
+    got = await corral.get_job(job_id)
+    assert got.job_id == job_id and got.output_clipped and done.stdout.startswith(got.stdout)
     listed = await corral.list_jobs(labels=labels)
     assert [j.job_id for j in listed] == [job_id]
     assert [j.job_id for j in await corral.list_jobs(status="completed", labels=labels, limit=1)] == [job_id]
