@@ -137,6 +137,12 @@ impl Jobs {
         }
     }
 
+    /// True when `sandbox` is the sandbox of an attempt running here (it has no record in the
+    /// store; the attempt destroys it when done).
+    pub fn owns(&self, sandbox: &SandboxId) -> bool {
+        self.lock().values().any(|a| matches!(&a.phase, Phase::Running { sandbox: Some(s), .. } if s == sandbox))
+    }
+
     /// How many attempts run here now.
     pub fn running(&self) -> usize {
         self.lock().values().filter(|a| matches!(a.phase, Phase::Running { .. })).count()

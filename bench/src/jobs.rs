@@ -111,7 +111,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<(String, Value)> {
         let per_batch = 10_000.min(opts.noop_jobs);
         let batches = opts.noop_jobs.div_ceil(per_batch);
         let runs = (0..batches).map(|_| {
-            let spec = pb::JobSpec { runtime: pb::Runtime::Noop as i32, argv: vec!["noop".into()], ..Default::default() };
+            let spec =
+                pb::JobSpec { runtime: pb::Runtime::Noop as i32, argv: vec!["noop".into()], ..Default::default() };
             batch(&m.client, spec, per_batch, 10_000)
         });
         for r in futures::future::join_all(runs).await {
@@ -193,7 +194,8 @@ fn cpu_ms(pids: &[u32]) -> anyhow::Result<f64> {
     let tick = 100.0; // USER_HZ on Linux
     let mut total = 0.0;
     for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
         let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or(&stat);
         let fields: Vec<&str> = after.split_whitespace().collect();
         let (utime, stime): (f64, f64) = (fields[11].parse()?, fields[12].parse()?);
