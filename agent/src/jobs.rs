@@ -54,12 +54,16 @@ struct Attempt {
 pub struct Jobs {
     attempts: Mutex<HashMap<JobId, Attempt>>,
     reports: mpsc::UnboundedSender<JobReport>,
+    /// Attempts registered; finished ones are forgotten every [`PRUNE_EVERY`].
+    begun: std::sync::atomic::AtomicUsize,
 }
+
+const PRUNE_EVERY: usize = 1024;
 
 impl Jobs {
     pub fn new() -> (Self, mpsc::UnboundedReceiver<JobReport>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { attempts: Mutex::default(), reports: tx }, rx)
+        (Self { attempts: Mutex::default(), reports: tx, begun: Default::default() }, rx)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Attempt>> {
@@ -69,7 +73,7 @@ impl Jobs {
     /// Registers an attempt; false when it is already known (its report, if any, is re-sent).
     fn begin(&self, work: &JobWork) -> bool {
         let mut map = self.lock();
-        if map.len() > 1024 {
+        if self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             map.retain(|_, a| !matches!(&a.phase, Phase::Done { at, .. } if at.elapsed() > REMEMBER));
         }
         match map.get(&work.job) {
