@@ -3,10 +3,33 @@
 use corral_client::v1 as pb;
 use serde_json::{Value, json};
 
+pub mod jobs;
+
+/// The `--output` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    /// Lines and tables for people.
+    Text,
+    /// One JSON document.
+    Json,
+    /// One JSON object per line as results arrive (`batch run`, `batch watch`); elsewhere as json.
+    Jsonl,
+}
+
+/// How a command renders its answer (`jsonl` is `Json` outside the batch commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
+}
+
+impl From<OutputArg> for Format {
+    fn from(o: OutputArg) -> Self {
+        match o {
+            OutputArg::Text => Format::Text,
+            OutputArg::Json | OutputArg::Jsonl => Format::Json,
+        }
+    }
 }
 
 /// Writes a chunk of a command's output to our stdout (`err` false) or stderr at once.
@@ -29,7 +52,7 @@ pub fn state_name(state: i32) -> String {
         .unwrap_or_else(|_| format!("UNKNOWN({state})"))
 }
 
-fn ms_to_rfc3339(ms: i64) -> Value {
+pub(crate) fn ms_to_rfc3339(ms: i64) -> Value {
     if ms <= 0 {
         return Value::Null;
     }
