@@ -254,7 +254,8 @@ pub async fn run(endpoint: &str, out: Format, cmd: JobCmd) -> anyhow::Result<Exi
         JobCmd::Get { id } => print(&client().await?.get_job(&id).await?),
         JobCmd::Cancel { id } => print(&client().await?.cancel_job(&id).await?),
         JobCmd::Wait { id, timeout } => {
-            let within = timeout.map(Duration::try_from_secs_f64).transpose()?;
+            let within =
+                timeout.map(Duration::try_from_secs_f64).transpose().map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
             let job = client().await?.wait_job_done(&id, within).await?;
             print(&job);
             if !corral_client::job_done(&job) {
@@ -311,8 +312,10 @@ async fn submit(client: &Client, out: Format, req: pb::SubmitJobRequest, wait: b
     match out {
         Format::Json => {
             let mut v = render::job_json(&job);
-            v["result"]["stdout"] = json!(String::from_utf8_lossy(&stdout));
-            v["result"]["stderr"] = json!(String::from_utf8_lossy(&stderr));
+            if job.result.is_some() {
+                v["result"]["stdout"] = json!(String::from_utf8_lossy(&stdout));
+                v["result"]["stderr"] = json!(String::from_utf8_lossy(&stderr));
+            }
             println!("{v}");
         }
         Format::Text => {

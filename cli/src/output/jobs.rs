@@ -153,7 +153,10 @@ pub fn print_job(j: &pb::Job) {
         head.push_str(&format!("  node={}", j.node_id));
     }
     println!("{head}");
-    println!("  command: {}", describe_command(j.spec.as_ref()));
+    let command = describe_command(j.spec.as_ref());
+    if !command.is_empty() {
+        println!("  command: {command}");
+    }
     if !j.batch_id.is_empty() {
         println!("  batch: {} item {}", j.batch_id, j.index);
     }
