@@ -45,6 +45,11 @@ pub struct AgentConfig {
     pub docker: DockerMode,
     /// The Docker engine's unix socket; empty = `/var/run/docker.sock`.
     pub docker_socket: PathBuf,
+    /// Offer the benchmark-only `noop` runtime, which completes jobs without running anything
+    /// (for measuring the orchestration alone). Never enable it in production.
+    pub noop_runtime: bool,
+    /// Most processes inside one job's sandbox.
+    pub job_pids_limit: u32,
 }
 
 /// The `agent.docker` setting.
@@ -78,6 +83,8 @@ impl Default for AgentConfig {
             init_path: PathBuf::new(),
             docker: DockerMode::Auto,
             docker_socket: PathBuf::new(),
+            noop_runtime: false,
+            job_pids_limit: 1024,
         }
     }
 }
@@ -92,6 +99,9 @@ impl AgentConfig {
         }
         if self.max_sandboxes == 0 {
             return Err("agent.max_sandboxes must be at least 1".into());
+        }
+        if self.job_pids_limit < 8 {
+            return Err("agent.job_pids_limit must be at least 8".into());
         }
         if self.max_concurrent_work == 0 {
             return Err("agent.max_concurrent_work must be at least 1".into());

@@ -3,7 +3,8 @@
 //!
 //! - [`runtime`]: the `Runtime` trait, the bubblewrap and Docker implementations;
 //! - [`node`]: registration, heartbeat and self-fencing;
-//! - [`work`]: the node's lifecycle work queue (create/destroy);
+//! - [`work`]: the node's lifecycle work queue (create/destroy, job attempts);
+//! - [`jobs`]: job attempts in one-shot sandboxes and the reports of their outcomes;
 //! - [`rpc`]: interactive requests (exec, files, processes, sessions) and output streaming;
 //! - [`supervisor`]: background processes and shell sessions, on top of any runtime;
 //! - [`languages`]: the `run_code` languages each runtime can run, found at start-up;
@@ -13,6 +14,7 @@
 pub mod adopt;
 pub mod config;
 pub mod gc;
+pub mod jobs;
 pub mod languages;
 pub mod node;
 pub mod rpc;
@@ -57,6 +59,8 @@ pub struct Agent {
     pub bus: Arc<dyn Bus>,
     /// Background processes and sessions of the local sandboxes.
     pub supervisor: supervisor::Supervisor,
+    /// Job attempts running (or recently finished) here.
+    pub jobs: jobs::Jobs,
     /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
     sandboxes: Mutex<HashMap<SandboxId, SandboxSpec>>,
     /// What [`languages::detect`] found at start-up, plus what probing Docker images found.
@@ -116,6 +120,7 @@ impl Agent {
     /// Kills every local sandbox: the node lost its lease, so the coordinator will (or did)
     /// declare them LOST and nothing may keep running under a stale claim.
     pub async fn fence(&self) {
+        self.jobs.fence_all();
         for rt in &self.runtimes {
             let ids = rt.list().await;
             tracing::warn!(count = ids.len(), runtime = %rt.kind(), "fencing: destroying local sandboxes");
@@ -146,7 +151,12 @@ impl Agent {
                 memory_mb: ((if c.memory_mb > 0 { c.memory_mb } else { host_mem }) as f64 * c.memory_overcommit) as u64,
                 sandboxes: c.max_sandboxes,
             },
-            runtimes: self.runtimes.iter().map(|r| r.kind()).collect(),
+            runtimes: self
+                .runtimes
+                .iter()
+                .map(|r| r.kind())
+                .chain(c.noop_runtime.then_some(RuntimeKind::Noop))
+                .collect(),
             images,
             languages: self.languages.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             labels: c.labels.clone(),
@@ -171,6 +181,7 @@ pub async fn run(
         return Err(AgentError::Config("the agent needs at least one runtime".into()));
     }
     let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
+    let (jobs, reports) = jobs::Jobs::new();
     let agent = Arc::new(Agent {
         languages: Mutex::new(languages::detect(&kinds)),
         node,
@@ -179,6 +190,7 @@ pub async fn run(
         store,
         bus,
         supervisor: supervisor::Supervisor::default(),
+        jobs,
         sandboxes: Mutex::default(),
         lease: Mutex::default(),
     });
@@ -190,7 +202,8 @@ pub async fn run(
     let heartbeat_task = OwnedTask::spawn("agent.heartbeat", node::heartbeat(agent.clone()));
     let gc_task = OwnedTask::spawn("agent.gc", gc::run(agent.clone()));
     let probe_task = OwnedTask::spawn("agent.languages", languages::probe_docker(agent.clone()));
-    let tasks = [rpc_task, work_task, heartbeat_task, gc_task, probe_task];
+    let report_task = OwnedTask::spawn("agent.job_reports", jobs::report(agent.clone(), reports));
+    let tasks = [rpc_task, work_task, heartbeat_task, gc_task, probe_task, report_task];
 
     tokio::pin!(shutdown);
     let failed = loop {

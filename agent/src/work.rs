@@ -41,7 +41,7 @@ pub async fn consume(agent: Arc<Agent>) -> Result<(), BusError> {
     Err(BusError::Unavailable("work queue consumer ended".into()))
 }
 
-async fn handle(agent: &Agent, tombstones: &Mutex<HashMap<SandboxId, Instant>>, delivery: Delivery) {
+async fn handle(agent: &Arc<Agent>, tombstones: &Mutex<HashMap<SandboxId, Instant>>, delivery: Delivery) {
     let work: Work = match protocol::decode(&delivery.payload) {
         Ok(w) => w,
         Err(e) => {
@@ -74,6 +74,13 @@ async fn handle(agent: &Agent, tombstones: &Mutex<HashMap<SandboxId, Instant>>, 
             agent.destroy(&sandbox).await;
             (reply_to, WorkReply::Destroyed { sandbox, node: agent.node.clone() })
         }
+        Work::RunJobs { jobs } => {
+            // Each attempt runs in its own task and reports on its own; the item is done once
+            // they are registered.
+            crate::jobs::start(agent, jobs);
+            ack(delivery).await;
+            return;
+        }
     };
     if let Err(e) = agent.bus.publish(&reply_to, protocol::encode(&reply)).await {
         tracing::warn!(error = %e, "could not report a work outcome; the coordinator will reconcile");
@@ -81,7 +88,7 @@ async fn handle(agent: &Agent, tombstones: &Mutex<HashMap<SandboxId, Instant>>, 
     ack(delivery).await;
 }
 
-async fn create(agent: &Agent, spec: corral_core::model::SandboxSpec) -> Result<(), AgentError> {
+pub(crate) async fn create(agent: &Agent, spec: corral_core::model::SandboxSpec) -> Result<(), AgentError> {
     let Some(runtime) = agent.runtime(spec.runtime).cloned() else {
         let offered: Vec<String> = agent.runtimes.iter().map(|r| r.kind().to_string()).collect();
         let why = format!("node {} runs {}, not {}", agent.node, offered.join(", "), spec.runtime);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::ids::{NodeId, SandboxId, TenantId};
-use corral_core::keys::{NodesPrefix, SandboxesPrefix};
+use corral_core::keys::{BatchesPrefix, JobsPrefix, NodesPrefix, SandboxesPrefix};
 use corral_core::model::{NodeInfo, SandboxRecord};
 use corral_core::state::SandboxState;
 use corral_core::store::{self, EventKind, KeyValue, StateStore, StoreError};
@@ -45,6 +45,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct ClusterView {
     inner: Arc<Mutex<Inner>>,
+    /// Jobs and batches, fed by the same watch.
+    pub jobs: crate::jobs::JobTable,
 }
 
 impl ClusterView {
@@ -113,6 +115,28 @@ impl ClusterView {
         self.lock().sandboxes.get(id).cloned()
     }
 
+    /// How many live sandboxes each node holds.
+    pub fn sandbox_counts(&self) -> HashMap<NodeId, usize> {
+        self.lock().allocated.iter().map(|(n, a)| (n.clone(), a.sandboxes as usize)).collect()
+    }
+
+    /// Applies one watched change to the index it belongs to.
+    fn apply(&self, kind: EventKind, key: &str, value: &[u8], revision: i64, create_revision: i64) {
+        let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap_or(key);
+        if rest.starts_with("jobs/") || rest.starts_with("batches/") {
+            let kv = KeyValue {
+                key: key.to_owned(),
+                value: value.to_vec(),
+                mod_revision: revision,
+                create_revision,
+                lease: 0,
+            };
+            self.jobs.apply_event(kind, rest, &kv);
+        } else {
+            self.lock().apply_event(kind, key, value, revision);
+        }
+    }
+
     pub fn nodes(&self) -> Vec<NodeInfo> {
         self.lock().nodes.values().cloned().collect()
     }
@@ -165,7 +189,7 @@ impl ClusterView {
             };
             loop {
                 match events.next().await {
-                    Some(Ok(ev)) => self.lock().apply_event(ev.kind, &ev.key, &ev.value, ev.mod_revision),
+                    Some(Ok(ev)) => self.apply(ev.kind, &ev.key, &ev.value, ev.mod_revision, 0),
                     Some(Err(StoreError::Compacted(rev))) => {
                         tracing::warn!(rev, "cluster watch fell behind compaction; reloading");
                         break;
@@ -180,6 +204,11 @@ impl ClusterView {
     async fn load(&self, store: &dyn StateStore) -> Result<i64, StoreError> {
         let nodes = read_all(store, &NodesPrefix.to_string()).await?;
         let sandboxes = read_all(store, &SandboxesPrefix.to_string()).await?;
+        let batches = read_all(store, &BatchesPrefix(None).to_string()).await?;
+        let jobs = read_all(store, &JobsPrefix(None).to_string()).await?;
+        for kv in batches.0.iter().chain(&jobs.0) {
+            self.apply(EventKind::Put, &kv.key, &kv.value, kv.mod_revision, kv.create_revision);
+        }
         let mut inner = self.lock();
         inner.nodes.clear();
         for kv in nodes.0 {
@@ -190,7 +219,7 @@ impl ClusterView {
         }
         // Both reads happened at or after the first page's revision; watching from the smaller
         // one replays anything in between (applying an event twice is harmless).
-        let revision = nodes.1.min(sandboxes.1);
+        let revision = nodes.1.min(sandboxes.1).min(batches.1).min(jobs.1);
         inner.revision = revision;
         Ok(revision)
     }

@@ -34,6 +34,10 @@ pub struct CoordinatorConfig {
     /// TTL of the leader lease: a standby coordinator takes over the reconciler within about this
     /// long after the leader dies.
     pub leader_lease_seconds: u64,
+    /// Most jobs of one tenant running at once; more wait in the tenant's queue.
+    pub max_running_jobs_per_tenant: usize,
+    /// Most jobs of one tenant waiting to run; a submit beyond is RESOURCE_EXHAUSTED.
+    pub max_queued_jobs_per_tenant: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -53,6 +57,8 @@ impl Default for CoordinatorConfig {
             create_timeout_seconds: 30,
             max_file_bytes: 64 * 1024 * 1024,
             leader_lease_seconds: 10,
+            max_running_jobs_per_tenant: 1000,
+            max_queued_jobs_per_tenant: 100_000,
         }
     }
 }
@@ -85,6 +91,12 @@ impl CoordinatorConfig {
         }
         if !(2..=300).contains(&self.leader_lease_seconds) {
             return Err("coordinator.leader_lease_seconds must be in 2..=300".into());
+        }
+        if self.max_running_jobs_per_tenant == 0 {
+            return Err("coordinator.max_running_jobs_per_tenant must be at least 1".into());
+        }
+        if !(1..=10_000_000).contains(&self.max_queued_jobs_per_tenant) {
+            return Err("coordinator.max_queued_jobs_per_tenant must be in 1..=10000000".into());
         }
         Ok(())
     }

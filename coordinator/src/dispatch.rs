@@ -69,6 +69,10 @@ impl Dispatcher {
     }
 
     /// Durably queues `work` for `node` without waiting for the agent's reply.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
     pub async fn send_work(&self, node: &NodeId, make: impl FnOnce(String) -> Work, msg_id: &str) -> ApiResult<()> {
         let work = make(self.reply_subject.clone());
         self.bus.enqueue(node, msg_id, protocol::encode(&work)).await?;

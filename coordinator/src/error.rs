@@ -13,6 +13,9 @@ pub enum ApiError {
     InvalidField { field: String, why: String },
     #[error("sandbox {0} not found")]
     SandboxNotFound(String),
+    /// A job or batch (named in the message) that does not exist for the caller's tenant.
+    #[error("{0} not found")]
+    NotFound(String),
     #[error("no sandbox named {0:?}")]
     NameNotFound(String),
     #[error("a live sandbox named {0:?} already exists")]
@@ -56,7 +59,7 @@ impl ApiError {
         use tonic::Code;
         match self {
             Self::InvalidField { .. } => Code::InvalidArgument,
-            Self::SandboxNotFound(_) | Self::NameNotFound(_) => Code::NotFound,
+            Self::SandboxNotFound(_) | Self::NameNotFound(_) | Self::NotFound(_) => Code::NotFound,
             Self::NameTaken(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) | Self::Transition(_) => Code::FailedPrecondition,
             Self::NoCapacity(_) => Code::ResourceExhausted,

@@ -30,6 +30,8 @@ pub struct LeaderRecord {
 struct State {
     /// The lease and the time of its last successful renewal, while leading.
     leading: Option<(LeaseId, Instant)>,
+    /// The leader key's revision while leading: writes that only the leader may make compare it.
+    revision: i64,
 }
 
 /// Whether this coordinator leads now; cheap to ask.
@@ -51,6 +53,12 @@ impl Leadership {
     /// True while this coordinator holds the key and renewed its lease within half the TTL.
     pub fn is_leader(&self) -> bool {
         self.state().leading.is_some_and(|(_, renewed)| renewed.elapsed() < self.ttl / 2)
+    }
+
+    /// The leader key's revision while this coordinator leads; a transaction that requires the
+    /// key at this revision fails once another coordinator has taken over.
+    pub fn fence(&self) -> Option<i64> {
+        self.is_leader().then(|| self.state().revision)
     }
 
     /// The lease held while leading (to give it up at shutdown).
@@ -90,7 +98,10 @@ impl Leadership {
         let record = LeaderRecord { since_ms: now_ms(), ..me.clone() };
         let txn = Txn::new().when(&LeaderKey, 0).put_with_lease(&LeaderKey, store::encode(&record), lease);
         match store.txn(txn).await {
-            Ok(out) if out.succeeded => Ok(Some(lease)),
+            Ok(out) if out.succeeded => {
+                self.state().revision = out.revision;
+                Ok(Some(lease))
+            }
             other => {
                 let _ = store.revoke_lease(lease).await;
                 other.map(|_| None)

@@ -8,6 +8,7 @@
 //! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
 //! - [`leader`]: leader election (the leader runs the reconciler's sweeps);
 //! - [`semaphore`]: counting semaphores on leases (tenant and node caps);
+//! - [`jobs`]: jobs and fan-out batches (index, placement, fenced claims, result commits);
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod confirm;
 pub mod dispatch;
 pub mod error;
+pub mod jobs;
 pub mod leader;
 pub mod reconciler;
 pub mod records;
@@ -29,8 +31,10 @@ use std::sync::Arc;
 use corral_core::bus::Bus;
 use corral_core::store::StateStore;
 use corral_core::task::OwnedTask;
+use corral_proto::v1::batches_server::BatchesServer;
 use corral_proto::v1::exec_server::ExecServer;
 use corral_proto::v1::files_server::FilesServer;
+use corral_proto::v1::jobs_server::JobsServer;
 use corral_proto::v1::languages_server::LanguagesServer;
 use corral_proto::v1::sandboxes_server::SandboxesServer;
 use corral_proto::v1::sessions_server::SessionsServer;
@@ -78,6 +82,8 @@ pub async fn run(
     let election = OwnedTask::spawn("coordinator.election", leadership.clone().campaign(store.clone(), me));
     let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership });
     let _reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
+    let _scheduler = OwnedTask::spawn("coordinator.job_scheduler", jobs::schedule::run(core.clone()));
+    let _results = OwnedTask::spawn("coordinator.job_results", jobs::commit::serve(core.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SandboxesServer<api::sandboxes::SandboxesApi>>().await;
@@ -85,6 +91,8 @@ pub async fn run(
     health.set_serving::<FilesServer<api::files::FilesApi>>().await;
     health.set_serving::<SessionsServer<api::sessions::SessionsApi>>().await;
     health.set_serving::<LanguagesServer<api::code::LanguagesApi>>().await;
+    health.set_serving::<JobsServer<api::jobs::JobsApi>>().await;
+    health.set_serving::<BatchesServer<api::jobs::BatchesApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(corral_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -98,6 +106,8 @@ pub async fn run(
         .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(core.clone())))
         .add_service(LanguagesServer::new(api::code::LanguagesApi(core.clone())))
+        .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_message))
+        .add_service(BatchesServer::new(api::jobs::BatchesApi(core.clone())).max_decoding_message_size(max_message))
         .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
+use crate::jobs::{BatchId, JobId};
 
 /// The root of every Corral key.
 pub const ROOT: &str = "/corral/v1/";
@@ -120,6 +121,78 @@ impl fmt::Display for SandboxesPrefix {
 impl fmt::Display for NameKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{ROOT}names/{}/{}", self.tenant, self.name)
+    }
+}
+
+/// `jobs/{tenant}/{job_id}`: a job record.
+pub struct JobKey<'a> {
+    pub tenant: &'a TenantId,
+    pub id: &'a JobId,
+}
+
+/// `jobs/{tenant}/`, or `jobs/` for every tenant.
+pub struct JobsPrefix<'a>(pub Option<&'a TenantId>);
+
+/// `joblogs/{tenant}/{job_id}`: the whole output of a job whose record holds only its start.
+pub struct JobLogsKey<'a> {
+    pub tenant: &'a TenantId,
+    pub id: &'a JobId,
+}
+
+/// `batches/{tenant}/{batch_id}`: a batch record.
+pub struct BatchKey<'a> {
+    pub tenant: &'a TenantId,
+    pub id: &'a BatchId,
+}
+
+/// `batches/{tenant}/`, or `batches/` for every tenant.
+pub struct BatchesPrefix<'a>(pub Option<&'a TenantId>);
+
+/// `idem/{tenant}/{key}`: what a Submit with this idempotency key created.
+pub struct IdemKey<'a> {
+    pub tenant: &'a TenantId,
+    pub key: &'a str,
+}
+
+impl fmt::Display for JobKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}jobs/{}/{}", self.tenant, self.id)
+    }
+}
+
+impl fmt::Display for JobsPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "{ROOT}jobs/{t}/"),
+            None => write!(f, "{ROOT}jobs/"),
+        }
+    }
+}
+
+impl fmt::Display for JobLogsKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}joblogs/{}/{}", self.tenant, self.id)
+    }
+}
+
+impl fmt::Display for BatchKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}batches/{}/{}", self.tenant, self.id)
+    }
+}
+
+impl fmt::Display for BatchesPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "{ROOT}batches/{t}/"),
+            None => write!(f, "{ROOT}batches/"),
+        }
+    }
+}
+
+impl fmt::Display for IdemKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}idem/{}/{}", self.tenant, self.key)
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod bus;
 pub mod ids;
+pub mod jobs;
 pub mod keys;
 pub mod languages;
 pub mod model;

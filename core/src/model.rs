@@ -16,6 +16,9 @@ use crate::state::SandboxState;
 pub enum RuntimeKind {
     Bwrap,
     Docker,
+    /// Benchmark-only (jobs only): completes a job at once without starting anything, so the
+    /// orchestration is what gets timed. Agents offer it only when configured to.
+    Noop,
 }
 
 impl fmt::Display for RuntimeKind {
@@ -23,6 +26,7 @@ impl fmt::Display for RuntimeKind {
         f.write_str(match self {
             Self::Bwrap => "bwrap",
             Self::Docker => "docker",
+            Self::Noop => "noop",
         })
     }
 }

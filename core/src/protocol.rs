@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::ids::{ExecId, NodeId, SandboxId, SessionId};
+use crate::jobs::{JobId, JobWork};
 use crate::model::{ExecSpec, ExitStatus, FileEntry, ProcessInfo, SandboxSpec};
 
 /// Largest data chunk carried in one message (file transfer, output).
@@ -36,6 +37,9 @@ pub enum Work {
     Create { spec: SandboxSpec, reply_to: String },
     /// Destroy the sandbox (idempotent: a missing sandbox is reported as destroyed).
     Destroy { sandbox: SandboxId, reply_to: String },
+    /// Run these job attempts (idempotent per job and attempt). Results go to
+    /// `corral.jobs.results` as `JobReports`, not to a reply subject.
+    RunJobs { jobs: Vec<JobWork> },
 }
 
 /// The outcome of a [`Work`] item.
@@ -146,6 +150,11 @@ pub enum RpcRequest {
     },
     CloseSession {
         session: SessionId,
+    },
+    /// Kill the attempt's command if it still runs here (the job was cancelled).
+    CancelJob {
+        job: JobId,
+        attempt: u32,
     },
     /// Liveness and identity check.
     Ping,

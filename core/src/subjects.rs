@@ -9,6 +9,9 @@ pub const WORK_STREAM: &str = "CORRAL_WORK";
 /// Subjects captured by [`WORK_STREAM`].
 pub const WORK_STREAM_SUBJECTS: &str = "corral.work.>";
 
+/// Where agents report job results (request/reply, served by the leader coordinator).
+pub const JOB_RESULTS_SUBJECT: &str = "corral.jobs.results";
+
 /// `corral.work.{node_id}`: lifecycle operations for one node (JetStream work queue).
 pub struct WorkSubject<'a>(pub &'a NodeId);
 

@@ -12,6 +12,7 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+pub mod jobs;
 mod lang;
 mod procs;
 pub use lang::{docker_run_code, languages_list, run_code, run_code_errors};

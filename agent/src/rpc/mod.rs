@@ -77,6 +77,10 @@ async fn handle(agent: &Arc<Agent>, uploads: &Uploads, req: RpcRequest) -> RpcRe
                 agent.runtime_of(&sandbox)?.resume(&sandbox).await?;
                 RpcReply::Ok
             }
+            RpcRequest::CancelJob { job, attempt } => {
+                crate::jobs::cancel(agent, &job, attempt).await;
+                RpcReply::Ok
+            }
             RpcRequest::Ping => RpcReply::Pong { node: agent.node.clone() },
         })
     }

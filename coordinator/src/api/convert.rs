@@ -142,6 +142,7 @@ pub fn runtime(raw: i32) -> ApiResult<RuntimeKind> {
     match pb::Runtime::try_from(raw) {
         Ok(pb::Runtime::Unspecified | pb::Runtime::Bwrap) => Ok(RuntimeKind::Bwrap),
         Ok(pb::Runtime::Docker) => Ok(RuntimeKind::Docker),
+        Ok(pb::Runtime::Noop) => Err(ApiError::field("runtime", "RUNTIME_NOOP runs jobs only (for benchmarks)")),
         Err(_) => {
             Err(ApiError::field("runtime", format!("unknown runtime {raw}; supported: RUNTIME_BWRAP, RUNTIME_DOCKER")))
         }
@@ -285,6 +286,7 @@ pub fn runtime_to_pb(r: RuntimeKind) -> pb::Runtime {
     match r {
         RuntimeKind::Bwrap => pb::Runtime::Bwrap,
         RuntimeKind::Docker => pb::Runtime::Docker,
+        RuntimeKind::Noop => pb::Runtime::Noop,
     }
 }
 

@@ -1,9 +1,12 @@
 //! The tonic services: one file per service, thin — validate (in `convert`), call `Core`, convert back.
 
+pub mod batch_watch;
 pub mod code;
 pub mod convert;
 pub mod exec;
 pub mod files;
+pub mod job_convert;
+pub mod jobs;
 pub mod processes;
 pub mod sandboxes;
 pub mod sessions;

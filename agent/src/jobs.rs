@@ -1,0 +1,341 @@
+//! Jobs on the agent: each claimed attempt runs in a fresh one-shot sandbox (or, on the
+//! benchmark-only `noop` runtime, completes at once); its outcome is reported to
+//! `corral.jobs.results` until a coordinator acknowledges it.
+//!
+//! Deliveries are at least once, so attempts are remembered: a second delivery of a running
+//! attempt is ignored and one of a finished attempt re-sends its report (the coordinator may have
+//! missed it). An attempt killed because the job was cancelled or because the node fenced itself
+//! is reported as not the job's fault; the coordinator's attempt check decides what stands.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use corral_core::ids::{ExecId, SandboxId};
+use corral_core::jobs::{JobAcks, JobCommand, JobId, JobOutcome, JobReport, JobReports, JobWork};
+use corral_core::languages;
+use corral_core::model::{Command, ExecSpec, ExitStatus, RuntimeKind, SandboxSpec};
+use corral_core::protocol::{self, AgentErrorKind};
+use corral_core::subjects::JOB_RESULTS_SUBJECT;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::Agent;
+use crate::runtime::ExecEvent;
+
+/// Output kept per stream of a job (a report must fit one bus message).
+pub const JOB_OUTPUT_CAP: usize = 256 * 1024;
+/// How long a finished attempt is remembered for duplicate deliveries.
+const REMEMBER: Duration = Duration::from_secs(120);
+/// Reports sent in one request at most (and at most about this many bytes).
+const REPORTS_PER_REQUEST: usize = 256;
+const REPORT_BYTES: usize = 768 * 1024;
+/// Where a code job's source is written inside its sandbox.
+const CODE_DIR: &str = "/tmp/corral-job";
+
+/// Why a running attempt was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abort {
+    Cancelled,
+    Fenced,
+}
+
+enum Phase {
+    Running { sandbox: Option<SandboxId>, abort: Option<Abort> },
+    Done { report: Box<JobReport>, at: Instant },
+}
+
+struct Attempt {
+    attempt: u32,
+    phase: Phase,
+}
+
+/// The job attempts of this node and the queue of reports to send.
+pub struct Jobs {
+    attempts: Mutex<HashMap<JobId, Attempt>>,
+    reports: mpsc::UnboundedSender<JobReport>,
+}
+
+impl Jobs {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<JobReport>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { attempts: Mutex::default(), reports: tx }, rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Attempt>> {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an attempt; false when it is already known (its report, if any, is re-sent).
+    fn begin(&self, work: &JobWork) -> bool {
+        let mut map = self.lock();
+        if map.len() > 1024 {
+            map.retain(|_, a| !matches!(&a.phase, Phase::Done { at, .. } if at.elapsed() > REMEMBER));
+        }
+        match map.get(&work.job) {
+            Some(a) if a.attempt > work.attempt => false,
+            Some(a) if a.attempt == work.attempt => {
+                if let Phase::Done { report, .. } = &a.phase {
+                    let _ = self.reports.send((**report).clone());
+                }
+                false
+            }
+            _ => {
+                map.insert(
+                    work.job.clone(),
+                    Attempt { attempt: work.attempt, phase: Phase::Running { sandbox: None, abort: None } },
+                );
+                true
+            }
+        }
+    }
+
+    /// Records the attempt's sandbox; false when the attempt was aborted meanwhile.
+    fn set_sandbox(&self, job: &JobId, attempt: u32, id: &SandboxId) -> bool {
+        match self.lock().get_mut(job) {
+            Some(Attempt { attempt: a, phase: Phase::Running { sandbox, abort } }) if *a == attempt => {
+                *sandbox = Some(id.clone());
+                abort.is_none()
+            }
+            _ => false,
+        }
+    }
+
+    fn abort_of(&self, job: &JobId, attempt: u32) -> Option<Abort> {
+        match self.lock().get(job) {
+            Some(Attempt { attempt: a, phase: Phase::Running { abort, .. } }) if *a == attempt => *abort,
+            _ => None,
+        }
+    }
+
+    fn finish(&self, report: JobReport) {
+        if let Some(a) = self.lock().get_mut(&report.job)
+            && a.attempt == report.attempt
+        {
+            a.phase = Phase::Done { report: Box::new(report.clone()), at: Instant::now() };
+        }
+        let _ = self.reports.send(report);
+    }
+
+    /// Marks the attempt cancelled; returns its sandbox to destroy.
+    fn cancel(&self, job: &JobId, attempt: u32) -> Option<SandboxId> {
+        match self.lock().get_mut(job) {
+            Some(Attempt { attempt: a, phase: Phase::Running { sandbox, abort } }) if *a == attempt => {
+                *abort = Some(Abort::Cancelled);
+                sandbox.clone()
+            }
+            _ => None,
+        }
+    }
+
+    /// Marks every running attempt as stopped by fencing (their sandboxes are being destroyed).
+    pub fn fence_all(&self) {
+        for a in self.lock().values_mut() {
+            if let Phase::Running { abort, .. } = &mut a.phase {
+                abort.get_or_insert(Abort::Fenced);
+            }
+        }
+    }
+
+    /// How many attempts run here now.
+    pub fn running(&self) -> usize {
+        self.lock().values().filter(|a| matches!(a.phase, Phase::Running { .. })).count()
+    }
+}
+
+/// Starts every new attempt of a `RunJobs` work item in its own task.
+pub fn start(agent: &Arc<Agent>, jobs: Vec<JobWork>) {
+    for work in jobs {
+        if !agent.jobs.begin(&work) {
+            tracing::debug!(job = %work.job, attempt = work.attempt, "duplicate delivery of a job attempt");
+            continue;
+        }
+        let agent = agent.clone();
+        corral_core::task::spawn_detached("agent.job", async move {
+            let outcome = run(&agent, &work).await;
+            let outcome = match agent.jobs.abort_of(&work.job, work.attempt) {
+                Some(Abort::Cancelled) => JobOutcome::Infra("the job was cancelled while it ran".into()),
+                Some(Abort::Fenced) => JobOutcome::Infra(format!("node {} fenced itself", agent.node)),
+                None => outcome,
+            };
+            let report = JobReport {
+                job: work.job,
+                tenant: work.tenant,
+                attempt: work.attempt,
+                node: agent.node.clone(),
+                outcome,
+            };
+            agent.jobs.finish(report);
+        });
+    }
+}
+
+/// Kills a cancelled attempt's command by destroying its sandbox.
+pub async fn cancel(agent: &Agent, job: &JobId, attempt: u32) {
+    if let Some(sandbox) = agent.jobs.cancel(job, attempt) {
+        agent.destroy(&sandbox).await;
+    }
+}
+
+async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
+    let spec = &work.spec;
+    if spec.runtime == RuntimeKind::Noop {
+        return if agent.config.noop_runtime {
+            let status = ExitStatus {
+                exit_code: 0,
+                signal: 0,
+                timed_out: false,
+                truncated: false,
+                duration_ms: 0,
+                oom_killed: false,
+            };
+            JobOutcome::Ran { status, stdout: Vec::new(), stderr: Vec::new() }
+        } else {
+            JobOutcome::Refused(format!("node {} does not offer the noop runtime", agent.node))
+        };
+    }
+    if agent.runtime(spec.runtime).is_none() {
+        return JobOutcome::Refused(format!("node {} has no {} runtime", agent.node, spec.runtime));
+    }
+    let command = match &spec.command {
+        JobCommand::Argv(argv) => Command::Argv(argv.clone()),
+        JobCommand::Shell(line) => Command::Shell(line.clone()),
+        JobCommand::Code { language, .. } => match program(agent, spec.runtime, &spec.image, language) {
+            Some((lang, program)) => lang.command(&program, CODE_DIR),
+            None => {
+                let why = format!("{language} is not available to {} sandboxes on node {}", spec.runtime, agent.node);
+                return JobOutcome::Refused(why);
+            }
+        },
+    };
+    let id = SandboxId::random();
+    let sandbox = SandboxSpec {
+        id: id.clone(),
+        tenant: work.tenant.clone(),
+        runtime: spec.runtime,
+        name: None,
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+        pids_limit: agent.config.job_pids_limit,
+        timeout_seconds: spec.timeout_ms.div_ceil(1000) + 60,
+        internet_access: spec.internet_access,
+        env: spec.env.clone(),
+        labels: [("corral.job".to_owned(), work.job.to_string())].into(),
+        workdir: "/workspace".into(),
+        image: spec.image.clone(),
+    };
+    if !agent.jobs.set_sandbox(&work.job, work.attempt, &id) {
+        return JobOutcome::Infra("the attempt was stopped before it started".into());
+    }
+    if let Err(e) = crate::work::create(agent, sandbox).await {
+        return match e.kind {
+            AgentErrorKind::InvalidArgument | AgentErrorKind::NotFound => JobOutcome::Refused(e.message),
+            _ => JobOutcome::Infra(format!("the job's sandbox could not start: {}", e.message)),
+        };
+    }
+    let outcome = exec(agent, &id, work, command).await;
+    agent.destroy(&id).await;
+    outcome
+}
+
+async fn exec(agent: &Agent, id: &SandboxId, work: &JobWork, command: Command) -> JobOutcome {
+    let Ok(runtime) = agent.runtime_of(id) else {
+        return JobOutcome::Infra("the job's sandbox vanished before its command started".into());
+    };
+    if let JobCommand::Code { language, code } = &work.spec.command {
+        let file = languages::resolve(language).map_or("main", |l| l.file_name);
+        if let Err(e) = runtime.write_file(id, &format!("{CODE_DIR}/{file}"), code.as_bytes(), 0o644).await {
+            return JobOutcome::Infra(format!("could not write the job's code: {e}"));
+        }
+    }
+    let spec = ExecSpec {
+        command,
+        env: Default::default(),
+        cwd: "/workspace".into(),
+        timeout_ms: work.spec.timeout_ms,
+        stdin: work.spec.stdin.clone(),
+        max_output_bytes: JOB_OUTPUT_CAP as u64,
+        side_channel: false,
+    };
+    let mut handle = match runtime.exec(id, ExecId::random(), spec).await {
+        Ok(h) => h,
+        Err(e) => return JobOutcome::Infra(format!("the job's command could not start: {e}")),
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while let Some(event) = handle.events.recv().await {
+        match event {
+            ExecEvent::Stdout(d) => append_capped(&mut stdout, &d),
+            ExecEvent::Stderr(d) => append_capped(&mut stderr, &d),
+            ExecEvent::Side(_) => {}
+            ExecEvent::Exit(status) => return JobOutcome::Ran { status, stdout, stderr },
+        }
+    }
+    JobOutcome::Infra("the job's command ended without an exit status".into())
+}
+
+fn append_capped(buf: &mut Vec<u8>, data: &[u8]) {
+    let room = JOB_OUTPUT_CAP.saturating_sub(buf.len());
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// The registry entry and this node's program for `language` in `runtime` (and `image`).
+fn program(
+    agent: &Agent,
+    runtime: RuntimeKind,
+    image: &str,
+    language: &str,
+) -> Option<(&'static languages::Language, String)> {
+    let lang = languages::resolve(language)?;
+    let offers = agent.languages.lock().unwrap_or_else(|p| p.into_inner());
+    let offer = offers.iter().find(|o| {
+        o.language == lang.name && o.runtime == runtime && (runtime != RuntimeKind::Docker || o.image == image)
+    })?;
+    Some((lang, offer.program.clone()))
+}
+
+/// Sends reports to `corral.jobs.results` in batches until acknowledged, retrying with backoff
+/// while no coordinator answers (e.g. during a leader change).
+pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobReport>) -> Result<(), String> {
+    let mut unsent: Vec<JobReport> = Vec::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if unsent.is_empty() {
+            match queue.recv().await {
+                Some(r) => unsent.push(r),
+                None => return Ok(()),
+            }
+        }
+        while let Ok(r) = queue.try_recv() {
+            unsent.push(r);
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for r in &unsent {
+            let size = match &r.outcome {
+                JobOutcome::Ran { stdout, stderr, .. } => stdout.len() + stderr.len(),
+                _ => 0,
+            } + 256;
+            if count > 0 && (count == REPORTS_PER_REQUEST || bytes + size > REPORT_BYTES) {
+                break;
+            }
+            count += 1;
+            bytes += size;
+        }
+        let batch: Vec<JobReport> = unsent[..count].to_vec();
+        let payload = protocol::encode(&JobReports(batch));
+        match agent.bus.request(JOB_RESULTS_SUBJECT, payload, Duration::from_secs(10)).await {
+            Ok(reply) => {
+                match protocol::decode::<JobAcks>(&reply) {
+                    Ok(acks) => tracing::debug!(acked = acks.0.len(), "job reports acknowledged"),
+                    Err(e) => tracing::warn!(error = %e, "malformed acknowledgement of job reports"),
+                }
+                unsent.drain(..count);
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, pending = unsent.len(), "job reports not delivered; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

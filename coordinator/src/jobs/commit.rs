@@ -1,0 +1,318 @@
+//! Committing job results. Agents send their reports to `corral.jobs.results`, which the leader
+//! serves; each request's reports are committed in one transaction (group commit), each report
+//! guarded by the job record's revision. A report whose attempt is not the job's running attempt
+//! any more is rejected and counted; so a job has exactly one committed result, whatever the
+//! agents, the bus or the coordinators did.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use corral_core::jobs::{
+    INLINE_OUTPUT, JobAcks, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobResult, JobState, Verdict,
+};
+use corral_core::keys::{JobKey, JobLogsKey};
+use corral_core::protocol;
+use corral_core::store::{self, StoreError, Txn};
+use corral_core::subjects::JOB_RESULTS_SUBJECT;
+use corral_core::time::now_ms;
+use futures::StreamExt;
+
+use super::schedule::{GROUP, MAX_INFRA_FAILURES};
+use crate::service::Core;
+
+/// Reports rejected because their attempt was stale (for tests and metrics).
+pub static STALE_REPORTS: AtomicU64 = AtomicU64::new(0);
+
+/// Serves the results subject while this coordinator leads; runs until dropped.
+pub async fn serve(core: Arc<Core>) -> Result<(), String> {
+    loop {
+        while !core.leadership.is_leader() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut requests = match core.dispatch.bus().serve(JOB_RESULTS_SUBJECT).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serve job results; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::info!("serving job results");
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                req = requests.next() => {
+                    let Some(req) = req else { break };
+                    let core = core.clone();
+                    corral_core::task::spawn_detached("coordinator.job_results", async move {
+                        let acks = match protocol::decode::<JobReports>(&req.payload) {
+                            Ok(reports) => commit(&core, reports.0).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "dropping malformed job reports");
+                                return;
+                            }
+                        };
+                        // No reply means "not committed": the agent sends the reports again.
+                        if let Ok(acks) = acks
+                            && let Err(e) = req.reply(protocol::encode(&JobAcks(acks))).await
+                        {
+                            tracing::debug!(error = %e, "could not acknowledge job reports");
+                        }
+                    });
+                }
+                _ = check.tick() => {
+                    if !core.leadership.is_leader() {
+                        tracing::info!("no longer the leader: not serving job results");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Commits a group of reports; the verdict of each.
+pub async fn commit(
+    core: &Core,
+    reports: Vec<JobReport>,
+) -> Result<Vec<(corral_core::jobs::JobId, u32, Verdict)>, StoreError> {
+    let mut acks = Vec::with_capacity(reports.len());
+    for chunk in reports.chunks(GROUP / 2) {
+        acks.extend(commit_group(core, chunk).await?);
+    }
+    Ok(acks)
+}
+
+async fn commit_group(
+    core: &Core,
+    reports: &[JobReport],
+) -> Result<Vec<(corral_core::jobs::JobId, u32, Verdict)>, StoreError> {
+    let now = now_ms();
+    let mut acks = Vec::new();
+    let mut writes: Vec<(i64, JobRecord, Option<JobLogs>)> = Vec::new();
+    let mut slow = Vec::new();
+    {
+        let inner = core.view.jobs.lock();
+        for report in reports {
+            match inner.jobs.get(&report.job).and_then(|e| e.record.clone().map(|r| (e.revision, r))) {
+                Some((revision, record)) if record.state == JobState::Running && record.attempt == report.attempt => {
+                    let (next, logs) = decide(&record, report, now);
+                    writes.push((revision, next, logs));
+                }
+                // The index may lag behind the store: look before calling a report stale.
+                _ => slow.push(report.clone()),
+            }
+        }
+    }
+    if !writes.is_empty() {
+        // In id order, so batch items finishing in one commit are seen (and watched) in index
+        // order on every coordinator.
+        writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        let mut txn = Txn::new();
+        for (revision, r, logs) in &writes {
+            let key = JobKey { tenant: &r.tenant, id: &r.id };
+            txn = txn.when(&key, *revision).put(&key, store::encode(r));
+            if let Some(logs) = logs {
+                txn = txn.put(JobLogsKey { tenant: &r.tenant, id: &r.id }, store::encode(logs));
+            }
+        }
+        let out = core.store.txn(txn).await?;
+        if out.succeeded {
+            for (_, r, _) in writes {
+                acks.push((r.id.clone(), r.attempt, Verdict::Committed));
+                core.view.jobs.apply_job(r, out.revision, 0);
+            }
+        } else {
+            let by_id: std::collections::HashMap<_, _> = reports.iter().map(|r| (&r.job, r)).collect();
+            slow.extend(writes.iter().filter_map(|(_, r, _)| by_id.get(&r.id).map(|rep| (*rep).clone())));
+        }
+    }
+    for report in slow {
+        acks.push((report.job.clone(), report.attempt, commit_one(core, &report).await?));
+    }
+    Ok(acks)
+}
+
+/// Commits one report with a fresh read, retrying lost races.
+async fn commit_one(core: &Core, report: &JobReport) -> Result<Verdict, StoreError> {
+    let key = JobKey { tenant: &report.tenant, id: &report.job };
+    for _ in 0..16 {
+        let Some(kv) = core.store.get(&key.to_string()).await? else {
+            return Ok(stale(report, "no such job"));
+        };
+        let record: JobRecord = store::decode(&kv)?;
+        if record.state != JobState::Running || record.attempt != report.attempt {
+            if record.attempt == report.attempt
+                && record.state.is_terminal()
+                && record.node.as_ref() == Some(&report.node)
+                && record.result.is_some()
+            {
+                // Already committed from an earlier delivery of this report.
+                return Ok(Verdict::Committed);
+            }
+            return Ok(stale(report, record.state.as_str()));
+        }
+        let (next, logs) = decide(&record, report, now_ms());
+        let mut txn = Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&next));
+        if let Some(logs) = &logs {
+            txn = txn.put(JobLogsKey { tenant: &report.tenant, id: &report.job }, store::encode(logs));
+        }
+        let out = core.store.txn(txn).await?;
+        if out.succeeded {
+            core.view.jobs.apply_job(next, out.revision, 0);
+            return Ok(Verdict::Committed);
+        }
+    }
+    Err(StoreError::Unavailable(format!("job {} changed too often to commit its result", report.job)))
+}
+
+fn stale(report: &JobReport, now: &str) -> Verdict {
+    STALE_REPORTS.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(job = %report.job, attempt = report.attempt, node = %report.node, job_now = now, "rejected a stale job report");
+    Verdict::Stale
+}
+
+/// The record after `report` (which is for the running attempt) and the full logs to keep when
+/// the output is longer than what the record holds.
+pub fn decide(record: &JobRecord, report: &JobReport, now: i64) -> (JobRecord, Option<JobLogs>) {
+    let mut next = record.clone();
+    let mut logs = None;
+    match &report.outcome {
+        JobOutcome::Ran { status, stdout, stderr } => {
+            let clipped = stdout.len() > INLINE_OUTPUT || stderr.len() > INLINE_OUTPUT;
+            if clipped {
+                logs = Some(JobLogs { attempt: report.attempt, stdout: stdout.clone(), stderr: stderr.clone() });
+            }
+            next.result = Some(JobResult {
+                status: *status,
+                stdout: stdout[..stdout.len().min(INLINE_OUTPUT)].to_vec(),
+                stderr: stderr[..stderr.len().min(INLINE_OUTPUT)].to_vec(),
+                clipped,
+            });
+            let ok = status.exit_code == 0 && status.signal == 0 && !status.timed_out;
+            if ok {
+                finish(&mut next, JobState::Completed, "", now);
+            } else {
+                next.failures += 1;
+                let end = if status.timed_out { JobState::Timeout } else { JobState::Failed };
+                if next.failures <= next.retries {
+                    next.state = JobState::Pending;
+                    next.reason = format!("attempt {} ended {end}; retrying", report.attempt);
+                } else {
+                    finish(&mut next, end, "", now);
+                }
+            }
+        }
+        JobOutcome::Refused(why) => finish(&mut next, JobState::Failed, why, now),
+        JobOutcome::Infra(why) => return (infra_failure(record, why, now), None),
+    }
+    (next, logs)
+}
+
+/// The record after an attempt ended for reasons that are not the job's: back to PENDING, or
+/// LOST once that happened [`MAX_INFRA_FAILURES`] times.
+pub fn infra_failure(record: &JobRecord, why: &str, now: i64) -> JobRecord {
+    let mut next = record.clone();
+    next.infra_failures += 1;
+    if next.infra_failures >= MAX_INFRA_FAILURES {
+        let why = format!("{why} ({} infrastructure failures)", next.infra_failures);
+        finish(&mut next, JobState::Lost, &why, now);
+    } else {
+        next.state = JobState::Pending;
+        next.reason = format!("attempt {}: {why}; retrying", record.attempt);
+    }
+    next
+}
+
+fn finish(r: &mut JobRecord, state: JobState, why: &str, now: i64) {
+    r.state = state;
+    r.reason = why.to_owned();
+    r.finished_at_ms = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_core::ids::{NodeId, TenantId};
+    use corral_core::jobs::{JobCommand, JobId, JobSpec};
+    use corral_core::model::{ExitStatus, RuntimeKind};
+
+    use super::*;
+
+    fn running(retries: u32) -> JobRecord {
+        JobRecord {
+            v: 1,
+            id: JobId::random(),
+            tenant: TenantId::default_tenant(),
+            spec: JobSpec {
+                runtime: RuntimeKind::Bwrap,
+                image: String::new(),
+                command: JobCommand::Shell("true".into()),
+                env: Default::default(),
+                timeout_ms: 1000,
+                cpus: 1.0,
+                memory_mb: 64,
+                internet_access: false,
+                stdin: vec![],
+                labels: Default::default(),
+            },
+            state: JobState::Running,
+            attempt: 1,
+            node: Some(NodeId::parse("n1").unwrap()),
+            retries,
+            failures: 0,
+            infra_failures: 0,
+            result: None,
+            reason: String::new(),
+            created_at_ms: 1,
+            started_at_ms: 2,
+            finished_at_ms: 0,
+            body_hash: String::new(),
+        }
+    }
+
+    fn ran(record: &JobRecord, exit_code: i32, out: usize) -> JobReport {
+        let status =
+            ExitStatus { exit_code, signal: 0, timed_out: false, truncated: false, duration_ms: 3, oom_killed: false };
+        JobReport {
+            job: record.id.clone(),
+            tenant: record.tenant.clone(),
+            attempt: record.attempt,
+            node: NodeId::parse("n1").unwrap(),
+            outcome: JobOutcome::Ran { status, stdout: vec![b'x'; out], stderr: vec![] },
+        }
+    }
+
+    #[test]
+    fn user_failures_retry_then_fail() {
+        let r = running(1);
+        let (next, _) = decide(&r, &ran(&r, 3, 1), 10);
+        assert_eq!((next.state, next.failures), (JobState::Pending, 1));
+        let mut again = next.clone();
+        again.state = JobState::Running;
+        again.attempt = 2;
+        let (last, _) = decide(&again, &ran(&again, 3, 1), 11);
+        assert_eq!((last.state, last.failures, last.finished_at_ms), (JobState::Failed, 2, 11));
+    }
+
+    #[test]
+    fn infra_failures_do_not_count_against_retries() {
+        let mut r = running(0);
+        for _ in 1..MAX_INFRA_FAILURES {
+            r = infra_failure(&r, "node gone", 5);
+            assert_eq!((r.state, r.failures), (JobState::Pending, 0));
+            r.state = JobState::Running;
+        }
+        assert_eq!(infra_failure(&r, "node gone", 5).state, JobState::Lost);
+    }
+
+    #[test]
+    fn long_output_goes_to_the_logs() {
+        let r = running(0);
+        let (next, logs) = decide(&r, &ran(&r, 0, INLINE_OUTPUT + 1), 10);
+        let result = next.result.unwrap();
+        assert!(result.clipped && result.stdout.len() == INLINE_OUTPUT);
+        assert_eq!(logs.unwrap().stdout.len(), INLINE_OUTPUT + 1);
+        assert_eq!(next.state, JobState::Completed);
+    }
+}

@@ -1,0 +1,259 @@
+//! The leader's scheduling loop: claims pending jobs for nodes and sends them there, and sweeps
+//! for jobs whose node died, whose work item may have been lost, and batches past their
+//! deadline.
+//!
+//! A claim is a CAS on the job record (its revision as the index saw it) that bumps the attempt,
+//! in a transaction that also requires the leader key at this leader's revision: a deposed leader
+//! cannot claim anything, and two claims of one job cannot both succeed. Claims are
+//! group-committed (up to [`GROUP`] jobs per transaction) and each node gets one work item per
+//! group, whose message id is derived from the claim's revision.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::ids::NodeId;
+use corral_core::jobs::{JobId, JobRecord, JobState, JobWork};
+use corral_core::keys::{JobKey, LeaderKey};
+use corral_core::protocol::Work;
+use corral_core::store::{self, Txn};
+use corral_core::time::now_ms;
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use super::place::{self, Caps, Slots, Want};
+use crate::service::Core;
+
+/// Jobs per claim transaction (etcd allows 128 operations per transaction by default).
+pub const GROUP: usize = 100;
+/// A running attempt with no result this long after it was sent is sent again (the agent
+/// ignores a duplicate of an attempt it runs, and re-sends the report of one it finished).
+pub const REDISPATCH: Duration = Duration::from_secs(10);
+/// How often the leader sweeps.
+const SWEEP: Duration = Duration::from_secs(1);
+/// Infrastructure failures of one job before it is LOST.
+pub const MAX_INFRA_FAILURES: u32 = 5;
+
+/// Runs until dropped; does work only while this coordinator leads.
+pub async fn run(core: Arc<Core>) -> Result<(), String> {
+    let table = core.view.jobs.clone();
+    let mut last_sweep = Instant::now();
+    loop {
+        tokio::select! {
+            _ = table.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let Some(fence) = core.leadership.fence() else { continue };
+        while schedule_once(&core, fence).await > 0 {}
+        if last_sweep.elapsed() >= SWEEP {
+            last_sweep = Instant::now();
+            sweep(&core, fence).await;
+        }
+    }
+}
+
+/// Plans and claims one round; returns how many jobs were claimed.
+async fn schedule_once(core: &Arc<Core>, fence: i64) -> usize {
+    let plan = plan(core);
+    if plan.is_empty() {
+        return 0;
+    }
+    let mut claimed = 0;
+    let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(GROUP).map(<[_]>::to_vec).collect();
+    for n in join_all(groups.into_iter().map(|g| claim(core, fence, g))).await {
+        claimed += n;
+    }
+    claimed
+}
+
+/// The pure placement over a snapshot of the index and the nodes.
+fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
+    let nodes = core.view.nodes();
+    let sandboxes = core.view.sandbox_counts();
+    let inner = core.view.jobs.lock();
+    let mut slots: Vec<Slots> = nodes
+        .iter()
+        .map(|n| {
+            let used = sandboxes.get(&n.node_id).copied().unwrap_or(0)
+                + inner.running_by_node.get(&n.node_id).copied().unwrap_or(0);
+            Slots {
+                node: n.node_id.clone(),
+                free: (n.capacity.sandboxes as usize).saturating_sub(used),
+                runtimes: n.runtimes.clone(),
+                images: n.images.clone(),
+                languages: n.languages.iter().map(|o| (o.language.clone(), o.runtime, o.image.clone())).collect(),
+            }
+        })
+        .collect();
+    let total_free: usize = slots.iter().map(|s| s.free).sum();
+    if total_free == 0 || inner.pending.is_empty() {
+        return Vec::new();
+    }
+    let mut caps = Caps {
+        per_tenant: core.config.max_running_jobs_per_tenant,
+        running_by_tenant: inner.running_by_tenant.clone(),
+        per_batch: HashMap::new(),
+        running_by_batch: inner.running_by_batch.clone(),
+    };
+    let mut queues = Vec::with_capacity(inner.pending.len());
+    for (tenant, pending) in &inner.pending {
+        let mut room = core
+            .config
+            .max_running_jobs_per_tenant
+            .saturating_sub(inner.running_by_tenant.get(tenant).copied().unwrap_or(0))
+            .min(4 * total_free + 64);
+        let mut batch_room: HashMap<corral_core::jobs::BatchId, usize> = HashMap::new();
+        let mut queue = Vec::new();
+        for (_, id) in pending {
+            if room == 0 {
+                break;
+            }
+            let Some(record) = inner.jobs.get(id).and_then(|e| e.record.clone()) else { continue };
+            let batch = record.batch_item().map(|(b, _)| b);
+            if let Some(b) = &batch {
+                let Some(entry) = inner.batches.get(b).filter(|e| e.record.accepted && e.record.cancelled.is_none())
+                else {
+                    continue;
+                };
+                let cap = entry.record.max_concurrency as usize;
+                caps.per_batch.insert(b.clone(), cap);
+                let left = batch_room
+                    .entry(b.clone())
+                    .or_insert_with(|| cap.saturating_sub(inner.running_by_batch.get(b).copied().unwrap_or(0)));
+                if *left == 0 {
+                    continue;
+                }
+                *left -= 1;
+            }
+            room -= 1;
+            let language = match &record.spec.command {
+                corral_core::jobs::JobCommand::Code { language, .. } => Some(language.clone()),
+                _ => None,
+            };
+            queue.push(Want {
+                id: id.clone(),
+                batch,
+                runtime: record.spec.runtime,
+                image: record.spec.image.clone(),
+                language,
+            });
+        }
+        queues.push((tenant.clone(), queue));
+    }
+    place::plan(&mut slots, &queues, &mut caps)
+}
+
+/// Claims one group in one transaction (one by one if it fails), then sends each node its jobs.
+async fn claim(core: &Arc<Core>, fence: i64, group: Vec<(JobId, NodeId)>) -> usize {
+    let now = now_ms();
+    let mut claims: Vec<(i64, JobRecord)> = Vec::with_capacity(group.len());
+    {
+        let inner = core.view.jobs.lock();
+        for (id, node) in group {
+            let Some(entry) = inner.jobs.get(&id) else { continue };
+            let Some(record) = entry.record.as_ref().filter(|r| r.state == JobState::Pending) else { continue };
+            let mut next = (**record).clone();
+            next.state = JobState::Running;
+            next.attempt += 1;
+            next.node = Some(node);
+            next.started_at_ms = now;
+            next.reason.clear();
+            claims.push((entry.revision, next));
+        }
+    }
+    if claims.is_empty() {
+        return 0;
+    }
+    let mut txn = Txn::new().when(&LeaderKey, fence);
+    for (revision, r) in &claims {
+        let key = JobKey { tenant: &r.tenant, id: &r.id };
+        txn = txn.when(&key, *revision).put(&key, store::encode(r));
+    }
+    let won: Vec<(i64, JobRecord)> = match core.store.txn(txn).await {
+        Ok(out) if out.succeeded => claims.into_iter().map(|(_, r)| (out.revision, r)).collect(),
+        Ok(_) => claim_one_by_one(core, fence, claims).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming jobs failed; they stay pending");
+            return 0;
+        }
+    };
+    let table = &core.view.jobs;
+    let mut by_node: HashMap<NodeId, (i64, Vec<JobWork>)> = HashMap::new();
+    for (revision, r) in won.iter().cloned() {
+        let node = r.node.clone().expect("a claim names its node");
+        let work = JobWork { job: r.id.clone(), tenant: r.tenant.clone(), attempt: r.attempt, spec: r.spec.clone() };
+        table.apply_job(r, revision, 0);
+        let slot = by_node.entry(node).or_insert((revision, Vec::new()));
+        slot.1.push(work);
+    }
+    for (node, (revision, jobs)) in by_node {
+        let ids: Vec<JobId> = jobs.iter().map(|w| w.job.clone()).collect();
+        let msg_id = format!("claim.{revision}.{}.{}", node, ids[0]);
+        match core.dispatch.send_work(&node, |_| Work::RunJobs { jobs }, &msg_id).await {
+            Ok(()) => ids.iter().for_each(|id| table.mark_dispatched(id)),
+            Err(e) => tracing::warn!(%node, error = %e, "could not send claimed jobs; the sweep re-sends them"),
+        }
+    }
+    won.len()
+}
+
+/// Claims each job in its own transaction after a group claim failed (some record changed, or
+/// this coordinator is no longer the leader).
+async fn claim_one_by_one(core: &Core, fence: i64, claims: Vec<(i64, JobRecord)>) -> Vec<(i64, JobRecord)> {
+    let tries = claims.into_iter().map(|(revision, r)| async move {
+        let key = JobKey { tenant: &r.tenant, id: &r.id };
+        let txn = Txn::new().when(&LeaderKey, fence).when(&key, revision).put(&key, store::encode(&r));
+        match core.store.txn(txn).await {
+            Ok(out) if out.succeeded => Some((out.revision, r)),
+            _ => None,
+        }
+    });
+    join_all(tries).await.into_iter().flatten().collect()
+}
+
+/// Re-queues jobs of vanished nodes, re-sends attempts that got no result, enforces batch
+/// deadlines and finishes interrupted batch cancels.
+async fn sweep(core: &Arc<Core>, fence: i64) {
+    let nodes: std::collections::HashSet<NodeId> = core.view.nodes().into_iter().map(|n| n.node_id).collect();
+    let (mut orphaned, mut resend) = (Vec::new(), Vec::new());
+    {
+        let inner = core.view.jobs.lock();
+        for (id, e) in &inner.jobs {
+            let (JobState::Running, Some(record), Some(node)) = (e.state, &e.record, &e.node) else { continue };
+            if !nodes.contains(node) {
+                orphaned.push((e.revision, record.clone()));
+            } else if e.dispatched.is_none_or(|at| at.elapsed() >= REDISPATCH) {
+                resend.push((id.clone(), record.clone()));
+            }
+        }
+    }
+    for (revision, record) in orphaned {
+        let why =
+            format!("node {} left the cluster while the job ran", record.node.as_ref().map_or("?", |n| n.as_str()));
+        let next = super::commit::infra_failure(&record, &why, now_ms());
+        let key = JobKey { tenant: &record.tenant, id: &record.id };
+        let txn = Txn::new().when(&LeaderKey, fence).when(&key, revision).put(&key, store::encode(&next));
+        match core.store.txn(txn).await {
+            Ok(out) if out.succeeded => {
+                tracing::warn!(job = %record.id, state = %next.state, "{why}");
+                core.view.jobs.apply_job(next, out.revision, 0);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not re-queue a job of a lost node"),
+        }
+    }
+    for (id, record) in resend {
+        let Some(node) = record.node.clone() else { continue };
+        let work = JobWork {
+            job: id.clone(),
+            tenant: record.tenant.clone(),
+            attempt: record.attempt,
+            spec: record.spec.clone(),
+        };
+        let msg_id = format!("{id}.{}.{}", record.attempt, now_ms());
+        if core.dispatch.send_work(&node, |_| Work::RunJobs { jobs: vec![work] }, &msg_id).await.is_ok() {
+            core.view.jobs.mark_dispatched(&id);
+        }
+    }
+    super::ops::sweep_batches(core).await;
+}

@@ -1,0 +1,310 @@
+//! Job and batch scenarios, run against `corral dev` and against a cluster.
+//!
+//! The [`Witness`] is the external observer the reliability promises are checked with: a TCP
+//! server on the host's loopback that every witnessed job connects to (jobs run with
+//! `internet_access`, so they share the host's network) and keeps connected while it runs. It
+//! sees how many jobs run at once and every execution of every item, whatever Corral reports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral_client::{Client, v1 as pb};
+use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+use tonic::Code;
+
+use crate::expect_err;
+
+/// One execution seen by the witness: the item, when it connected and when it went away.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub item: String,
+    pub start: Instant,
+    pub end: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Seen {
+    open: usize,
+    max_open: usize,
+    executions: Vec<Execution>,
+}
+
+/// Counts concurrently running witnessed jobs from outside the sandboxes.
+#[derive(Clone)]
+pub struct Witness {
+    pub port: u16,
+    seen: Arc<Mutex<Seen>>,
+    _accept: Arc<corral_core::task::OwnedTask>,
+}
+
+impl Witness {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let s = seen.clone();
+        let accept = corral_core::task::OwnedTask::spawn("witness.accept", async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let s = s.clone();
+                // Ends when the job's connection closes.
+                corral_core::task::spawn_detached("witness.connection", async move {
+                    let start = Instant::now();
+                    let mut lines = tokio::io::BufReader::new(sock).lines();
+                    let item = lines.next_line().await.ok().flatten().unwrap_or_default();
+                    let slot = {
+                        let mut g = s.lock().unwrap();
+                        g.open += 1;
+                        g.max_open = g.max_open.max(g.open);
+                        g.executions.push(Execution { item, start, end: None });
+                        g.executions.len() - 1
+                    };
+                    while let Ok(Some(_)) = lines.next_line().await {}
+                    let mut g = s.lock().unwrap();
+                    g.open -= 1;
+                    g.executions[slot].end = Some(Instant::now());
+                });
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        Ok(Self { port, seen, _accept: Arc::new(accept) })
+    }
+
+    /// A job that reports `item` to the witness, then runs `then` (a bash command line).
+    pub fn job(&self, item: &str, then: &str) -> pb::JobSpec {
+        let line = format!("exec 3<>/dev/tcp/127.0.0.1/{} && echo {item} >&3 && {then}", self.port);
+        pb::JobSpec {
+            argv: vec!["bash".into(), "-c".into(), line],
+            internet_access: true,
+            timeout_seconds: 120.0,
+            ..Default::default()
+        }
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.seen.lock().unwrap().max_open
+    }
+
+    pub fn executions(&self) -> Vec<Execution> {
+        self.seen.lock().unwrap().executions.clone()
+    }
+
+    pub fn open(&self) -> usize {
+        self.seen.lock().unwrap().open
+    }
+
+    /// Items that ran twice at overlapping times (they must not).
+    pub fn overlapping(&self) -> Vec<String> {
+        let mut by_item: HashMap<String, Vec<Execution>> = HashMap::new();
+        for e in self.executions() {
+            by_item.entry(e.item.clone()).or_default().push(e);
+        }
+        let mut bad = Vec::new();
+        for (item, mut runs) in by_item {
+            runs.sort_by_key(|e| e.start);
+            for pair in runs.windows(2) {
+                if pair[0].end.is_none_or(|end| end > pair[1].start) {
+                    bad.push(item.clone());
+                }
+            }
+        }
+        bad
+    }
+}
+
+pub fn shell_job(line: &str) -> pb::JobSpec {
+    pb::JobSpec { shell: line.to_owned(), ..Default::default() }
+}
+
+pub fn state_of(j: &pb::Job) -> pb::JobState {
+    pb::JobState::try_from(j.state).unwrap_or(pb::JobState::Unspecified)
+}
+
+/// Waits (server-side, in rounds) until the job ends.
+pub async fn wait_done(c: &Client, id: &str, within: Duration) -> anyhow::Result<pb::Job> {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = c.wait_job(id, 5.0).await?;
+        if is_terminal(&job) {
+            return Ok(job);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "job {id} still {:?} after {within:?}", state_of(&job));
+    }
+}
+
+pub fn is_terminal(j: &pb::Job) -> bool {
+    !matches!(state_of(j), pb::JobState::Pending | pb::JobState::Running | pb::JobState::Unspecified)
+}
+
+async fn submit(c: &Client, job: pb::JobSpec) -> anyhow::Result<String> {
+    Ok(c.submit_job(pb::SubmitJobRequest { job: Some(job), ..Default::default() }).await?)
+}
+
+/// Submit → Wait → Get → Logs for commands and code; failures, retries and timeouts.
+pub async fn job_basics(c: &Client) -> anyhow::Result<()> {
+    let id = submit(c, shell_job("echo hi; echo err >&2")).await?;
+    let job = wait_done(c, &id, Duration::from_secs(60)).await?;
+    anyhow::ensure!(state_of(&job) == pb::JobState::Completed, "{job:?}");
+    let result = job.result.clone().unwrap_or_default();
+    anyhow::ensure!(result.stdout == b"hi\n" && result.stderr == b"err\n", "{result:?}");
+    anyhow::ensure!(job.attempts == 1 && !job.node_id.is_empty() && job.finished_at_ms >= job.started_at_ms);
+    let again = c.get_job(&id).await?;
+    anyhow::ensure!(again.result == job.result && state_of(&again) == pb::JobState::Completed);
+
+    let code = pb::JobSpec { language: "python".into(), code: "print(6 * 7)".into(), ..Default::default() };
+    let job = wait_done(c, &submit(c, code).await?, Duration::from_secs(60)).await?;
+    anyhow::ensure!(job.result.as_ref().is_some_and(|r| r.stdout == b"42\n"), "{job:?}");
+
+    // A failing command is retried as asked, then FAILED; each run counts.
+    let req = pb::SubmitJobRequest { job: Some(shell_job("exit 3")), retries: 1, ..Default::default() };
+    let job = wait_done(c, &c.submit_job(req).await?, Duration::from_secs(60)).await?;
+    anyhow::ensure!(state_of(&job) == pb::JobState::Failed, "{job:?}");
+    anyhow::ensure!(job.attempts == 2 && job.failures == 2, "{job:?}");
+    anyhow::ensure!(job.result.as_ref().is_some_and(|r| r.exit_code == 3));
+
+    let slow = pb::JobSpec { timeout_seconds: 0.5, ..shell_job("sleep 30") };
+    let job = wait_done(c, &submit(c, slow).await?, Duration::from_secs(60)).await?;
+    anyhow::ensure!(state_of(&job) == pb::JobState::Timeout, "{job:?}");
+
+    // Output past what the record holds is in the logs.
+    let job =
+        wait_done(c, &submit(c, shell_job("head -c 100000 /dev/zero | tr '\\0' x")).await?, Duration::from_secs(60))
+            .await?;
+    let result = job.result.clone().unwrap_or_default();
+    anyhow::ensure!(result.output_clipped && result.stdout.len() < 100_000, "{}", result.stdout.len());
+    let logs = c.job_logs(&job.id).await?;
+    anyhow::ensure!(logs.stdout.len() == 100_000 && logs.stdout.iter().all(|b| *b == b'x'));
+    Ok(())
+}
+
+/// Idempotency keys, cancel of a running job (its process dies), and bad input.
+pub async fn job_control(c: &Client) -> anyhow::Result<()> {
+    let req = |line: &str| pb::SubmitJobRequest {
+        job: Some(shell_job(line)),
+        idempotency_key: "retry-me-1".into(),
+        ..Default::default()
+    };
+    let first = c.jobs.clone().submit(req("echo once")).await?.into_inner();
+    let second = c.jobs.clone().submit(req("echo once")).await?.into_inner();
+    anyhow::ensure!(first.created && !second.created && first.job_id == second.job_id, "{first:?} {second:?}");
+    expect_err(c.submit_job(req("echo other")).await, Code::FailedPrecondition, "idempotency_key")?;
+
+    let witness = Witness::start().await?;
+    let id = submit(c, witness.job("cancel-me", "sleep 60")).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while witness.open() == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = c.cancel_job(&id).await?;
+    anyhow::ensure!(state_of(&job) == pb::JobState::Cancelled && job.reason.contains("cancelled"), "{job:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while witness.open() > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the cancelled job's process still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Cancelling an ended job changes nothing.
+    anyhow::ensure!(state_of(&c.cancel_job(&id).await?) == pb::JobState::Cancelled);
+
+    let bad = |job: pb::JobSpec| pb::SubmitJobRequest { job: Some(job), ..Default::default() };
+    expect_err(c.submit_job(bad(pb::JobSpec::default())).await, Code::InvalidArgument, "job.argv")?;
+    let cobol = pb::JobSpec { language: "cobol".into(), code: "x".into(), ..Default::default() };
+    expect_err(c.submit_job(bad(cobol)).await, Code::InvalidArgument, "available: python")?;
+    expect_err(c.get_job("job-0123456789abcdef0123456789abcdef").await, Code::NotFound, "not found")?;
+    expect_err(c.get_job("nope").await, Code::InvalidArgument, "job_id")?;
+    let items = vec![shell_job("true"), pb::JobSpec::default()];
+    let batch = pb::SubmitBatchRequest { items, ..Default::default() };
+    expect_err(c.submit_batch(batch).await, Code::InvalidArgument, "items[1].argv")?;
+    let huge = pb::SubmitBatchRequest { items: vec![shell_job("true"); 10_001], ..Default::default() };
+    expect_err(c.submit_batch(huge).await, Code::InvalidArgument, "items")?;
+    Ok(())
+}
+
+/// Runs a batch of witnessed items, checks the cap and that each item ran once, and checks
+/// Watch (with a resume), Get and List.
+pub async fn batch_run(c: &Client, items: usize, concurrency: u32, sleep: &str) -> anyhow::Result<Witness> {
+    let witness = Witness::start().await?;
+    let specs: Vec<pb::JobSpec> =
+        (0..items).map(|i| witness.job(&format!("i{i}"), &format!("sleep {sleep}; echo {i}"))).collect();
+    let req = pb::SubmitBatchRequest { items: specs, max_concurrency: concurrency, ..Default::default() };
+    let batch = c.submit_batch(req).await?;
+    let events = collect_watch(c, &batch, 0, items).await?;
+    check_events(&events, items)?;
+    anyhow::ensure!(witness.max_concurrent() <= concurrency as usize, "{} ran at once", witness.max_concurrent());
+    let runs = witness.executions();
+    anyhow::ensure!(runs.len() == items, "{} executions for {items} items", runs.len());
+    let info = c.get_batch(&batch).await?;
+    let counts = info.counts.unwrap_or_default();
+    anyhow::ensure!(info.state == pb::BatchState::Completed as i32 && counts.completed as usize == items, "{info:?}");
+    // A client that saw the first half resumes from there.
+    let rest = collect_watch(c, &batch, (items / 2) as u64, items - items / 2).await?;
+    anyhow::ensure!(rest.iter().map(|e| e.seq).eq((items / 2) as u64..items as u64));
+    anyhow::ensure!(rest.iter().zip(&events[items / 2..]).all(|(a, b)| a.index == b.index), "resume order differs");
+    let listed =
+        c.list_jobs(pb::ListJobsRequest { batch_id: batch.clone(), page_size: 1000, ..Default::default() }).await?;
+    anyhow::ensure!(listed.jobs.iter().map(|j| j.index as usize).eq(0..items), "list is not in index order");
+    Ok(witness)
+}
+
+pub async fn collect_watch(c: &Client, batch: &str, from: u64, expect: usize) -> anyhow::Result<Vec<pb::BatchEvent>> {
+    let mut stream = c.watch_batch(batch, from).await?;
+    let mut events = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(240), stream.next()).await? {
+        events.push(ev?);
+    }
+    anyhow::ensure!(events.len() == expect, "watch gave {} events, expected {expect}", events.len());
+    Ok(events)
+}
+
+/// Every index once, seq numbered from 0, every item COMPLETED with its own output.
+pub fn check_events(events: &[pb::BatchEvent], items: usize) -> anyhow::Result<()> {
+    let mut indices: Vec<u32> = events.iter().map(|e| e.index).collect();
+    indices.sort_unstable();
+    anyhow::ensure!(indices.iter().map(|i| *i as usize).eq(0..items), "indices are not each item once");
+    anyhow::ensure!(events.iter().map(|e| e.seq).eq(0..items as u64), "seq is not 0..n");
+    for e in events {
+        let job = e.job.clone().unwrap_or_default();
+        let out = job.result.clone().unwrap_or_default().stdout;
+        anyhow::ensure!(state_of(&job) == pb::JobState::Completed, "item {}: {job:?}", e.index);
+        anyhow::ensure!(
+            out == format!("{}\n", e.index).into_bytes(),
+            "item {} printed {:?}",
+            e.index,
+            String::from_utf8_lossy(&out)
+        );
+    }
+    Ok(())
+}
+
+/// 100 parallel submits against a tenant cap (set on the server): never more running at once.
+pub async fn quota_race(c: &Client, cap: usize) -> anyhow::Result<()> {
+    let witness = Witness::start().await?;
+    let submits = (0..100).map(|i| {
+        let (c, job) = (c.clone(), witness.job(&format!("q{i}"), "sleep 0.2"));
+        async move { c.submit_job(pb::SubmitJobRequest { job: Some(job), ..Default::default() }).await }
+    });
+    let ids: Vec<String> = futures::future::join_all(submits).await.into_iter().collect::<Result<_, _>>()?;
+    for id in &ids {
+        let job = wait_done(c, id, Duration::from_secs(240)).await?;
+        anyhow::ensure!(state_of(&job) == pb::JobState::Completed, "{job:?}");
+    }
+    anyhow::ensure!(witness.max_concurrent() <= cap, "{} ran at once with a cap of {cap}", witness.max_concurrent());
+    anyhow::ensure!(witness.executions().len() == 100);
+    Ok(())
+}
+
+/// Cancelling a batch ends its pending and running items.
+pub async fn batch_cancel(c: &Client) -> anyhow::Result<()> {
+    let items = vec![shell_job("sleep 60"); 6];
+    let batch = c.submit_batch(pb::SubmitBatchRequest { items, max_concurrency: 2, ..Default::default() }).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = c.cancel_batch(&batch).await?;
+    anyhow::ensure!(info.state == pb::BatchState::Cancelled as i32, "{info:?}");
+    let events = collect_watch(c, &batch, 0, 6).await?;
+    for e in &events {
+        let state = state_of(e.job.as_ref().unwrap());
+        anyhow::ensure!(state == pb::JobState::Cancelled, "item {} ended {state:?}", e.index);
+    }
+    Ok(())
+}
