@@ -46,6 +46,15 @@ pub fn echo(err: bool, data: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Writes one line to stdout, returning an error (e.g. the reader of a pipe left) where
+/// `println!` would panic: for commands that stream results.
+pub fn line(s: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{s}")?;
+    o.flush()
+}
+
 pub fn state_name(state: i32) -> String {
     pb::SandboxState::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("SANDBOX_STATE_").to_owned())

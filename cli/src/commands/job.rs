@@ -321,7 +321,9 @@ async fn submit(client: &Client, out: Format, req: pb::SubmitJobRequest, wait: b
         Format::Text => {
             output::echo(false, &stdout)?;
             output::echo(true, &stderr)?;
-            if job_state(&job) != pb::JobState::Completed {
+            // A command that ran and exited non-zero says so with the exit code alone.
+            let ran = job_state(&job) == pb::JobState::Failed && job.result.is_some();
+            if job_state(&job) != pb::JobState::Completed && !ran {
                 let why = if job.reason.is_empty() { String::new() } else { format!(": {}", job.reason) };
                 eprintln!("corral: job {id} ended {}{why}", render::job_state_name(job.state));
             }

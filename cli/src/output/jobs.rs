@@ -172,15 +172,17 @@ pub fn print_job(j: &pb::Job) {
 }
 
 pub fn print_job_table(jobs: &[pb::Job]) {
+    let batch =
+        |j: &pb::Job| if j.batch_id.is_empty() { "-".to_owned() } else { format!("{}:{}", j.batch_id, j.index) };
     let w = jobs.iter().map(|j| j.id.len()).max().unwrap_or(0).max(2);
-    println!("{:<w$}  {:<9}  {:>4}  {:>8}  {:<12}  {:<24}  COMMAND", "ID", "STATE", "EXIT", "MS", "NODE", "BATCH");
+    let bw = jobs.iter().map(|j| batch(j).len()).max().unwrap_or(0).max(5);
+    println!("{:<w$}  {:<9}  {:>4}  {:>8}  {:<12}  {:<bw$}  COMMAND", "ID", "STATE", "EXIT", "MS", "NODE", "BATCH");
     for j in jobs {
         let exit = j.result.as_ref().map(|r| r.exit_code.to_string()).unwrap_or_default();
         let ms = j.result.as_ref().map(|r| r.duration_ms.to_string()).unwrap_or_default();
-        let batch = if j.batch_id.is_empty() { String::new() } else { format!("{}:{}", j.batch_id, j.index) };
         let state = job_state_name(j.state);
         let cmd = clip(&describe_command(j.spec.as_ref()), 50);
-        println!("{:<w$}  {state:<9}  {exit:>4}  {ms:>8}  {:<12}  {batch:<24}  {cmd}", j.id, j.node_id);
+        println!("{:<w$}  {state:<9}  {exit:>4}  {ms:>8}  {:<12}  {:<bw$}  {cmd}", j.id, j.node_id, batch(j));
     }
 }
 

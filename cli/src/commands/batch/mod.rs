@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::{collect_pages, connect, key_value};
 use crate::commands::job::full_output;
-use crate::output::OutputArg;
 use crate::output::jobs::{self as render, first_line, job_state_name};
+use crate::output::{self, OutputArg};
 
 #[derive(Debug, Subcommand)]
 pub enum BatchCmd {
@@ -110,16 +110,17 @@ async fn follow(client: &Client, out: OutputArg, id: &str, from: u64) -> anyhow:
                 let err = job.result.as_ref().map(|r| first_line(&r.stderr)).unwrap_or_default();
                 let why = if err.is_empty() { job.reason.clone() } else { err };
                 let state = job_state_name(job.state);
-                println!(
+                let line = format!(
                     "{:>5}  {state:<9}  exit={exit:<4}  {ms:>8}  {}  {}",
                     ev.index,
                     job.id,
                     render::clip(&why, 80)
                 );
+                output::line(line.trim_end())?;
             }
             OutputArg::Json | OutputArg::Jsonl => {
                 let (stdout, stderr) = full_output(client, &job).await?;
-                println!("{}", render::item_json(&job, &stdout, &stderr));
+                output::line(render::item_json(&job, &stdout, &stderr))?;
             }
         }
     }

@@ -45,13 +45,12 @@ impl Tally {
             _ => c.failed += 1,
         }
         if state != pb::JobState::Completed {
-            let stderr = job.result.as_ref().map(|r| first_line(&r.stderr)).unwrap_or_default();
             self.failures.push(Failure {
                 index: job.index,
                 job_id: job.id.clone(),
                 state: job_state_name(job.state),
                 exit_code: job.result.as_ref().map(|r| r.exit_code),
-                why: if stderr.is_empty() { job.reason.clone() } else { stderr },
+                why: why(job),
             });
         }
         // Items finish only once: what is not finished is running or pending.
@@ -75,6 +74,24 @@ impl Tally {
     }
 }
 
+/// Why an item failed: the first line of its stderr, else the server's reason, else what the
+/// result says (a timeout, a signal).
+fn why(job: &pb::Job) -> String {
+    let stderr = job.result.as_ref().map(|r| first_line(&r.stderr)).unwrap_or_default();
+    if !stderr.is_empty() {
+        return stderr;
+    }
+    if !job.reason.is_empty() {
+        return job.reason.clone();
+    }
+    match &job.result {
+        Some(r) if job_state(job) == pb::JobState::Timeout => format!("timed out after {} ms", r.duration_ms),
+        Some(r) if r.oom_killed => "killed: out of memory".to_owned(),
+        Some(r) if r.signal > 0 => format!("killed by signal {}", r.signal),
+        _ => String::new(),
+    }
+}
+
 /// Items finished per second.
 pub fn rate(finished: u32, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
@@ -90,8 +107,11 @@ pub fn eta(finished: u32, total: u32, elapsed: Duration) -> Option<Duration> {
     Some(Duration::from_secs_f64(f64::from(total.saturating_sub(finished)) / r))
 }
 
-/// `4s`, `2m05s`, `1h02m`.
+/// `0.4s`, `42s`, `2m05s`, `1h02m`.
 pub fn short_duration(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
     let s = d.as_secs_f64().round() as u64;
     match s {
         0..60 => format!("{s}s"),
@@ -100,14 +120,14 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// The bar's message: `19 done · 1 failed · 5 running · 6.2/s · ETA 3s`.
+/// The bar's message: `18 ok · 1 failed · 5 running · 6.2/s · ETA 3s`.
 pub fn status_line(t: &Tally, elapsed: Duration) -> String {
     let eta = match eta(t.finished(), t.total, elapsed) {
         Some(d) => short_duration(d),
         None => "-".to_owned(),
     };
     format!(
-        "{} done · {} failed · {} running · {:.1}/s · ETA {eta}",
+        "{} ok · {} failed · {} running · {:.1}/s · ETA {eta}",
         t.counts.completed,
         t.failed(),
         t.counts.running,
@@ -126,7 +146,7 @@ impl Progress {
             return Self { bar: None };
         }
         let bar = ProgressBar::with_draw_target(Some(u64::from(total)), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
+        let style = ProgressStyle::with_template("[{bar:20.cyan/blue}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
@@ -192,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_failure_without_stderr_gives_the_reason() {
-        let mut t = Tally::new(1);
+        let mut t = Tally::new(3);
         let cancelled = pb::Job {
             state: pb::JobState::Cancelled as i32,
             reason: "cancelled by client".into(),
@@ -201,6 +221,14 @@ mod tests {
         t.record(&cancelled);
         assert_eq!(t.failures[0].why, "cancelled by client");
         assert_eq!(t.failures[0].exit_code, None);
+        let mut timeout = job(1, pb::JobState::Timeout, -1, "");
+        timeout.result = Some(pb::JobResult { exit_code: -1, signal: 9, duration_ms: 500, ..Default::default() });
+        t.record(&timeout);
+        assert_eq!(t.failures[1].why, "timed out after 500 ms");
+        let mut killed = job(2, pb::JobState::Failed, -1, "");
+        killed.result = Some(pb::JobResult { exit_code: -1, signal: 15, ..Default::default() });
+        t.record(&killed);
+        assert_eq!(t.failures[2].why, "killed by signal 15");
     }
 
     #[test]
@@ -224,7 +252,8 @@ mod tests {
 
     #[test]
     fn durations_are_short() {
-        assert_eq!(short_duration(Duration::from_millis(4400)), "4s");
+        assert_eq!(short_duration(Duration::from_millis(420)), "0.4s");
+        assert_eq!(short_duration(Duration::from_millis(42_400)), "42s");
         assert_eq!(short_duration(Duration::from_secs(125)), "2m05s");
         assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
     }
@@ -235,7 +264,7 @@ mod tests {
         t.record(&job(0, pb::JobState::Completed, 0, ""));
         t.record(&job(1, pb::JobState::Failed, 1, "x"));
         t.observe(&pb::BatchCounts { running: 1, ..Default::default() });
-        assert_eq!(status_line(&t, Duration::from_secs(1)), "1 done · 1 failed · 1 running · 2.0/s · ETA 1s");
-        assert_eq!(status_line(&Tally::new(3), Duration::ZERO), "0 done · 0 failed · 0 running · 0.0/s · ETA -");
+        assert_eq!(status_line(&t, Duration::from_secs(1)), "1 ok · 1 failed · 1 running · 2.0/s · ETA 1.0s");
+        assert_eq!(status_line(&Tally::new(3), Duration::ZERO), "0 ok · 0 failed · 0 running · 0.0/s · ETA -");
     }
 }

@@ -16,8 +16,8 @@ use super::summary::Summary;
 use super::watch::Watcher;
 use crate::commands::job::full_output;
 use crate::commands::key_value;
-use crate::output::OutputArg;
 use crate::output::jobs::{batch_state_name, finished, item_json};
+use crate::output::{self, OutputArg};
 
 /// How often the bar asks the server how many items are running.
 const POLL: Duration = Duration::from_secs(1);
@@ -98,7 +98,7 @@ pub async fn run(
                 tally.record(&job);
                 if out == OutputArg::Jsonl {
                     let (stdout, stderr) = full_output(client, &job).await?;
-                    println!("{}", item_json(&job, &stdout, &stderr));
+                    output::line(item_json(&job, &stdout, &stderr))?;
                 }
                 progress.update(&tally, started.elapsed());
             }

@@ -123,7 +123,7 @@ mod tests {
             lines: &lines,
         };
         let text = s.text();
-        assert!(text.starts_with("batch b1  COMPLETED  20/20 items in 4s (5.0/s)\n"), "{text}");
+        assert!(text.starts_with("batch b1  COMPLETED  20/20 items in 4.0s (5.0/s)\n"), "{text}");
         assert!(text.contains("  COMPLETED      18\n") && text.contains("  CANCELLED       1\n"), "{text}");
         assert!(!text.contains("TIMEOUT"), "zero counts are left out: {text}");
         assert!(text.contains("failed items (2):"), "{text}");
