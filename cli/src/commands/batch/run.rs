@@ -90,6 +90,9 @@ pub async fn run(
     let mut tally = Tally::new(total);
     let mut watcher = Watcher::new(client.clone(), &batch_id, 0);
     let mut poll = tokio::time::interval(POLL);
+    // One listener for the whole run, so a Ctrl-C pressed while an event is handled is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             ev = watcher.next() => {
@@ -109,7 +112,7 @@ pub async fn run(
                 }
                 progress.update(&tally, started.elapsed());
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 progress.clear();
                 eprintln!(
                     "corral: stopped watching; batch {batch_id} goes on (`corral batch watch {batch_id} --from {}` \
