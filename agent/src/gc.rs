@@ -1,7 +1,8 @@
 //! Garbage collection: every period, destroys local sandboxes whose record ended, so no sandbox
 //! outlives its record by more than one period (even if a destroy message was lost). A sandbox
 //! with no record at all is destroyed when two sweeps in a row find none: the coordinator writes
-//! a new sandbox's record while the agent already starts it.
+//! a new sandbox's record while the agent already starts it. A running job attempt's sandbox has
+//! no record and is left to its attempt.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ async fn sweep(agent: &Agent, unrecorded: &mut HashSet<SandboxId>) -> Result<(),
         local.extend(rt.list().await);
     }
     for id in local {
+        if agent.jobs.owns(&id) {
+            continue;
+        }
         let Some(spec) = agent.spec(&id) else {
             tracing::warn!(sandbox_id = %id, "gc: destroying a sandbox this agent has no spec for");
             agent.destroy(&id).await;

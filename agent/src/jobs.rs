@@ -137,6 +137,12 @@ impl Jobs {
         }
     }
 
+    /// True when `sandbox` is the sandbox of an attempt running here (it has no record in the
+    /// store; the attempt destroys it when done).
+    pub fn owns(&self, sandbox: &SandboxId) -> bool {
+        self.lock().values().any(|a| matches!(&a.phase, Phase::Running { sandbox: Some(s), .. } if s == sandbox))
+    }
+
     /// How many attempts run here now.
     pub fn running(&self) -> usize {
         self.lock().values().filter(|a| matches!(a.phase, Phase::Running { .. })).count()
@@ -306,7 +312,10 @@ pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobRep
             }
         }
         while let Ok(r) = queue.try_recv() {
-            unsent.push(r);
+            // A report re-sent for a redelivered attempt may still be waiting here.
+            if !unsent.iter().any(|u| u.job == r.job && u.attempt == r.attempt) {
+                unsent.push(r);
+            }
         }
         let (mut count, mut bytes) = (0, 0);
         for r in &unsent {

@@ -8,6 +8,7 @@
 //! `target/release/corral-bench all`. Progress goes to stderr, the report to stdout.
 
 mod docker;
+mod jobs;
 mod latency;
 mod layers;
 mod memory;
@@ -49,6 +50,12 @@ struct Cli {
     /// Sandbox records seeded for the coordinator memory figure.
     #[arg(long, global = true, default_value_t = 10_000)]
     records: usize,
+    /// Jobs per row of the job throughput table.
+    #[arg(long, global = true, default_value_t = 1000)]
+    jobs: usize,
+    /// Jobs per mode for the scheduling throughput (noop runtime).
+    #[arg(long, global = true, default_value_t = 20_000)]
+    noop_jobs: usize,
     /// Also write the results as JSON to this file.
     #[arg(long, global = true, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -67,6 +74,9 @@ enum What {
     /// Docker: raw `docker run --rm` and `docker create` + `docker start` next to Corral's Docker
     /// runtime in dev and cluster mode.
     Docker,
+    /// Jobs: 1,000 × `true` and × python next to the same bare bwrap spawns at the same
+    /// parallelism, scheduling throughput with the noop runtime, batch accept time, CPU per job.
+    Jobs,
 }
 
 fn main() -> ExitCode {
@@ -89,13 +99,18 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     ensure!(
-        cli.iterations > 0 && cli.docker_iterations > 0 && cli.idle > 0 && cli.records > 0,
-        "--iterations, --docker-iterations, --idle and --records must be > 0"
+        cli.iterations > 0
+            && cli.docker_iterations > 0
+            && cli.idle > 0
+            && cli.records > 0
+            && cli.jobs > 0
+            && cli.noop_jobs > 0,
+        "--iterations, --docker-iterations, --idle, --records, --jobs and --noop-jobs must be > 0"
     );
     let what = cli.what;
     let has = |w: What| what == What::All || what == w;
     let engine = if has(What::Docker) { Some(docker::check_engine()?) } else { None };
-    preflight(has(What::Spawn) || has(What::Records) || has(What::Docker))?;
+    preflight(has(What::Spawn) || has(What::Records) || has(What::Docker) || has(What::Jobs))?;
     let mut results = Results { machine: machine(), iterations: cli.iterations, ..Default::default() };
     eprintln!("[bench] load average at start: {}", results.machine.load_start);
 
@@ -124,11 +139,24 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         results.docker = Some(docker_rows(cli, engine).await?);
     }
 
+    let jobs = if has(What::Jobs) {
+        Some(jobs::run(&jobs::Opts { jobs: cli.jobs, noop_jobs: cli.noop_jobs }).await?)
+    } else {
+        None
+    };
+
     results.machine.load_end = loadavg();
     let report = results.markdown();
     println!("{report}");
+    if let Some((md, _)) = &jobs {
+        println!("{md}");
+    }
     if let Some(path) = &cli.json {
-        let text = serde_json::to_string_pretty(&results.to_json())?;
+        let mut value = results.to_json();
+        if let Some((_, j)) = jobs {
+            value["jobs"] = j;
+        }
+        let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         eprintln!("[bench] wrote {}", path.display());
     }

@@ -71,7 +71,7 @@ impl ApiError {
                 AgentErrorKind::ResourceExhausted => Code::ResourceExhausted,
                 AgentErrorKind::Internal => Code::Internal,
             },
-            Self::Store(StoreError::Corrupt { .. }) => Code::Internal,
+            Self::Store(StoreError::Corrupt { .. } | StoreError::InvalidTxn(_)) => Code::Internal,
             Self::Store(_) => Code::Unavailable,
             Self::Bus(BusError::TooLarge { .. }) => Code::InvalidArgument,
             Self::Bus(_) => Code::Unavailable,

@@ -167,6 +167,14 @@ async fn range_paginates(b: &impl Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn a_txn_writing_one_key_twice_is_refused(b: &impl Backend) -> anyhow::Result<()> {
+    let s = b.store().await?;
+    let r = s.txn(Txn::new().put("d/a", b"1".to_vec()).put("d/a", b"2".to_vec())).await;
+    ensure!(matches!(r, Err(StoreError::InvalidTxn(_))), "{r:?}");
+    ensure!(s.get("d/a").await?.is_none(), "nothing was written");
+    Ok(())
+}
+
 async fn one_txn_shares_one_new_revision(b: &impl Backend) -> anyhow::Result<()> {
     let s = b.store().await?;
     let r1 = put(&*s, "r/a", "1").await?;
@@ -306,6 +314,7 @@ macro_rules! store_contract {
                 range_isolates_prefixes_in_key_order,
                 range_paginates,
                 one_txn_shares_one_new_revision,
+                a_txn_writing_one_key_twice_is_refused,
                 lease_expiry_deletes_key_and_watch_sees_it,
                 keep_alive_holds_key_past_ttl,
                 revoke_deletes_keys_and_ends_lease,

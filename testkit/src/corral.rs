@@ -179,6 +179,8 @@ pub struct Cluster {
     pub nats: NatsServer,
     pub etcd: EtcdServer,
     pub dir: tempfile::TempDir,
+    /// Extra environment for every agent (e.g. `CORRAL_AGENT__*` settings).
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Drop for Cluster {
@@ -199,6 +201,15 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra environment (`CORRAL_*` settings) for the coordinator.
     pub fn start_with_env(agents: usize, coordinator_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_envs(agents, coordinator_env, &[])
+    }
+
+    /// Like [`Cluster::start_with_env`], with extra environment for every agent as well.
+    pub fn start_with_envs(
+        agents: usize,
+        coordinator_env: &[(&str, &str)],
+        agent_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let etcd = EtcdServer::start()?;
         let nats = NatsServer::start()?;
@@ -209,7 +220,9 @@ impl Cluster {
         cmd.envs(coordinator_env.iter().copied());
         let mut coordinator = Proc::spawn("coordinator", cmd, dir.path().join("coordinator.log"))?;
         let endpoint = wait_serving(&mut coordinator)?;
-        let mut cluster = Self { suffix: unique_suffix(), agents: Vec::new(), coordinator, endpoint, nats, etcd, dir };
+        let agent_env = agent_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut cluster =
+            Self { suffix: unique_suffix(), agents: Vec::new(), coordinator, endpoint, nats, etcd, dir, agent_env };
         for i in 1..=agents {
             cluster.agents.push(cluster.spawn_agent(i)?);
         }
@@ -247,6 +260,7 @@ impl Cluster {
         let mut cmd = Command::new(corral_binary()?);
         cmd.args(["agent", "--node-id", &node, "--etcd", &self.etcd.endpoint(), "--nats", &self.nats.url()]);
         cmd.arg("--state-dir").arg(self.dir.path().join(&node));
+        cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         Proc::spawn(&format!("agent {node}"), cmd, self.dir.path().join(format!("{node}.log")))
     }
 }

@@ -244,6 +244,35 @@ pub async fn batch_run(c: &Client, items: usize, concurrency: u32, sleep: &str) 
     let listed =
         c.list_jobs(pb::ListJobsRequest { batch_id: batch.clone(), page_size: 1000, ..Default::default() }).await?;
     anyhow::ensure!(listed.jobs.iter().map(|j| j.index as usize).eq(0..items), "list is not in index order");
+    // Pages of 7, filtered to COMPLETED, cover the batch once, in order.
+    let (mut seen, mut token) = (0, String::new());
+    loop {
+        let states = vec![pb::JobState::Completed as i32];
+        let req = pb::ListJobsRequest {
+            batch_id: batch.clone(),
+            states,
+            page_size: 7,
+            page_token: token,
+            ..Default::default()
+        };
+        let page = c.list_jobs(req).await?;
+        anyhow::ensure!(
+            page.jobs.iter().map(|j| j.index as usize).eq(seen..seen + page.jobs.len()),
+            "page out of order"
+        );
+        anyhow::ensure!(
+            page.jobs.len() <= 7 && page.jobs.iter().all(|j| j.result.as_ref().is_none_or(|r| r.stdout.is_empty()))
+        );
+        seen += page.jobs.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    anyhow::ensure!(seen == items, "pages covered {seen} of {items}");
+    let states = vec![pb::JobState::Pending as i32];
+    let none = c.list_jobs(pb::ListJobsRequest { batch_id: batch.clone(), states, ..Default::default() }).await?;
+    anyhow::ensure!(none.jobs.is_empty(), "{} pending after completion", none.jobs.len());
     Ok(witness)
 }
 

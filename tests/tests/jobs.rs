@@ -74,6 +74,33 @@ async fn dev_quota_race() -> anyhow::Result<()> {
     on_dev(&[CAP_ENV], |c| async move { quota_race(&c, 10).await }).await
 }
 
+/// A job's sandbox has no sandbox record; the agent's GC must leave it to the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_long_job_outlives_gc_sweeps() -> anyhow::Result<()> {
+    on_dev(&[("CORRAL_AGENT__GC_INTERVAL_SECONDS", "1")], |c| async move {
+        let id = c
+            .submit_job(corral_client::v1::SubmitJobRequest {
+                job: Some(shell_job("sleep 4; echo done")),
+                ..Default::default()
+            })
+            .await?;
+        let job = wait_done(&c, &id, std::time::Duration::from_secs(60)).await?;
+        anyhow::ensure!(state_of(&job) == corral_client::v1::JobState::Completed, "{job:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_thousand_item_batch() -> anyhow::Result<()> {
+    on_dev(&[], |c| async move {
+        let witness = batch_run(&c, 1000, 20, "0").await?;
+        anyhow::ensure!(witness.overlapping().is_empty(), "items ran twice at once: {:?}", witness.overlapping());
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_job_basics() -> anyhow::Result<()> {
     on_cluster(&[], |c| async move {

@@ -54,10 +54,14 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
                             }
                         };
                         // No reply means "not committed": the agent sends the reports again.
-                        if let Ok(acks) = acks
-                            && let Err(e) = req.reply(protocol::encode(&JobAcks(acks))).await
-                        {
-                            tracing::debug!(error = %e, "could not acknowledge job reports");
+                        match acks {
+                            Ok(acks) => {
+                                tracing::debug!(reports = acks.len(), "job reports committed");
+                                if let Err(e) = req.reply(protocol::encode(&JobAcks(acks))).await {
+                                    tracing::debug!(error = %e, "could not acknowledge job reports");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not commit job reports; the agent retries"),
                         }
                     });
                 }
@@ -75,8 +79,11 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
 /// Commits a group of reports; the verdict of each.
 pub async fn commit(
     core: &Core,
-    reports: Vec<JobReport>,
+    mut reports: Vec<JobReport>,
 ) -> Result<Vec<(corral_core::jobs::JobId, u32, Verdict)>, StoreError> {
+    // An agent may send one report twice (a redelivered attempt re-sends its report).
+    let mut seen = std::collections::HashSet::new();
+    reports.retain(|r| seen.insert((r.job.clone(), r.attempt)));
     let mut acks = Vec::with_capacity(reports.len());
     for chunk in reports.chunks(GROUP / 2) {
         acks.extend(commit_group(core, chunk).await?);

@@ -93,6 +93,7 @@ impl StateStore for EtcdStore {
     }
 
     async fn txn(&self, txn: Txn) -> StoreResult<TxnOutcome> {
+        txn.check()?;
         let lease_in_txn = txn.ops.iter().find_map(|op| match op {
             Op::Put { lease: Some(l), .. } if *l != 0 => Some(*l),
             _ => None,

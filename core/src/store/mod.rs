@@ -26,6 +26,9 @@ pub enum StoreError {
     /// The watch start revision was compacted away; re-list and watch from the current revision.
     #[error("watch revision {0} was compacted")]
     Compacted(i64),
+    /// The transaction itself is malformed (etcd refuses it too): a bug in the caller.
+    #[error("invalid transaction: {0}")]
+    InvalidTxn(String),
     #[error("record at {key} is corrupt: {why}")]
     Corrupt { key: String, why: String },
 }
@@ -89,6 +92,21 @@ impl Txn {
     pub fn delete(mut self, key: impl ToString) -> Self {
         self.ops.push(Op::Delete { key: key.to_string() });
         self
+    }
+
+    /// Refuses what etcd refuses: a transaction that writes one key twice. Both implementations
+    /// check this first, so they fail alike.
+    pub fn check(&self) -> StoreResult<()> {
+        let mut seen = std::collections::HashSet::new();
+        for op in &self.ops {
+            let key = match op {
+                Op::Put { key, .. } | Op::Delete { key } => key,
+            };
+            if !seen.insert(key.as_str()) {
+                return Err(StoreError::InvalidTxn(format!("key {key} is written twice")));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -23,6 +23,12 @@ EXPECTED = {
         "server 1 exited with exit code 0",
         "session: /workspace/app stage=test",
     ],
+    "jobs.py": [
+        "execute_code: completed 42",
+        "wait_for_job: completed background done",
+        "cancel_job: cancelled",
+        "run_batch: 12 items, sum of squares 506",
+    ],
 }
 
 

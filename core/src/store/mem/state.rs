@@ -90,6 +90,7 @@ impl State {
     }
 
     pub(super) fn txn(&mut self, txn: Txn, now: Instant) -> StoreResult<TxnOutcome> {
+        txn.check()?;
         self.expire_due(now);
         let holds = txn.compares.iter().all(|Compare::ModRevision { key, revision }| {
             self.kvs.get(key.as_str()).map_or(0, |e| e.mod_revision) == *revision

@@ -14,7 +14,10 @@ Quick start::
 
 ``Sandbox`` is the same API without ``await``; ``AsyncSandboxClient`` is the low-level client
 (one method per RPC). ``get_languages()`` lists what ``run_code`` can run on the cluster and
-``detect_language(filename)`` maps a file name to a language. The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
+``detect_language(filename)`` maps a file name to a language. Jobs and batches (the server runs
+each command in a fresh sandbox and queues them): ``execute_code``, ``execute_async``,
+``get_job``, ``wait_for_job``, ``cancel_job``, ``list_jobs``, ``run_batch`` (blocking mirrors:
+``execute_code_sync``, ...). The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
 ``~/.config/corral/config.toml``, or ``127.0.0.1:50051``.
 """
 
@@ -28,6 +31,7 @@ from .errors import (
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
+    JobTimeoutError,
     NotFoundError,
     OutOfRangeError,
     PermissionDeniedError,
@@ -41,11 +45,38 @@ from .errors import (
     UnimplementedError,
     UnknownError,
 )
+from .job_types import (
+    BatchCounts,
+    BatchEvent,
+    BatchInfo,
+    BatchPage,
+    BatchStatus,
+    BatchSubmission,
+    JobInfo,
+    JobLogs,
+    JobPage,
+    JobStatus,
+    JobSubmission,
+)
+from .batches import BatchRun, run_batch
+from .jobs import cancel_job, execute_async, execute_code, get_job, list_jobs, wait_for_job
 from .languages import LanguageInfo, detect_language, get_languages
 from .processes import AsyncProcess, ProcessEvent, ProcessInfo
 from .sandbox import LANGUAGES, AsyncSandbox, SandboxCreation
 from .session import AsyncSession, SessionOpening
-from .sync import Process, Sandbox, Session, get_languages_sync
+from .sync import (
+    Process,
+    Sandbox,
+    Session,
+    cancel_job_sync,
+    execute_async_sync,
+    execute_code_sync,
+    get_job_sync,
+    get_languages_sync,
+    list_jobs_sync,
+    run_batch_sync,
+    wait_for_job_sync,
+)
 from .types import (
     CommandResult,
     ExecResult,
@@ -85,6 +116,32 @@ __all__ = [
     "get_languages",
     "get_languages_sync",
     "detect_language",
+    "execute_code",
+    "execute_async",
+    "get_job",
+    "wait_for_job",
+    "cancel_job",
+    "list_jobs",
+    "run_batch",
+    "BatchRun",
+    "execute_code_sync",
+    "execute_async_sync",
+    "get_job_sync",
+    "wait_for_job_sync",
+    "cancel_job_sync",
+    "list_jobs_sync",
+    "run_batch_sync",
+    "JobInfo",
+    "JobStatus",
+    "JobPage",
+    "JobLogs",
+    "JobSubmission",
+    "BatchInfo",
+    "BatchStatus",
+    "BatchCounts",
+    "BatchPage",
+    "BatchEvent",
+    "BatchSubmission",
     "DEFAULT_ENDPOINT",
     "ResolvedConfig",
     "resolve_config",
@@ -93,6 +150,7 @@ __all__ = [
     "UnknownError",
     "InvalidArgumentError",
     "SandboxTimeoutError",
+    "JobTimeoutError",
     "SandboxNotFoundError",
     "NotFoundError",
     "AlreadyExistsError",

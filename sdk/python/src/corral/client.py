@@ -3,8 +3,9 @@
 ``AsyncSandboxClient`` owns one ``grpc.aio`` channel (HTTP/2, many calls multiplexed on it). It
 converts requests from keyword arguments, responses to the SDK's result objects, and every gRPC
 error to a :class:`~corral.errors.CorralError` subclass. The generated stubs are available as
-``client.sandboxes``, ``client.exec``, ``client.files`` and ``client.sessions`` for callers who
-want raw protobuf. The process and session calls live in :mod:`corral._client_procs`.
+``client.sandboxes``, ``client.exec``, ``client.files``, ``client.sessions``, ``client.languages``,
+``client.jobs`` and ``client.batches`` for callers who want raw protobuf. The process and session
+calls live in :mod:`corral._client_procs`, the job and batch calls in :mod:`corral._client_jobs`.
 
 The high-level :class:`~corral.AsyncSandbox` is built on it.
 """
@@ -24,6 +25,7 @@ from ._config import ResolvedConfig, resolve
 from .errors import CorralError, InvalidArgumentError, SandboxTimeoutError, error_from_rpc
 from .types import ExecResult, FileInfo, RuntimeType, SandboxInfo, SandboxStatus, WriteResult, _Record
 from ._client_code import _CodeCalls
+from ._client_jobs import _JobCalls
 from ._client_procs import _ProcessAndSessionCalls
 from .v1 import exec_pb2, exec_pb2_grpc, files_pb2, files_pb2_grpc, sandbox_pb2, sandbox_pb2_grpc, session_pb2_grpc
 
@@ -101,7 +103,7 @@ def _to_bytes(field: str, data: Union[bytes, bytearray, memoryview, str]) -> byt
     raise InvalidArgumentError(f"{field}: expected bytes or str, got {type(data).__name__}")
 
 
-class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls):
+class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
     """A connection to a Corral coordinator (asyncio).
 
     ``endpoint`` and ``api_key`` resolve as: arguments, then ``CORRAL_ENDPOINT`` /
@@ -173,6 +175,8 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls):
             self._files = files_pb2_grpc.FilesStub(self._channel)
             self._sessions = session_pb2_grpc.SessionsStub(self._channel)
             self._languages = None
+            self._jobs = None
+            self._batches = None
         return self._channel
 
     @property

@@ -18,6 +18,7 @@ __all__ = [
     "UnknownError",
     "InvalidArgumentError",
     "SandboxTimeoutError",
+    "JobTimeoutError",
     "SandboxNotFoundError",
     "NotFoundError",
     "AlreadyExistsError",
@@ -82,6 +83,17 @@ class SandboxTimeoutError(CorralError, TimeoutError):
     default_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class JobTimeoutError(SandboxTimeoutError):
+    """A job did not end before the client's timeout (``wait_for_job(..., timeout=)``,
+    ``execute_code(..., wait_timeout=)``). ``.job_id`` names it and ``.job`` is the job as last
+    seen (a :class:`~corral.JobInfo`); the job itself keeps running unless the helper says otherwise."""
+
+    def __init__(self, message: str, job_id: str = "", job: Optional[object] = None) -> None:
+        super().__init__(message, grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.job_id = job_id
+        self.job = job
+
+
 class SandboxNotFoundError(CorralError, LookupError):
     """NOT_FOUND: no such sandbox (or file inside it)."""
 
@@ -113,7 +125,8 @@ ResourceExhaustedError = QuotaExceededError
 
 
 class FailedPreconditionError(CorralError):
-    """FAILED_PRECONDITION: the sandbox is in the wrong state for the operation (e.g. not running)."""
+    """FAILED_PRECONDITION: the sandbox is in the wrong state for the operation (e.g. not running),
+    or an idempotency key was used before with a different job or batch."""
 
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 

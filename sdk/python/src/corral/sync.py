@@ -1,4 +1,6 @@
-"""The synchronous mirror of :class:`~corral.AsyncSandbox`, for scripts: same names, no ``await``.
+"""The synchronous mirror of :class:`~corral.AsyncSandbox`, for scripts: same names, no ``await``;
+the job and batch helpers are mirrored as ``execute_code_sync``, ``run_batch_sync``, ... (see
+:mod:`corral._sync_jobs`).
 
 Calls run on one private event loop in a daemon thread, so ``Sandbox`` also works when called
 from code that has its own event loop (it then blocks that loop while it waits).
@@ -9,6 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, List, Optional, TypeVar, Union
 
+from ._sync_jobs import (
+    cancel_job_sync,
+    execute_async_sync,
+    execute_code_sync,
+    get_job_sync,
+    list_jobs_sync,
+    run_batch_sync,
+    wait_for_job_sync,
+)
 from ._sync_loop import iterate, run
 from ._sync_procs import Process, Session, _SyncProcesses
 from .client import StatusFilter
@@ -16,7 +27,19 @@ from .languages import LanguageInfo, get_languages
 from .sandbox import AsyncSandbox, StrPath
 from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
 
-__all__ = ["Sandbox", "Process", "Session", "get_languages_sync"]
+__all__ = [
+    "Sandbox",
+    "Process",
+    "Session",
+    "get_languages_sync",
+    "execute_code_sync",
+    "execute_async_sync",
+    "get_job_sync",
+    "wait_for_job_sync",
+    "cancel_job_sync",
+    "list_jobs_sync",
+    "run_batch_sync",
+]
 
 T = TypeVar("T")
 

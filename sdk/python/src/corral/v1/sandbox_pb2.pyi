@@ -29,6 +29,10 @@ class _RuntimeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Runtime.Value
     """the server's default (bubblewrap)"""
     RUNTIME_BWRAP: _Runtime.ValueType  # 1
     RUNTIME_DOCKER: _Runtime.ValueType  # 2
+    RUNTIME_NOOP: _Runtime.ValueType  # 3
+    """Benchmark-only, jobs only: completes a job at once without running anything (offered only by
+    agents started with it enabled).
+    """
 
 class Runtime(_Runtime, metaclass=_RuntimeEnumTypeWrapper):
     """Which isolation technology runs the sandbox."""
@@ -37,6 +41,10 @@ RUNTIME_UNSPECIFIED: Runtime.ValueType  # 0
 """the server's default (bubblewrap)"""
 RUNTIME_BWRAP: Runtime.ValueType  # 1
 RUNTIME_DOCKER: Runtime.ValueType  # 2
+RUNTIME_NOOP: Runtime.ValueType  # 3
+"""Benchmark-only, jobs only: completes a job at once without running anything (offered only by
+agents started with it enabled).
+"""
 Global___Runtime: _TypeAlias = Runtime  # noqa: Y015
 
 class _SandboxState:
