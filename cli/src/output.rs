@@ -3,10 +3,33 @@
 use corral_client::v1 as pb;
 use serde_json::{Value, json};
 
+pub mod jobs;
+
+/// The `--output` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    /// Lines and tables for people.
+    Text,
+    /// One JSON document.
+    Json,
+    /// One JSON object per line as results arrive (`batch run`, `batch watch`); elsewhere as json.
+    Jsonl,
+}
+
+/// How a command renders its answer (`jsonl` is `Json` outside the batch commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
+}
+
+impl From<OutputArg> for Format {
+    fn from(o: OutputArg) -> Self {
+        match o {
+            OutputArg::Text => Format::Text,
+            OutputArg::Json | OutputArg::Jsonl => Format::Json,
+        }
+    }
 }
 
 /// Writes a chunk of a command's output to our stdout (`err` false) or stderr at once.
@@ -23,13 +46,22 @@ pub fn echo(err: bool, data: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Writes one line to stdout, returning an error (e.g. the reader of a pipe left) where
+/// `println!` would panic: for commands that stream results.
+pub fn line(s: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{s}")?;
+    o.flush()
+}
+
 pub fn state_name(state: i32) -> String {
     pb::SandboxState::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("SANDBOX_STATE_").to_owned())
         .unwrap_or_else(|_| format!("UNKNOWN({state})"))
 }
 
-fn ms_to_rfc3339(ms: i64) -> Value {
+pub(crate) fn ms_to_rfc3339(ms: i64) -> Value {
     if ms <= 0 {
         return Value::Null;
     }

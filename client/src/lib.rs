@@ -47,6 +47,15 @@ pub enum ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// Longest single server-side wait [`Client::wait_job_done`] asks for.
+const WAIT_SLICE: Duration = Duration::from_secs(60);
+
+/// Whether a job has reached a terminal state (COMPLETED, FAILED, TIMEOUT, CANCELLED, LOST).
+pub fn job_done(job: &pb::Job) -> bool {
+    use pb::JobState as S;
+    matches!(S::try_from(job.state), Ok(S::Completed | S::Failed | S::Timeout | S::Cancelled | S::Lost))
+}
+
 /// Largest message the client accepts (files up to the server's default 64 MiB limit).
 const MAX_MESSAGE: usize = 80 * 1024 * 1024;
 
@@ -279,6 +288,26 @@ impl Client {
         let req = pb::WaitJobRequest { job_id: job_id.to_owned(), timeout_seconds };
         let resp = self.jobs.clone().wait(req).await?.into_inner();
         resp.job.ok_or(ClientError::Missing("job"))
+    }
+
+    /// Waits until the job ends (server-side waits of at most a minute each, so no connection
+    /// stays idle for long), or until `within` passes (`None`: no limit). Returns the job as it is
+    /// then; [`job_done`] tells whether it ended.
+    pub async fn wait_job_done(&self, job_id: &str, within: Option<Duration>) -> Result<pb::Job> {
+        let deadline = within.map(|w| tokio::time::Instant::now() + w);
+        loop {
+            let slice = match deadline {
+                None => WAIT_SLICE,
+                Some(d) => d.saturating_duration_since(tokio::time::Instant::now()).min(WAIT_SLICE),
+            };
+            if slice.is_zero() {
+                return self.get_job(job_id).await;
+            }
+            let job = self.wait_job(job_id, slice.as_secs_f64()).await?;
+            if job_done(&job) || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(job);
+            }
+        }
     }
 
     pub async fn cancel_job(&self, job_id: &str) -> Result<pb::Job> {

@@ -1,9 +1,11 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod batch;
 mod code;
 mod demo;
 mod exec;
 mod files;
+mod job;
 mod process;
 mod sandbox;
 
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::config::{self, BusBackend, Config, StoreBackend};
-use crate::output::Format;
+use crate::output::{Format, OutputArg};
 use crate::{servers, telemetry};
 
 /// Corral runs untrusted code in isolated sandboxes on a fleet of machines.
@@ -34,7 +36,7 @@ pub struct Cli {
     pub endpoint: Option<String>,
     /// Output format of client commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "text")]
-    pub output: Format,
+    pub output: OutputArg,
     /// Log filter for servers, e.g. `debug` or `corral_agent=debug,info`.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log: Option<String>,
@@ -95,6 +97,12 @@ pub enum Command {
     /// Read, write, list and remove files in a sandbox.
     #[command(subcommand)]
     Files(files::FilesCmd),
+    /// Submit one-shot jobs (a fresh sandbox, one command) and follow them.
+    #[command(subcommand)]
+    Job(job::JobCmd),
+    /// Run many jobs as one batch (items.jsonl) with a concurrency cap, and follow it.
+    #[command(subcommand)]
+    Batch(batch::BatchCmd),
     /// A short tour against a running server: several sandboxes at once, code in each, cleanup.
     Demo(demo::DemoArgs),
 }
@@ -154,7 +162,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let endpoint = config.client.endpoint.clone();
-    let out = cli.output;
+    let out = Format::from(cli.output);
     match cli.command {
         Command::Dev { .. } => serve(config, "corral-dev", servers::dev).await,
         Command::Coordinator { .. } => serve(config, "corral-coordinator", servers::coordinator).await,
@@ -165,6 +173,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Files(cmd) => files::run(&endpoint, out, cmd).await,
         Command::Process(cmd) => process::run(&endpoint, out, cmd).await,
         Command::Languages => code::languages(&endpoint, out).await,
+        Command::Job(cmd) => job::run(&endpoint, out, cmd).await,
+        Command::Batch(cmd) => batch::run(&endpoint, cli.output, cmd).await,
         Command::Demo(args) => demo::run(&endpoint, args).await,
     }
 }
@@ -188,9 +198,54 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<corral_client::Client> {
     Ok(corral_client::Client::connect(endpoint).await?)
 }
 
+/// Follows page tokens until `limit` items (0: no limit) or the last page. `fetch(page_size,
+/// page_token)` returns one page and the next token; the answer says whether items were left.
+pub async fn collect_pages<T, F, Fut>(limit: usize, mut fetch: F) -> anyhow::Result<(Vec<T>, bool)>
+where
+    F: FnMut(i32, String) -> Fut,
+    Fut: std::future::Future<Output = corral_client::Result<(Vec<T>, String)>>,
+{
+    const MAX_PAGE: usize = 1000;
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let want = if limit == 0 { MAX_PAGE } else { (limit - items.len()).min(MAX_PAGE) };
+        let (page, next) = fetch(want as i32, token).await?;
+        items.extend(page);
+        if limit != 0 && items.len() >= limit {
+            let more = items.len() > limit || !next.is_empty();
+            items.truncate(limit);
+            return Ok((items, more));
+        }
+        if next.is_empty() {
+            return Ok((items, false));
+        }
+        token = next;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// Pages of `size` items (at most the asked page size) out of 0..total.
+    async fn page(total: usize, size: usize, asked: i32, token: String) -> corral_client::Result<(Vec<usize>, String)> {
+        let start: usize = token.parse().unwrap_or(0);
+        let end = (start + size.min(asked as usize)).min(total);
+        let next = if end < total { end.to_string() } else { String::new() };
+        Ok(((start..end).collect(), next))
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_up_to_the_limit() {
+        let (all, more) = super::collect_pages(0, |n, t| page(25, 10, n, t)).await.unwrap();
+        assert_eq!((all.len(), more), (25, false));
+        assert_eq!(all, (0..25).collect::<Vec<_>>());
+        let (some, more) = super::collect_pages(12, |n, t| page(25, 10, n, t)).await.unwrap();
+        assert_eq!((some, more), ((0..12).collect::<Vec<_>>(), true));
+        let (exact, more) = super::collect_pages(25, |n, t| page(25, 10, n, t)).await.unwrap();
+        assert_eq!((exact.len(), more), (25, false));
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -1,0 +1,349 @@
+//! Reading a batch's items from JSON Lines: one object per line, validated field by field so a
+//! bad line is reported with its line number and the field before anything is submitted.
+
+use std::collections::HashMap;
+
+use corral_client::v1 as pb;
+use serde_json::{Map, Value};
+
+/// The server's limit on the items of one batch.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// At most this many bad lines are listed; the rest are only counted.
+const MAX_REPORTED: usize = 20;
+
+const FIELDS: &[&str] = &[
+    "argv",
+    "shell",
+    "language",
+    "code",
+    "runtime",
+    "image",
+    "env",
+    "timeout_seconds",
+    "cpus",
+    "memory_mb",
+    "internet_access",
+    "stdin",
+    "labels",
+];
+
+/// The items of a file, with the line each came from (`lines[i]` is item `i`'s 1-based line).
+#[derive(Debug, Default)]
+pub struct Items {
+    pub specs: Vec<pb::JobSpec>,
+    pub lines: Vec<usize>,
+}
+
+/// A bad line: where, which field (empty when the line as a whole is wrong), and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            write!(f, "line {}: field {:?}: {}", self.line, self.field, self.message)
+        }
+    }
+}
+
+/// Parses every line of `text` (blank lines are skipped); all bad lines are reported together.
+pub fn parse(source: &str, text: &str) -> anyhow::Result<Items> {
+    let mut items = Items::default();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(i + 1, line) {
+            Ok(spec) => {
+                items.specs.push(spec);
+                items.lines.push(i + 1);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        let mut msg = format!("{source}: {} bad line(s), nothing was submitted", errors.len());
+        for e in errors.iter().take(MAX_REPORTED) {
+            msg.push_str(&format!("\n  {e}"));
+        }
+        if errors.len() > MAX_REPORTED {
+            msg.push_str(&format!("\n  … and {} more", errors.len() - MAX_REPORTED));
+        }
+        anyhow::bail!(msg);
+    }
+    anyhow::ensure!(!items.specs.is_empty(), "{source}: no items (one JSON object per line)");
+    anyhow::ensure!(
+        items.specs.len() <= MAX_ITEMS,
+        "{source}: {} items; a batch holds at most {MAX_ITEMS}",
+        items.specs.len()
+    );
+    Ok(items)
+}
+
+/// One line: a JSON object with exactly one of `argv`, `shell` or `language` + `code`.
+pub fn parse_line(line: usize, text: &str) -> Result<pb::JobSpec, LineError> {
+    let err = |field: &str, message: String| LineError { line, field: field.to_owned(), message };
+    let value: Value = serde_json::from_str(text).map_err(|e| err("", format!("not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(err("", format!("expected a JSON object, found {}", kind(&value))));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(err(unknown, format!("unknown field (known: {})", FIELDS.join(", "))));
+    }
+    let f = Fields { obj: &obj, line };
+    let mut spec = pb::JobSpec {
+        argv: f.argv()?,
+        shell: f.string("shell")?.unwrap_or_default(),
+        language: f.string("language")?.unwrap_or_default(),
+        code: f.string("code")?.unwrap_or_default(),
+        image: f.string("image")?.unwrap_or_default(),
+        env: f.string_map("env")?,
+        timeout_seconds: f.non_negative("timeout_seconds")?,
+        cpus: f.non_negative("cpus")?,
+        memory_mb: f.memory_mb()?,
+        internet_access: f.bool("internet_access")?,
+        stdin: f.string("stdin")?.unwrap_or_default().into_bytes(),
+        labels: f.string_map("labels")?,
+        ..Default::default()
+    };
+    spec.runtime = f.runtime()?;
+    check_command(&obj, &spec).map_err(|(field, m)| err(field, m))?;
+    if !spec.image.is_empty() && spec.runtime != pb::Runtime::Docker as i32 {
+        return Err(err("image", "an image needs \"runtime\": \"docker\"".into()));
+    }
+    Ok(spec)
+}
+
+/// Exactly one way to give the command; a language the registry knows.
+fn check_command(obj: &Map<String, Value>, spec: &pb::JobSpec) -> Result<(), (&'static str, String)> {
+    match (obj.contains_key("language"), obj.contains_key("code")) {
+        (true, false) => return Err(("code", "\"language\" needs \"code\"".into())),
+        (false, true) => return Err(("language", "\"code\" needs a \"language\"".into())),
+        _ => {}
+    }
+    let given: Vec<&str> = ["argv", "shell", "code"].into_iter().filter(|k| obj.contains_key(*k)).collect();
+    match given.as_slice() {
+        [] => return Err(("", "give exactly one of \"argv\", \"shell\" or \"language\" + \"code\"".into())),
+        [_] => {}
+        [a, b, ..] => return Err((*b, format!("{a:?} and {b:?} cannot both be given; use exactly one"))),
+    }
+    if obj.contains_key("argv") && spec.argv.is_empty() {
+        return Err(("argv", "must hold at least the program".into()));
+    }
+    if obj.contains_key("shell") && spec.shell.trim().is_empty() {
+        return Err(("shell", "must not be empty".into()));
+    }
+    if !spec.language.is_empty() && corral_core::languages::resolve(&spec.language).is_none() {
+        let known: Vec<&str> = corral_core::languages::LANGUAGES.iter().map(|l| l.name).collect();
+        return Err(("language", format!("unknown language {:?} (known: {})", spec.language, known.join(", "))));
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Typed access to the fields of one line's object.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    line: usize,
+}
+
+impl Fields<'_> {
+    fn err<T>(&self, field: &str, message: String) -> Result<T, LineError> {
+        Err(LineError { line: self.line, field: field.to_owned(), message })
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, LineError> {
+        match self.obj.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => self.err(field, format!("expected a string, found {}", kind(v))),
+        }
+    }
+
+    fn bool(&self, field: &str) -> Result<bool, LineError> {
+        match self.obj.get(field) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => self.err(field, format!("expected true or false, found {}", kind(v))),
+        }
+    }
+
+    fn non_negative(&self, field: &str) -> Result<f64, LineError> {
+        match self.obj.get(field) {
+            None => Ok(0.0),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if x >= 0.0 && x.is_finite() => Ok(x),
+                _ => self.err(field, format!("expected a number ≥ 0, found {n}")),
+            },
+            Some(v) => self.err(field, format!("expected a number, found {}", kind(v))),
+        }
+    }
+
+    fn memory_mb(&self) -> Result<i64, LineError> {
+        match self.obj.get("memory_mb") {
+            None => Ok(0),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(x) if x >= 0 => Ok(x),
+                _ => self.err("memory_mb", format!("expected a whole number of MiB ≥ 0, found {n}")),
+            },
+            Some(v) => self.err("memory_mb", format!("expected a number, found {}", kind(v))),
+        }
+    }
+
+    fn argv(&self) -> Result<Vec<String>, LineError> {
+        let Some(v) = self.obj.get("argv") else { return Ok(Vec::new()) };
+        let Value::Array(words) = v else {
+            return self.err("argv", format!("expected an array of strings, found {}", kind(v)));
+        };
+        words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match w {
+                Value::String(s) => Ok(s.clone()),
+                other => self.err("argv", format!("element {i} is {}, not a string", kind(other))),
+            })
+            .collect()
+    }
+
+    fn string_map(&self, field: &str) -> Result<HashMap<String, String>, LineError> {
+        let Some(v) = self.obj.get(field) else { return Ok(HashMap::new()) };
+        let Value::Object(map) = v else {
+            return self.err(field, format!("expected an object of strings, found {}", kind(v)));
+        };
+        map.iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => self.err(field, format!("the value of {k:?} is {}, not a string", kind(other))),
+            })
+            .collect()
+    }
+
+    fn runtime(&self) -> Result<i32, LineError> {
+        match self.string("runtime")?.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(pb::Runtime::Unspecified as i32),
+            Some("bwrap") => Ok(pb::Runtime::Bwrap as i32),
+            Some("docker") => Ok(pb::Runtime::Docker as i32),
+            Some(other) => self.err("runtime", format!("{other:?} is not a runtime (\"bwrap\" or \"docker\")")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(text: &str) -> LineError {
+        match parse_line(7, text) {
+            Ok(spec) => panic!("{text} was accepted as {spec:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_command_parses() {
+        let argv = parse_line(1, r#"{"argv": ["python3", "-c", "print(1)"]}"#).unwrap();
+        assert_eq!(argv.argv, ["python3", "-c", "print(1)"]);
+        let shell = parse_line(1, r#"{"shell": "echo hi | wc -c"}"#).unwrap();
+        assert_eq!(shell.shell, "echo hi | wc -c");
+        let code = parse_line(1, r#"{"language": "py", "code": "print(2)"}"#).unwrap();
+        assert_eq!((code.language.as_str(), code.code.as_str()), ("py", "print(2)"));
+    }
+
+    #[test]
+    fn every_optional_field_is_carried() {
+        let line = r#"{"shell": "env", "runtime": "docker", "image": "corral/python", "env": {"A": "1"},
+            "timeout_seconds": 2.5, "cpus": 0.5, "memory_mb": 256, "internet_access": true,
+            "stdin": "data", "labels": {"team": "eval"}}"#
+            .replace('\n', " ");
+        let s = parse_line(1, &line).unwrap();
+        assert_eq!(s.runtime, pb::Runtime::Docker as i32);
+        assert_eq!(s.image, "corral/python");
+        assert_eq!(s.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!((s.timeout_seconds, s.cpus, s.memory_mb), (2.5, 0.5, 256));
+        assert!(s.internet_access);
+        assert_eq!(s.stdin, b"data");
+        assert_eq!(s.labels.get("team").map(String::as_str), Some("eval"));
+    }
+
+    #[test]
+    fn bad_lines_name_the_line_and_the_field() {
+        let cases = [
+            (r#"{"argv": "ls"}"#, "argv", "array"),
+            (r#"{"argv": ["ls", 3]}"#, "argv", "element 1"),
+            (r#"{"argv": []}"#, "argv", "program"),
+            (r#"{"shell": "ls", "argv": ["ls"]}"#, "shell", "cannot both"),
+            (r#"{"code": "print(1)"}"#, "language", "needs"),
+            (r#"{"language": "python"}"#, "code", "needs"),
+            (r#"{"language": "cobol", "code": "x"}"#, "language", "unknown language"),
+            (r#"{"shell": "ls", "env": {"A": 1}}"#, "env", "\"A\""),
+            (r#"{"shell": "ls", "labels": []}"#, "labels", "object"),
+            (r#"{"shell": "ls", "timeout_seconds": -1}"#, "timeout_seconds", "≥ 0"),
+            (r#"{"shell": "ls", "memory_mb": 1.5}"#, "memory_mb", "whole"),
+            (r#"{"shell": "ls", "internet_access": "yes"}"#, "internet_access", "true or false"),
+            (r#"{"shell": "ls", "runtime": "qemu"}"#, "runtime", "qemu"),
+            (r#"{"shell": "ls", "image": "corral/base"}"#, "image", "docker"),
+            (r#"{"shell": "ls", "stdn": "x"}"#, "stdn", "unknown field"),
+        ];
+        for (text, field, needle) in cases {
+            let e = bad(text);
+            assert_eq!((e.line, e.field.as_str()), (7, field), "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e} does not mention {needle:?}");
+            assert!(e.to_string().starts_with("line 7: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_objects_are_refused() {
+        assert!(bad("[1, 2]").message.contains("JSON object"));
+        assert!(bad("{\"shell\": ").message.contains("not JSON"));
+        assert!(bad("{}").message.contains("exactly one"));
+    }
+
+    #[test]
+    fn a_file_keeps_line_numbers_and_skips_blank_lines() {
+        let items = parse("f", "{\"shell\": \"a\"}\n\n  \n{\"argv\": [\"b\"]}\n").unwrap();
+        assert_eq!(items.specs.len(), 2);
+        assert_eq!(items.lines, [1, 4]);
+    }
+
+    #[test]
+    fn a_file_reports_every_bad_line_at_once() {
+        let text = "{\"shell\": \"ok\"}\n{\"argv\": 1}\n{\"shell\": \"ok\"}\nnope\n";
+        let msg = parse("items.jsonl", text).unwrap_err().to_string();
+        assert!(msg.starts_with("items.jsonl: 2 bad line(s), nothing was submitted"), "{msg}");
+        assert!(msg.contains("line 2: field \"argv\"") && msg.contains("line 4: not JSON"), "{msg}");
+    }
+
+    #[test]
+    fn too_many_or_no_items_are_refused() {
+        assert!(parse("f", "\n\n").unwrap_err().to_string().contains("no items"));
+        let many = "{\"shell\": \"true\"}\n".repeat(MAX_ITEMS + 1);
+        let msg = parse("f", &many).unwrap_err().to_string();
+        assert!(msg.contains("10001 items") && msg.contains("at most 10000"), "{msg}");
+        assert_eq!(parse("f", &"{\"shell\": \"true\"}\n".repeat(MAX_ITEMS)).unwrap().specs.len(), MAX_ITEMS);
+    }
+
+    #[test]
+    fn many_bad_lines_are_summarised() {
+        let msg = parse("f", &"x\n".repeat(25)).unwrap_err().to_string();
+        assert!(msg.contains("25 bad line(s)") && msg.contains("and 5 more"), "{msg}");
+    }
+}
