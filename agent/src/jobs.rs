@@ -307,17 +307,22 @@ fn program(
 /// while no coordinator answers (e.g. during a leader change).
 pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobReport>) -> Result<(), String> {
     let mut unsent: Vec<JobReport> = Vec::new();
+    // (job, attempt) of every report in `unsent`.
+    let mut queued: std::collections::HashSet<(JobId, u32)> = std::collections::HashSet::new();
     let mut backoff = Duration::from_millis(50);
     loop {
         if unsent.is_empty() {
             match queue.recv().await {
-                Some(r) => unsent.push(r),
+                Some(r) => {
+                    queued.insert((r.job.clone(), r.attempt));
+                    unsent.push(r);
+                }
                 None => return Ok(()),
             }
         }
         while let Ok(r) = queue.try_recv() {
             // A report re-sent for a redelivered attempt may still be waiting here.
-            if !unsent.iter().any(|u| u.job == r.job && u.attempt == r.attempt) {
+            if queued.insert((r.job.clone(), r.attempt)) {
                 unsent.push(r);
             }
         }
@@ -341,7 +346,9 @@ pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobRep
                     Ok(acks) => tracing::debug!(acked = acks.0.len(), "job reports acknowledged"),
                     Err(e) => tracing::warn!(error = %e, "malformed acknowledgement of job reports"),
                 }
-                unsent.drain(..count);
+                for r in unsent.drain(..count) {
+                    queued.remove(&(r.job, r.attempt));
+                }
                 backoff = Duration::from_millis(50);
             }
             Err(e) => {
