@@ -11,17 +11,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use corral_core::ids::{ExecId, SandboxId};
+use corral_core::ids::SandboxId;
 use corral_core::jobs::{JobAcks, JobCommand, JobId, JobOutcome, JobReport, JobReports, JobWork};
 use corral_core::languages;
 use corral_core::model::{Command, ExecSpec, ExitStatus, RuntimeKind, SandboxSpec};
 use corral_core::protocol::{self, AgentErrorKind};
 use corral_core::subjects::JOB_RESULTS_SUBJECT;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::Agent;
-use crate::runtime::ExecEvent;
 
 /// Output kept per stream of a job (a report must fit one bus message).
 pub const JOB_OUTPUT_CAP: usize = 256 * 1024;
@@ -41,8 +40,16 @@ enum Abort {
 }
 
 enum Phase {
-    Running { sandbox: Option<SandboxId>, abort: Option<Abort> },
-    Done { report: Box<JobReport>, at: Instant },
+    /// `kill` ends the attempt's sandbox early.
+    Running {
+        sandbox: Option<SandboxId>,
+        abort: Option<Abort>,
+        kill: Arc<Notify>,
+    },
+    Done {
+        report: Box<JobReport>,
+        at: Instant,
+    },
 }
 
 struct Attempt {
@@ -87,21 +94,25 @@ impl Jobs {
             _ => {
                 map.insert(
                     work.job.clone(),
-                    Attempt { attempt: work.attempt, phase: Phase::Running { sandbox: None, abort: None } },
+                    Attempt {
+                        attempt: work.attempt,
+                        phase: Phase::Running { sandbox: None, abort: None, kill: Arc::default() },
+                    },
                 );
                 true
             }
         }
     }
 
-    /// Records the attempt's sandbox; false when the attempt was aborted meanwhile.
-    fn set_sandbox(&self, job: &JobId, attempt: u32, id: &SandboxId) -> bool {
+    /// Records the attempt's sandbox and returns what kills it; `None` when the attempt was
+    /// aborted meanwhile.
+    fn attach(&self, job: &JobId, attempt: u32, id: &SandboxId) -> Option<Arc<Notify>> {
         match self.lock().get_mut(job) {
-            Some(Attempt { attempt: a, phase: Phase::Running { sandbox, abort } }) if *a == attempt => {
+            Some(Attempt { attempt: a, phase: Phase::Running { sandbox, abort: None, kill } }) if *a == attempt => {
                 *sandbox = Some(id.clone());
-                abort.is_none()
+                Some(kill.clone())
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -121,22 +132,22 @@ impl Jobs {
         let _ = self.reports.send(report);
     }
 
-    /// Marks the attempt cancelled; returns its sandbox to destroy.
-    fn cancel(&self, job: &JobId, attempt: u32) -> Option<SandboxId> {
-        match self.lock().get_mut(job) {
-            Some(Attempt { attempt: a, phase: Phase::Running { sandbox, abort } }) if *a == attempt => {
-                *abort = Some(Abort::Cancelled);
-                sandbox.clone()
-            }
-            _ => None,
+    /// Marks the attempt cancelled and kills its sandbox.
+    fn cancel(&self, job: &JobId, attempt: u32) {
+        if let Some(Attempt { attempt: a, phase: Phase::Running { abort, kill, .. } }) = self.lock().get_mut(job)
+            && *a == attempt
+        {
+            abort.get_or_insert(Abort::Cancelled);
+            kill.notify_one();
         }
     }
 
-    /// Marks every running attempt as stopped by fencing (their sandboxes are being destroyed).
+    /// Stops every running attempt: the node fenced itself.
     pub fn fence_all(&self) {
         for a in self.lock().values_mut() {
-            if let Phase::Running { abort, .. } = &mut a.phase {
+            if let Phase::Running { abort, kill, .. } = &mut a.phase {
                 abort.get_or_insert(Abort::Fenced);
+                kill.notify_one();
             }
         }
     }
@@ -180,11 +191,9 @@ pub fn start(agent: &Arc<Agent>, jobs: Vec<JobWork>) {
     }
 }
 
-/// Kills a cancelled attempt's command by destroying its sandbox.
+/// Kills a cancelled attempt's command (its sandbox ends with it).
 pub async fn cancel(agent: &Agent, job: &JobId, attempt: u32) {
-    if let Some(sandbox) = agent.jobs.cancel(job, attempt) {
-        agent.destroy(&sandbox).await;
-    }
+    agent.jobs.cancel(job, attempt);
 }
 
 async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
@@ -204,14 +213,18 @@ async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
             JobOutcome::Refused(format!("node {} does not offer the noop runtime", agent.node))
         };
     }
-    if agent.runtime(spec.runtime).is_none() {
+    let Some(runtime) = agent.runtime(spec.runtime).cloned() else {
         return JobOutcome::Refused(format!("node {} has no {} runtime", agent.node, spec.runtime));
-    }
+    };
+    let mut files = Vec::new();
     let command = match &spec.command {
         JobCommand::Argv(argv) => Command::Argv(argv.clone()),
         JobCommand::Shell(line) => Command::Shell(line.clone()),
-        JobCommand::Code { language, .. } => match program(agent, spec.runtime, &spec.image, language) {
-            Some((lang, program)) => lang.command(&program, CODE_DIR),
+        JobCommand::Code { language, code } => match program(agent, spec.runtime, &spec.image, language) {
+            Some((lang, program)) => {
+                files.push((format!("{CODE_DIR}/{}", lang.file_name), code.clone().into_bytes()));
+                lang.command(&program, CODE_DIR)
+            }
             None => {
                 let why = format!("{language} is not available to {} sandboxes on node {}", spec.runtime, agent.node);
                 return JobOutcome::Refused(why);
@@ -234,58 +247,28 @@ async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
         workdir: "/workspace".into(),
         image: spec.image.clone(),
     };
-    if !agent.jobs.set_sandbox(&work.job, work.attempt, &id) {
-        return JobOutcome::Infra("the attempt was stopped before it started".into());
-    }
-    if let Err(e) = crate::work::create(agent, sandbox).await {
-        return match e.kind {
-            AgentErrorKind::InvalidArgument | AgentErrorKind::NotFound => JobOutcome::Refused(e.message),
-            _ => JobOutcome::Infra(format!("the job's sandbox could not start: {}", e.message)),
-        };
-    }
-    let outcome = exec(agent, &id, work, command).await;
-    agent.destroy(&id).await;
-    outcome
-}
-
-async fn exec(agent: &Agent, id: &SandboxId, work: &JobWork, command: Command) -> JobOutcome {
-    let Ok(runtime) = agent.runtime_of(id) else {
-        return JobOutcome::Infra("the job's sandbox vanished before its command started".into());
-    };
-    if let JobCommand::Code { language, code } = &work.spec.command {
-        let file = languages::resolve(language).map_or("main", |l| l.file_name);
-        if let Err(e) = runtime.write_file(id, &format!("{CODE_DIR}/{file}"), code.as_bytes(), 0o644).await {
-            return JobOutcome::Infra(format!("could not write the job's code: {e}"));
-        }
-    }
-    let spec = ExecSpec {
+    let exec = ExecSpec {
         command,
         env: Default::default(),
         cwd: "/workspace".into(),
-        timeout_ms: work.spec.timeout_ms,
-        stdin: work.spec.stdin.clone(),
+        timeout_ms: spec.timeout_ms,
+        stdin: spec.stdin.clone(),
         max_output_bytes: JOB_OUTPUT_CAP as u64,
         side_channel: false,
     };
-    let mut handle = match runtime.exec(id, ExecId::random(), spec).await {
-        Ok(h) => h,
-        Err(e) => return JobOutcome::Infra(format!("the job's command could not start: {e}")),
+    let Some(kill) = agent.jobs.attach(&work.job, work.attempt, &id) else {
+        return JobOutcome::Infra("the attempt was stopped before it started".into());
     };
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    while let Some(event) = handle.events.recv().await {
-        match event {
-            ExecEvent::Stdout(d) => append_capped(&mut stdout, &d),
-            ExecEvent::Stderr(d) => append_capped(&mut stderr, &d),
-            ExecEvent::Side(_) => {}
-            ExecEvent::Exit(status) => return JobOutcome::Ran { status, stdout, stderr },
+    match runtime.run_once(&sandbox, &files, exec, kill).await {
+        Ok(done) => JobOutcome::Ran { status: done.status, stdout: done.stdout, stderr: done.stderr },
+        Err(e) => {
+            let e = corral_core::protocol::AgentError::from(e);
+            match e.kind {
+                AgentErrorKind::InvalidArgument | AgentErrorKind::NotFound => JobOutcome::Refused(e.message),
+                _ => JobOutcome::Infra(format!("the job's sandbox failed: {}", e.message)),
+            }
         }
     }
-    JobOutcome::Infra("the job's command ended without an exit status".into())
-}
-
-fn append_capped(buf: &mut Vec<u8>, data: &[u8]) {
-    let room = JOB_OUTPUT_CAP.saturating_sub(buf.len());
-    buf.extend_from_slice(&data[..data.len().min(room)]);
 }
 
 /// The registry entry and this node's program for `language` in `runtime` (and `image`).

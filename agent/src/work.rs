@@ -88,7 +88,7 @@ async fn handle(agent: &Arc<Agent>, tombstones: &Mutex<HashMap<SandboxId, Instan
     ack(delivery).await;
 }
 
-pub(crate) async fn create(agent: &Agent, spec: corral_core::model::SandboxSpec) -> Result<(), AgentError> {
+async fn create(agent: &Agent, spec: corral_core::model::SandboxSpec) -> Result<(), AgentError> {
     let Some(runtime) = agent.runtime(spec.runtime).cloned() else {
         let offered: Vec<String> = agent.runtimes.iter().map(|r| r.kind().to_string()).collect();
         let why = format!("node {} runs {}, not {}", agent.node, offered.join(", "), spec.runtime);

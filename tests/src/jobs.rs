@@ -211,6 +211,11 @@ pub async fn job_control(c: &Client) -> anyhow::Result<()> {
     expect_err(c.submit_job(bad(pb::JobSpec::default())).await, Code::InvalidArgument, "job.argv")?;
     let cobol = pb::JobSpec { language: "cobol".into(), code: "x".into(), ..Default::default() };
     expect_err(c.submit_job(bad(cobol)).await, Code::InvalidArgument, "available: python")?;
+    // A job never waits for an image no node has.
+    let ghost = pb::JobSpec { runtime: pb::Runtime::Docker as i32, image: "corral/none".into(), ..shell_job("true") };
+    expect_err(c.submit_job(bad(ghost)).await, Code::InvalidArgument, "job.image: no node has the image corral/none")?;
+    let noop = pb::JobSpec { runtime: pb::Runtime::Noop as i32, ..shell_job("true") };
+    expect_err(c.submit_job(bad(noop)).await, Code::InvalidArgument, "job.runtime: no registered node runs noop")?;
     expect_err(c.get_job("job-0123456789abcdef0123456789abcdef").await, Code::NotFound, "not found")?;
     expect_err(c.get_job("nope").await, Code::InvalidArgument, "job_id")?;
     let items = vec![shell_job("true"), pb::JobSpec::default()];
@@ -335,5 +340,82 @@ pub async fn batch_cancel(c: &Client) -> anyhow::Result<()> {
         let state = state_of(e.job.as_ref().unwrap());
         anyhow::ensure!(state == pb::JobState::Cancelled, "item {} ended {state:?}", e.index);
     }
+    Ok(())
+}
+
+/// A job's sandbox is as isolated as a long-lived one: no capabilities, no new privileges, no
+/// host secrets, processes, environment or network, a read-only system, and its memory limit.
+pub async fn job_isolation(c: &Client) -> anyhow::Result<()> {
+    let witness = Witness::start().await?;
+    let probe = format!(
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+         cat /etc/shadow 2>/dev/null && echo SHADOW-READABLE; \
+         echo procs=$(ls -d /proc/[0-9]* | wc -l); \
+         env | cut -d= -f1 | sort | tr '\\n' ' '; echo; \
+         touch /usr/x 2>/dev/null && echo USR-WRITABLE; \
+         (exec 3<>/dev/tcp/127.0.0.1/{}) 2>/dev/null && echo NET-REACHABLE; \
+         echo whoami=$(id -u)",
+        witness.port
+    );
+    let spec = pb::JobSpec {
+        argv: vec!["bash".into(), "-c".into(), probe],
+        env: [("ONLY_MINE".to_owned(), "1".to_owned())].into(),
+        ..Default::default()
+    };
+    let job = wait_done(
+        c,
+        &c.submit_job(pb::SubmitJobRequest { job: Some(spec), ..Default::default() }).await?,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&job.result.clone().unwrap_or_default().stdout).into_owned();
+    anyhow::ensure!(out.contains("CapEff:\t0000000000000000") && out.contains("NoNewPrivs:\t1"), "{out}");
+    for bad in ["SHADOW-READABLE", "USR-WRITABLE", "NET-REACHABLE"] {
+        anyhow::ensure!(!out.contains(bad), "{bad}: {out}");
+    }
+    let procs: usize =
+        out.split("procs=").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(99);
+    anyhow::ensure!(procs <= 4, "the job sees {procs} processes: {out}");
+    let env_line = out.lines().find(|l| l.contains("ONLY_MINE")).unwrap_or_default();
+    for name in env_line.split_whitespace() {
+        anyhow::ensure!(
+            ["HOME", "LANG", "ONLY_MINE", "PATH", "PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
+            "host variable {name} leaked: {env_line}"
+        );
+    }
+    anyhow::ensure!(witness.executions().is_empty(), "the job reached the host's loopback");
+    anyhow::ensure!(out.contains("whoami=1000"), "{out}");
+
+    let hog = pb::JobSpec {
+        memory_mb: 64,
+        timeout_seconds: 30.0,
+        ..shell_job("python3 -c 'x = bytearray(512 * 1024 * 1024)'")
+    };
+    let job = wait_done(
+        c,
+        &c.submit_job(pb::SubmitJobRequest { job: Some(hog), ..Default::default() }).await?,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let result = job.result.clone().unwrap_or_default();
+    anyhow::ensure!(state_of(&job) == pb::JobState::Failed && result.oom_killed, "{job:?}");
+    Ok(())
+}
+
+/// A job on the Docker runtime (a container created, run and removed through the runtime's
+/// general path), including code in the image's python.
+pub async fn docker_job(c: &Client) -> anyhow::Result<()> {
+    let spec = pb::JobSpec {
+        runtime: pb::Runtime::Docker as i32,
+        ..shell_job("echo in-docker; cat /etc/os-release | head -1")
+    };
+    let job = wait_done(
+        c,
+        &c.submit_job(pb::SubmitJobRequest { job: Some(spec), ..Default::default() }).await?,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&job.result.clone().unwrap_or_default().stdout).into_owned();
+    anyhow::ensure!(state_of(&job) == pb::JobState::Completed && out.starts_with("in-docker\n"), "{job:?}");
     Ok(())
 }

@@ -65,6 +65,16 @@ async fn dev_batch_cap_and_watch() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_job_isolation() -> anyhow::Result<()> {
+    on_dev(&[], |c| async move { job_isolation(&c).await }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_docker_job() -> anyhow::Result<()> {
+    on_dev(&[], |c| async move { docker_job(&c).await }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_batch_cancel() -> anyhow::Result<()> {
     on_dev(&[], |c| async move { batch_cancel(&c).await }).await
 }

@@ -19,6 +19,7 @@
 //! invisible to `list` and to the coordinator.
 
 mod args;
+mod oneshot;
 mod sandbox;
 mod spawn;
 
@@ -425,6 +426,16 @@ impl Runtime for BwrapRuntime {
 
     async fn images(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    async fn run_once(
+        &self,
+        spec: &SandboxSpec,
+        files: &[(String, Vec<u8>)],
+        exec: ExecSpec,
+        kill: Arc<Notify>,
+    ) -> RuntimeResult<super::OneShot> {
+        oneshot::run(&self.config, self.owner, &self.cgroups, spec, files, exec, kill).await
     }
 
     async fn adopt(&self, spec: &SandboxSpec) -> RuntimeResult<()> {

@@ -32,6 +32,14 @@ pub struct ExecHandle {
     pub events: mpsc::Receiver<ExecEvent>,
 }
 
+/// How a one-shot run ended, with its (capped) output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneShot {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 /// A piece of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChunk {
@@ -151,4 +159,59 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Takes back a sandbox found by `list` after an agent restart, so it can be used again.
     async fn adopt(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
+
+    /// Runs one command in a fresh sandbox of `spec`, with `files` written first, and removes
+    /// the sandbox (jobs). `kill` ends it early (reported as killed by SIGKILL). The default
+    /// creates, execs and destroys; a runtime may do it more cheaply. The sandbox is not listed
+    /// by `list` while it runs.
+    async fn run_once(
+        &self,
+        spec: &SandboxSpec,
+        files: &[(String, Vec<u8>)],
+        exec: ExecSpec,
+        kill: std::sync::Arc<tokio::sync::Notify>,
+    ) -> RuntimeResult<OneShot> {
+        self.create(spec).await?;
+        let result = async {
+            for (path, data) in files {
+                self.write_file(&spec.id, path, data, 0o644).await?;
+            }
+            let cap = exec.max_output_bytes as usize;
+            let mut handle = self.exec(&spec.id, ExecId::random(), exec).await?;
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            loop {
+                let event = tokio::select! {
+                    e = handle.events.recv() => e,
+                    _ = kill.notified() => {
+                        self.destroy(&spec.id).await?;
+                        None
+                    }
+                };
+                match event {
+                    Some(ExecEvent::Stdout(d)) => {
+                        stdout.extend_from_slice(&d[..d.len().min(cap.saturating_sub(stdout.len()))])
+                    }
+                    Some(ExecEvent::Stderr(d)) => {
+                        stderr.extend_from_slice(&d[..d.len().min(cap.saturating_sub(stderr.len()))])
+                    }
+                    Some(ExecEvent::Side(_)) => {}
+                    Some(ExecEvent::Exit(status)) => return Ok(OneShot { status, stdout, stderr }),
+                    None => {
+                        let status = ExitStatus {
+                            exit_code: -1,
+                            signal: libc::SIGKILL,
+                            timed_out: false,
+                            truncated: false,
+                            duration_ms: 0,
+                            oom_killed: false,
+                        };
+                        return Ok(OneShot { status, stdout, stderr });
+                    }
+                }
+            }
+        }
+        .await;
+        self.destroy(&spec.id).await?;
+        result
+    }
 }

@@ -65,6 +65,7 @@ pub fn job_spec(raw: pb::JobSpec, cfg: &CoordinatorConfig, nodes: &[NodeInfo]) -
     } else {
         convert::image(runtime, &raw.image)?
     };
+    offered(runtime, &image, nodes)?;
     let command = match (raw.argv.is_empty() && raw.shell.is_empty(), raw.code.is_empty()) {
         (true, false) => {
             convert::code(&raw.code)?;
@@ -116,6 +117,25 @@ pub fn job_spec(raw: pb::JobSpec, cfg: &CoordinatorConfig, nodes: &[NodeInfo]) -
         stdin: convert::stdin(raw.stdin)?,
         labels: convert::labels("labels", &raw.labels)?,
     })
+}
+
+/// A job waits in the queue for a free slot, never for a runtime or image that no node has.
+fn offered(runtime: RuntimeKind, image: &str, nodes: &[NodeInfo]) -> ApiResult<()> {
+    let with_runtime: Vec<&NodeInfo> = nodes.iter().filter(|n| n.runtimes.contains(&runtime)).collect();
+    if with_runtime.is_empty() {
+        let mut offered: Vec<String> = nodes.iter().flat_map(|n| &n.runtimes).map(|r| r.to_string()).collect();
+        offered.sort();
+        offered.dedup();
+        let list = if offered.is_empty() { "none (no node is registered)".to_owned() } else { offered.join(", ") };
+        return Err(ApiError::field("runtime", format!("no registered node runs {runtime}; runtimes offered: {list}")));
+    }
+    if runtime == RuntimeKind::Docker && !with_runtime.iter().any(|n| n.images.iter().any(|i| i == image)) {
+        let mut images: Vec<&str> = with_runtime.iter().flat_map(|n| &n.images).map(String::as_str).collect();
+        images.sort_unstable();
+        images.dedup();
+        return Err(ApiError::field("image", format!("no node has the image {image}; images: {}", images.join(", "))));
+    }
+    Ok(())
 }
 
 fn available(nodes: &[NodeInfo]) -> String {

@@ -92,6 +92,33 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
 /// (limits through cgroups, env and workdir per exec), which lets the warm pool start sandboxes
 /// before their spec is known.
 pub fn bwrap_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path) -> Vec<OsString> {
+    let mut a = base_args(config, internet_access, sandbox_dir, true, "/workspace");
+    a.push(INIT_IN_SANDBOX.into());
+    a
+}
+
+/// Arguments for `bwrap` that run one command as the sandbox's only program (one-shot jobs):
+/// the same isolation as [`bwrap_args`], without the init, in `cwd`, with `env` added to
+/// PATH/HOME/LANG (and nothing else).
+pub fn oneshot_args(
+    config: &BwrapConfig,
+    internet_access: bool,
+    sandbox_dir: &Path,
+    cwd: &str,
+    env: &std::collections::BTreeMap<String, String>,
+    argv: &[String],
+) -> Vec<OsString> {
+    let mut a = base_args(config, internet_access, sandbox_dir, false, cwd);
+    for (k, v) in env {
+        a.extend([OsString::from("--setenv"), k.into(), v.into()]);
+    }
+    a.push("--".into());
+    a.extend(argv.iter().map(OsString::from));
+    a
+}
+
+/// Everything but the program: namespaces, mounts and the base environment.
+fn base_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path, init: bool, cwd: &str) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::with_capacity(96);
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| a.extend(items.iter().map(|i| i.as_ref().to_owned()));
     let (uid, gid) = (config.sandbox_uid.to_string(), config.sandbox_gid.to_string());
@@ -123,11 +150,13 @@ pub fn bwrap_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Pat
     push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
     push(&[&"--bind", &sandbox_dir.join("workspace"), &"/workspace"]);
     push(&[&"--bind", &sandbox_dir.join("tmp"), &"/tmp"]);
-    push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX]);
+    if init {
+        push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX]);
+    }
     // The root tmpfs (and so `/etc`) becomes read-only once every mount point exists.
-    push(&[&"--remount-ro", &"/", &"--chdir", &"/workspace"]);
+    push(&[&"--remount-ro", &"/", &"--chdir", &cwd]);
     push(&[&"--setenv", &"PATH", &SANDBOX_PATH, &"--setenv", &"HOME", &SANDBOX_HOME]);
-    push(&[&"--setenv", &"LANG", &SANDBOX_LANG, &INIT_IN_SANDBOX]);
+    push(&[&"--setenv", &"LANG", &SANDBOX_LANG]);
     a
 }
 

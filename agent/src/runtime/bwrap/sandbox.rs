@@ -223,7 +223,7 @@ fn has_exited(pid: u32) -> bool {
 }
 
 /// Creates the sandbox directories and cgroups (named `name`).
-fn prepare(
+pub(super) fn prepare(
     dir: &Path,
     owner: Option<(u32, u32)>,
     cgroups: &Cgroups,
