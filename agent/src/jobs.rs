@@ -326,7 +326,14 @@ pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobRep
         match agent.bus.request(JOB_RESULTS_SUBJECT, payload, Duration::from_secs(10)).await {
             Ok(reply) => {
                 match protocol::decode::<JobAcks>(&reply) {
-                    Ok(acks) => tracing::debug!(acked = acks.0.len(), "job reports acknowledged"),
+                    Ok(acks) => {
+                        tracing::debug!(
+                            acked = acks.verdicts.len(),
+                            next = acks.work.len(),
+                            "job reports acknowledged"
+                        );
+                        start(&agent, acks.work);
+                    }
                     Err(e) => tracing::warn!(error = %e, "malformed acknowledgement of job reports"),
                 }
                 for r in unsent.drain(..count) {

@@ -70,22 +70,28 @@ pub async fn run(opts: &Opts) -> anyhow::Result<(String, Value)> {
     ];
 
     let mut md = format!(
-        "### Jobs ({} per row, concurrency {parallel} = 2 × {cores} cores)\n\n\
+        "### Jobs ({} per row in {ROUNDS} interleaved rounds, concurrency {parallel} = 2 × {cores} cores)\n\n\
          | workload | raw bwrap | dev | dev / raw | cluster | cluster / raw |\n|---|---|---|---|---|---|\n",
         opts.jobs
     );
     let mut rows = Vec::new();
     for (label, argv, expect) in &workloads {
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        eprintln!("[bench] jobs: raw bwrap, {} × {label}", opts.jobs);
-        let raw_rate = tokio::task::block_in_place(|| raw_floor(&raw, &args, expect, opts.jobs, parallel))?;
-        let mut rates = Vec::new();
-        for m in &modes {
-            eprintln!("[bench] jobs: {} mode, {} × {label}", m.name, opts.jobs);
-            let spec = pb::JobSpec { argv: argv.clone(), ..Default::default() };
-            let (wall, _) = batch(&m.client, spec, opts.jobs, parallel as u32).await?;
-            rates.push(opts.jobs as f64 / wall.as_secs_f64());
+        // Interleaved rounds (raw, dev, cluster, raw, ...) so load from elsewhere on a shared
+        // machine falls on every column alike.
+        let per_round = opts.jobs.div_ceil(ROUNDS);
+        let (mut raw_time, mut times) = (Duration::ZERO, [Duration::ZERO; 2]);
+        for round in 1..=ROUNDS {
+            eprintln!("[bench] jobs: round {round}/{ROUNDS}, {per_round} × {label}: raw bwrap, dev, cluster");
+            raw_time += tokio::task::block_in_place(|| raw_floor(&raw, &args, expect, per_round, parallel))?;
+            for (m, t) in modes.iter().zip(&mut times) {
+                let spec = pb::JobSpec { argv: argv.clone(), ..Default::default() };
+                *t += batch(&m.client, spec, per_round, parallel as u32).await?.0;
+            }
         }
+        let total = (per_round * ROUNDS) as f64;
+        let raw_rate = total / raw_time.as_secs_f64();
+        let rates: Vec<f64> = times.iter().map(|t| total / t.as_secs_f64()).collect();
         md += &format!(
             "| {label} | {raw_rate:.0}/s | {:.0}/s | {:.0} % | {:.0}/s | {:.0} % |\n",
             rates[0],
@@ -138,8 +144,11 @@ pub async fn run(opts: &Opts) -> anyhow::Result<(String, Value)> {
     Ok((md, json!({"parallel": parallel, "jobs": rows, "noop": noop})))
 }
 
-/// `n` bare bwrap spawns of `argv`, `parallel` at a time; spawns per second.
-fn raw_floor(raw: &RawBwrap, argv: &[&str], expect: &[u8], n: usize, parallel: usize) -> anyhow::Result<f64> {
+/// Rounds each job workload is measured in.
+const ROUNDS: usize = 4;
+
+/// `n` bare bwrap spawns of `argv`, `parallel` at a time; the wall time.
+fn raw_floor(raw: &RawBwrap, argv: &[&str], expect: &[u8], n: usize, parallel: usize) -> anyhow::Result<Duration> {
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -156,7 +165,7 @@ fn raw_floor(raw: &RawBwrap, argv: &[&str], expect: &[u8], n: usize, parallel: u
             .collect();
         workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?)
     })?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok(started.elapsed())
 }
 
 /// Submits `n` copies of `spec` as one batch and polls until it completed; the wall time from

@@ -366,8 +366,13 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReports(pub Vec<JobReport>);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobAcks(pub Vec<(JobId, u32, Verdict)>);
+/// The verdicts, and new attempts claimed for the reporting node with the slots its results
+/// freed (handed over in the reply instead of through the work queue, saving a hop per job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobAcks {
+    pub verdicts: Vec<(JobId, u32, Verdict)>,
+    pub work: Vec<JobWork>,
+}
 
 /// Bytes as base64 in JSON records (instead of an array of numbers).
 mod b64 {

@@ -46,8 +46,11 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
                     let Some(req) = req else { break };
                     let core = core.clone();
                     corral_core::task::spawn_detached("coordinator.job_results", async move {
-                        let acks = match protocol::decode::<JobReports>(&req.payload) {
-                            Ok(reports) => commit(&core, reports.0).await,
+                        let (acks, node) = match protocol::decode::<JobReports>(&req.payload) {
+                            Ok(reports) => {
+                                let node = reports.0.first().map(|r| r.node.clone());
+                                (commit(&core, reports.0).await, node)
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "dropping malformed job reports");
                                 return;
@@ -55,9 +58,15 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
                         };
                         // No reply means "not committed": the agent sends the reports again.
                         match acks {
-                            Ok(acks) => {
-                                tracing::debug!(reports = acks.len(), "job reports committed");
-                                if let Err(e) = req.reply(protocol::encode(&JobAcks(acks))).await {
+                            Ok(verdicts) => {
+                                tracing::debug!(reports = verdicts.len(), "job reports committed");
+                                // The freed slots go to the next jobs at once; this node's
+                                // share rides on the reply.
+                                let work = match (&node, core.leadership.fence()) {
+                                    (Some(node), Some(fence)) => super::schedule::schedule_for(&core, fence, node).await,
+                                    _ => Vec::new(),
+                                };
+                                if let Err(e) = req.reply(protocol::encode(&JobAcks { verdicts, work })).await {
                                     tracing::debug!(error = %e, "could not acknowledge job reports");
                                 }
                             }

@@ -54,16 +54,30 @@ pub async fn run(core: Arc<Core>) -> Result<(), String> {
 
 /// Plans and claims one round; returns how many jobs were claimed.
 async fn schedule_once(core: &Arc<Core>, fence: i64) -> usize {
+    let _one_planner = core.view.jobs.planning.lock().await;
     let plan = plan(core);
     if plan.is_empty() {
         return 0;
     }
     let mut claimed = 0;
     let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(GROUP).map(<[_]>::to_vec).collect();
-    for n in join_all(groups.into_iter().map(|g| claim(core, fence, g))).await {
+    for (n, _) in join_all(groups.into_iter().map(|g| claim(core, fence, g, None))).await {
         claimed += n;
     }
     claimed
+}
+
+/// Like one scheduling round, right after `node` reported results: returns the work claimed for
+/// `node` (for the caller to hand over in its reply) and sends other nodes theirs.
+pub async fn schedule_for(core: &Arc<Core>, fence: i64, node: &NodeId) -> Vec<JobWork> {
+    let _one_planner = core.view.jobs.planning.lock().await;
+    let plan = plan(core);
+    let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(GROUP).map(<[_]>::to_vec).collect();
+    join_all(groups.into_iter().map(|g| claim(core, fence, g, Some(node))))
+        .await
+        .into_iter()
+        .flat_map(|(_, w)| w)
+        .collect()
 }
 
 /// The pure placement over a snapshot of the index and the nodes.
@@ -143,8 +157,14 @@ fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
     place::plan(&mut slots, &queues, &mut caps)
 }
 
-/// Claims one group in one transaction (one by one if it fails), then sends each node its jobs.
-async fn claim(core: &Arc<Core>, fence: i64, group: Vec<(JobId, NodeId)>) -> usize {
+/// Claims one group in one transaction (one by one if it fails), then sends each node its jobs,
+/// except `keep`'s, which are returned (marked dispatched) for the caller to deliver.
+async fn claim(
+    core: &Arc<Core>,
+    fence: i64,
+    group: Vec<(JobId, NodeId)>,
+    keep: Option<&NodeId>,
+) -> (usize, Vec<JobWork>) {
     let now = now_ms();
     let mut claims: Vec<(i64, JobRecord)> = Vec::with_capacity(group.len());
     {
@@ -162,7 +182,7 @@ async fn claim(core: &Arc<Core>, fence: i64, group: Vec<(JobId, NodeId)>) -> usi
         }
     }
     if claims.is_empty() {
-        return 0;
+        return (0, Vec::new());
     }
     let mut txn = Txn::new().when(&LeaderKey, fence);
     for (revision, r) in &claims {
@@ -174,7 +194,7 @@ async fn claim(core: &Arc<Core>, fence: i64, group: Vec<(JobId, NodeId)>) -> usi
         Ok(_) => claim_one_by_one(core, fence, claims).await,
         Err(e) => {
             tracing::warn!(error = %e, "claiming jobs failed; they stay pending");
-            return 0;
+            return (0, Vec::new());
         }
     };
     let table = &core.view.jobs;
@@ -186,15 +206,21 @@ async fn claim(core: &Arc<Core>, fence: i64, group: Vec<(JobId, NodeId)>) -> usi
         let slot = by_node.entry(node).or_insert((revision, Vec::new()));
         slot.1.push(work);
     }
+    let mut kept = Vec::new();
     for (node, (revision, jobs)) in by_node {
         let ids: Vec<JobId> = jobs.iter().map(|w| w.job.clone()).collect();
+        if keep == Some(&node) {
+            ids.iter().for_each(|id| table.mark_dispatched(id));
+            kept = jobs;
+            continue;
+        }
         let msg_id = format!("claim.{revision}.{}.{}", node, ids[0]);
         match core.dispatch.send_work(&node, |_| Work::RunJobs { jobs }, &msg_id).await {
             Ok(()) => ids.iter().for_each(|id| table.mark_dispatched(id)),
             Err(e) => tracing::warn!(%node, error = %e, "could not send claimed jobs; the sweep re-sends them"),
         }
     }
-    won.len()
+    (won.len(), kept)
 }
 
 /// Claims each job in its own transaction after a group claim failed (some record changed, or

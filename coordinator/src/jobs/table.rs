@@ -79,11 +79,18 @@ pub struct JobTable {
     changes: broadcast::Sender<JobId>,
     /// Wakes the scheduler: something became pending, or a slot freed.
     pub wake: Arc<Notify>,
+    /// Held while planning and claiming, so two planners never fill one free slot twice.
+    pub planning: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for JobTable {
     fn default() -> Self {
-        Self { inner: Arc::default(), changes: broadcast::channel(8192).0, wake: Arc::default() }
+        Self {
+            inner: Arc::default(),
+            changes: broadcast::channel(8192).0,
+            wake: Arc::default(),
+            planning: Arc::default(),
+        }
     }
 }
 
