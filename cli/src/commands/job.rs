@@ -75,7 +75,7 @@ Example:
 
 const LIST_EXAMPLES: &str = "Examples:
   corral job list --state running --state pending
-  corral job list --batch b-0123 --state failed --limit 0
+  corral job list --batch bat-0123… --state failed --limit 0
   corral -o json job list --label team=eval";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -73,8 +73,8 @@ Examples:
   seq 100 | jq -c '{argv: ["python3", "-c", "print(\(.) ** 2)"]}' | corral batch run -"#;
 
 const WATCH_EXAMPLES: &str = "Examples:
-  corral batch watch b-0123                  # one line per finished item
-  corral batch watch b-0123 --from 40 -o jsonl";
+  corral batch watch bat-0123…                  # one line per finished item
+  corral batch watch bat-0123… --from 40 -o jsonl";
 
 pub async fn run(endpoint: &str, out: OutputArg, cmd: BatchCmd) -> anyhow::Result<ExitCode> {
     // Connecting comes after checking the items: a bad file needs no server to be reported.
