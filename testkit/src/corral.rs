@@ -132,10 +132,23 @@ impl Drop for DevServer {
 /// containers across a restart on purpose (to re-adopt them), so a test harness that stops an
 /// agent for good removes them itself. Nothing to do without Docker.
 pub fn remove_containers_of(node_id: &str) {
+    // A container the stopped agent asked for just before it died (e.g. its image probe) can
+    // appear a moment after the first pass: look twice.
+    if remove_containers_once(node_id) {
+        std::thread::sleep(Duration::from_millis(300));
+        remove_containers_once(node_id);
+    }
+}
+
+/// One removal pass; false when there is no Docker engine to ask.
+fn remove_containers_once(node_id: &str) -> bool {
     let filter = format!("label=corral.node_id={node_id}");
     let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).stderr(Stdio::null()).output() else {
-        return;
+        return false;
     };
+    if !out.status.success() {
+        return false;
+    }
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
     if !ids.is_empty() {
         let _ = Command::new("docker")
@@ -145,6 +158,7 @@ pub fn remove_containers_of(node_id: &str) {
             .stderr(Stdio::null())
             .status();
     }
+    true
 }
 
 impl DevServer {
