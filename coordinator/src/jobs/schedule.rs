@@ -122,11 +122,20 @@ fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
             if room == 0 {
                 break;
             }
-            let Some(record) = inner.jobs.get(id).and_then(|e| e.record.clone()) else { continue };
-            let batch = record.batch_item().map(|(b, _)| b);
+            let Some(entry) = inner.jobs.get(id) else { continue };
+            // Items of a batch at its cap are skipped before anything is cloned: with a large
+            // batch most of the queue is such items, and this runs after every commit.
+            if let Some((b, _)) = &entry.batch
+                && batch_room.get(b) == Some(&0)
+            {
+                continue;
+            }
+            let Some(record) = entry.record.clone() else { continue };
+            let batch = entry.batch.as_ref().map(|(b, _)| b.clone());
             if let Some(b) = &batch {
                 let Some(entry) = inner.batches.get(b).filter(|e| e.record.accepted && e.record.cancelled.is_none())
                 else {
+                    batch_room.insert(b.clone(), 0);
                     continue;
                 };
                 let cap = entry.record.max_concurrency as usize;
