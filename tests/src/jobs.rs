@@ -419,3 +419,45 @@ pub async fn docker_job(c: &Client) -> anyhow::Result<()> {
     anyhow::ensure!(state_of(&job) == pb::JobState::Completed && out.starts_with("in-docker\n"), "{job:?}");
     Ok(())
 }
+
+/// A SubmitBatch abandoned by its client part-way (the server drops the call when the client
+/// goes away) is finished by a retry with the same idempotency key: same batch, every item
+/// exactly once. Needs the noop runtime.
+pub async fn interrupted_batch_submit(c: &Client) -> anyhow::Result<()> {
+    let noop = pb::JobSpec { runtime: pb::Runtime::Noop as i32, ..shell_job("noop") };
+    let req = pb::SubmitBatchRequest {
+        items: vec![noop; 5000],
+        max_concurrency: 5000,
+        idempotency_key: "big-batch-1".into(),
+        ..Default::default()
+    };
+    let mut first = c.batches.clone();
+    let mut call = tonic::Request::new(req.clone());
+    call.set_timeout(Duration::from_millis(3));
+    let interrupted = first.submit(call).await.is_err();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = c.batches.clone().submit(req.clone()).await?.into_inner();
+    let once_more = c.batches.clone().submit(req).await?.into_inner();
+    // Usually the abandoned call wrote the batch record and some items, and the retry finishes
+    // it (created = false); if it was dropped before writing anything, the retry creates it.
+    eprintln!("first call abandoned: {interrupted}; the retry created the batch: {}", again.created);
+    anyhow::ensure!(again.batch_id == once_more.batch_id && !once_more.created, "{again:?} {once_more:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let b = c.get_batch(&again.batch_id).await?;
+        let counts = b.counts.unwrap_or_default();
+        if b.state == pb::BatchState::Completed as i32 {
+            anyhow::ensure!(
+                b.total == 5000 && counts.completed == 5000,
+                "{b:?} (first call interrupted: {interrupted})"
+            );
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "batch stuck: {b:?} (first call interrupted: {interrupted})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed =
+        c.list_jobs(pb::ListJobsRequest { batch_id: again.batch_id, page_size: 1000, ..Default::default() }).await?;
+    anyhow::ensure!(listed.jobs.iter().all(|j| j.attempts == 1), "an item ran twice");
+    Ok(())
+}

@@ -75,6 +75,14 @@ async fn dev_docker_job() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_interrupted_batch_submit_is_finished_by_a_retry() -> anyhow::Result<()> {
+    on_dev(&[("CORRAL_AGENT__NOOP_RUNTIME", "true"), ("CORRAL_AGENT__MAX_SANDBOXES", "10000")], |c| async move {
+        interrupted_batch_submit(&c).await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_batch_cancel() -> anyhow::Result<()> {
     on_dev(&[], |c| async move { batch_cancel(&c).await }).await
 }
