@@ -2,12 +2,16 @@
 //!
 //! The [`Witness`] is the external observer the reliability promises are checked with: a TCP
 //! server on the host's loopback that every witnessed job connects to (jobs run with
-//! `internet_access`, so they share the host's network) and keeps connected while it runs. It
-//! sees how many jobs run at once and every execution of every item, whatever Corral reports.
+//! `internet_access`, so they share the host's network). Each job reports its item and the time it
+//! started, and the time it ends just before it exits (bash's `$EPOCHREALTIME`, the host's
+//! clock); a job killed before that ends when its connection closes. From these intervals, which
+//! lie inside the real executions, the witness computes how many jobs ran at once and whether an
+//! item ran twice at the same time, whatever Corral reports and however late the witness itself
+//! gets to read its sockets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral_client::{Client, v1 as pb};
 use futures::StreamExt;
@@ -16,19 +20,30 @@ use tonic::Code;
 
 use crate::expect_err;
 
-/// One execution seen by the witness: the item, when it connected and when it went away.
+/// One execution seen by the witness: the item, and when it started and ended (seconds since
+/// the epoch; `end` is `None` while it runs).
 #[derive(Debug, Clone)]
 pub struct Execution {
     pub item: String,
-    pub start: Instant,
-    pub end: Option<Instant>,
+    pub start: f64,
+    pub end: Option<f64>,
 }
 
 #[derive(Default)]
 struct Seen {
+    /// Connections open now.
     open: usize,
-    max_open: usize,
     executions: Vec<Execution>,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Parses `"{word} {epoch seconds}"`.
+fn stamped(line: &str) -> Option<(&str, f64)> {
+    let (word, ts) = line.trim().split_once(' ')?;
+    Some((word, ts.parse().ok()?))
 }
 
 /// Counts concurrently running witnessed jobs from outside the sandboxes.
@@ -50,20 +65,24 @@ impl Witness {
                 let s = s.clone();
                 // Ends when the job's connection closes.
                 corral_core::task::spawn_detached("witness.connection", async move {
-                    let start = Instant::now();
+                    s.lock().unwrap().open += 1;
                     let mut lines = tokio::io::BufReader::new(sock).lines();
-                    let item = lines.next_line().await.ok().flatten().unwrap_or_default();
+                    let first = lines.next_line().await.ok().flatten().unwrap_or_default();
+                    let (item, start) = stamped(&first).map_or((first.clone(), now_secs()), |(i, t)| (i.to_owned(), t));
                     let slot = {
                         let mut g = s.lock().unwrap();
-                        g.open += 1;
-                        g.max_open = g.max_open.max(g.open);
                         g.executions.push(Execution { item, start, end: None });
                         g.executions.len() - 1
                     };
-                    while let Ok(Some(_)) = lines.next_line().await {}
+                    let mut end = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(("end", t)) = stamped(&line) {
+                            end = Some(t);
+                        }
+                    }
                     let mut g = s.lock().unwrap();
                     g.open -= 1;
-                    g.executions[slot].end = Some(Instant::now());
+                    g.executions[slot].end = Some(end.unwrap_or_else(now_secs));
                 });
             }
             Ok::<(), std::io::Error>(())
@@ -71,9 +90,14 @@ impl Witness {
         Ok(Self { port, seen, _accept: Arc::new(accept) })
     }
 
-    /// A job that reports `item` to the witness, then runs `then` (a bash command line).
+    /// A job that reports `item` to the witness, then runs `then` (a bash command line) and
+    /// exits with its status.
     pub fn job(&self, item: &str, then: &str) -> pb::JobSpec {
-        let line = format!("exec 3<>/dev/tcp/127.0.0.1/{} && echo {item} >&3 && {then}", self.port);
+        let line = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{} && echo \"{item} $EPOCHREALTIME\" >&3 && {{ {then}; }}; s=$?; \
+             echo \"end $EPOCHREALTIME\" >&3; exit $s",
+            self.port
+        );
         pb::JobSpec {
             argv: vec!["bash".into(), "-c".into(), line],
             internet_access: true,
@@ -82,14 +106,28 @@ impl Witness {
         }
     }
 
+    /// The most executions that overlapped in time.
     pub fn max_concurrent(&self) -> usize {
-        self.seen.lock().unwrap().max_open
+        let mut events: Vec<(f64, i32)> = Vec::new();
+        for e in self.executions() {
+            events.push((e.start, 1));
+            events.push((e.end.unwrap_or(f64::INFINITY), -1));
+        }
+        // At equal times an end comes before a start: touching is not overlapping.
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut now, mut most) = (0i32, 0i32);
+        for (_, d) in events {
+            now += d;
+            most = most.max(now);
+        }
+        most as usize
     }
 
     pub fn executions(&self) -> Vec<Execution> {
         self.seen.lock().unwrap().executions.clone()
     }
 
+    /// Connections open now (a witnessed job that started and has not exited).
     pub fn open(&self) -> usize {
         self.seen.lock().unwrap().open
     }
@@ -102,7 +140,7 @@ impl Witness {
         }
         let mut bad = Vec::new();
         for (item, mut runs) in by_item {
-            runs.sort_by_key(|e| e.start);
+            runs.sort_by(|a, b| a.start.total_cmp(&b.start));
             for pair in runs.windows(2) {
                 if pair[0].end.is_none_or(|end| end > pair[1].start) {
                     bad.push(item.clone());
@@ -237,6 +275,9 @@ pub async fn batch_run(c: &Client, items: usize, concurrency: u32, sleep: &str) 
     let events = collect_watch(c, &batch, 0, items).await?;
     check_events(&events, items)?;
     anyhow::ensure!(witness.max_concurrent() <= concurrency as usize, "{} ran at once", witness.max_concurrent());
+    if sleep != "0" && concurrency > 1 {
+        anyhow::ensure!(witness.max_concurrent() >= 2, "the witness saw only {} at once", witness.max_concurrent());
+    }
     let runs = witness.executions();
     anyhow::ensure!(runs.len() == items, "{} executions for {items} items", runs.len());
     let info = c.get_batch(&batch).await?;
@@ -324,6 +365,8 @@ pub async fn quota_race(c: &Client, cap: usize) -> anyhow::Result<()> {
         anyhow::ensure!(state_of(&job) == pb::JobState::Completed, "{job:?}");
     }
     anyhow::ensure!(witness.max_concurrent() <= cap, "{} ran at once with a cap of {cap}", witness.max_concurrent());
+    // The witness does see concurrency (the check above is not vacuous).
+    anyhow::ensure!(witness.max_concurrent() >= 2, "the witness saw {} at once", witness.max_concurrent());
     anyhow::ensure!(witness.executions().len() == 100);
     Ok(())
 }
