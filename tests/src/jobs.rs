@@ -504,3 +504,38 @@ pub async fn interrupted_batch_submit(c: &Client) -> anyhow::Result<()> {
     anyhow::ensure!(listed.jobs.iter().all(|j| j.attempts == 1), "an item ran twice");
     Ok(())
 }
+
+/// Jobs near the size limits: items with 400 KiB of code each and a job with 256 KiB of output
+/// on each stream still go through submit, claim, dispatch and commit (which split their
+/// transactions and messages to stay under the store's and the bus's request limits).
+pub async fn big_jobs(c: &Client) -> anyhow::Result<()> {
+    let filler = format!("# {}\n", "x".repeat(400 * 1024));
+    let items: Vec<pb::JobSpec> = (0..8)
+        .map(|i| pb::JobSpec { language: "python".into(), code: format!("{filler}print({i})"), ..Default::default() })
+        .collect();
+    let batch = c.submit_batch(pb::SubmitBatchRequest { items, max_concurrency: 8, ..Default::default() }).await?;
+    let events = collect_watch(c, &batch, 0, 8).await?;
+    check_events(&events, 8)?;
+    let loud = shell_job("head -c 300000 /dev/zero | tr '\\0' o; head -c 300000 /dev/zero | tr '\\0' e >&2");
+    let job = wait_done(
+        c,
+        &c.submit_job(pb::SubmitJobRequest { job: Some(loud), ..Default::default() }).await?,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let logs = c.job_logs(&job.id).await?;
+    anyhow::ensure!(state_of(&job) == pb::JobState::Completed && logs.truncated, "{job:?}");
+    anyhow::ensure!(
+        logs.stdout.len() == 256 * 1024 && logs.stderr.len() == 256 * 1024,
+        "{} / {}",
+        logs.stdout.len(),
+        logs.stderr.len()
+    );
+    let too_big = pb::JobSpec { language: "python".into(), code: "\u{1}".repeat(400 * 1024), ..Default::default() };
+    expect_err(
+        c.submit_job(pb::SubmitJobRequest { job: Some(too_big), ..Default::default() }).await,
+        Code::InvalidArgument,
+        "once stored",
+    )?;
+    Ok(())
+}

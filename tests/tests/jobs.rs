@@ -129,6 +129,11 @@ async fn cluster_job_basics() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_big_jobs() -> anyhow::Result<()> {
+    on_cluster(&[], |c| async move { big_jobs(&c).await }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_quota_race() -> anyhow::Result<()> {
     on_cluster(&[CAP_ENV], |c| async move { quota_race(&c, 10).await }).await
 }

@@ -218,7 +218,9 @@ impl Batches for BatchesApi {
         for (i, raw) in req.items.into_iter().enumerate() {
             let mut spec = jc::job_spec(raw, &self.0.config, &nodes).map_err(|e| within(&format!("items[{i}]."), e))?;
             ops::merge_labels(&labels, &mut spec.labels);
-            items.push(ops::new_job(JobId::item(&id, i as u32), &tenant, spec, retries, String::new()));
+            let item = ops::new_job(JobId::item(&id, i as u32), &tenant, spec, retries, String::new());
+            ops::check_record_size(&format!("items[{i}]"), &item)?;
+            items.push(item);
         }
         let batch = BatchRecord {
             v: BatchRecord::VERSION,

@@ -94,8 +94,13 @@ pub async fn commit(
     let mut seen = std::collections::HashSet::new();
     reports.retain(|r| seen.insert((r.job.clone(), r.attempt)));
     let mut acks = Vec::with_capacity(reports.len());
-    for chunk in reports.chunks(GROUP / 2) {
-        acks.extend(commit_group(core, chunk).await?);
+    let size = |r: &JobReport| match &r.outcome {
+        // Inline output twice over (record and logs) in base64, plus the record.
+        JobOutcome::Ran { stdout, stderr, .. } => 2 * (stdout.len() + stderr.len()) + 16 * 1024,
+        _ => 16 * 1024,
+    };
+    for chunk in super::split(reports, GROUP / 2, super::TXN_BYTES, size) {
+        acks.extend(commit_group(core, &chunk).await?);
     }
     Ok(acks)
 }

@@ -15,3 +15,39 @@ pub mod schedule;
 pub mod table;
 
 pub use table::JobTable;
+
+/// Bytes of records per transaction at most (etcd refuses requests over 1.5 MiB by default).
+pub const TXN_BYTES: usize = 1024 * 1024;
+/// Largest encoded job record accepted (one must fit in a transaction with room to spare).
+pub const MAX_RECORD_BYTES: usize = 1200 * 1024;
+
+/// Splits `items` into runs of at most `count` items and about `bytes` bytes (an item larger
+/// than `bytes` goes alone), keeping their order.
+pub fn split<T>(items: Vec<T>, count: usize, bytes: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut run: Vec<T> = Vec::new();
+    let mut run_bytes = 0;
+    for item in items {
+        let n = size(&item);
+        if !run.is_empty() && (run.len() == count || run_bytes + n > bytes) {
+            out.push(std::mem::take(&mut run));
+            run_bytes = 0;
+        }
+        run_bytes += n;
+        run.push(item);
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn split_bounds_count_and_bytes_and_keeps_order() {
+        let runs = super::split((1..=10).collect(), 3, 10, |n: &usize| *n);
+        assert_eq!(runs, vec![vec![1, 2, 3], vec![4, 5], vec![6], vec![7], vec![8], vec![9], vec![10]]);
+        assert_eq!(super::split(vec![50usize], 3, 10, |n| *n), vec![vec![50]]);
+    }
+}

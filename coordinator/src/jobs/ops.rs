@@ -85,8 +85,22 @@ async fn idem_lookup(store: &dyn StateStore, tenant: &TenantId, key: &str, hash:
     Ok(Some(idem.id))
 }
 
+/// Refuses a job whose record would not fit in a store transaction.
+pub fn check_record_size(field: &str, record: &JobRecord) -> ApiResult<()> {
+    let size = store::encode(record).len();
+    if size > super::MAX_RECORD_BYTES {
+        let why = format!(
+            "the job is {size} bytes once stored (code, env, stdin, argv); at most {}",
+            super::MAX_RECORD_BYTES
+        );
+        return Err(ApiError::field(field, why));
+    }
+    Ok(())
+}
+
 /// Writes a new job durably (and its idempotency key, in the same transaction).
 pub async fn submit(core: &Core, record: JobRecord, idem: Option<&str>) -> ApiResult<Submitted> {
+    check_record_size("job", &record)?;
     let tenant = record.tenant.clone();
     if let Some(key) = idem
         && let Some(id) = idem_lookup(core.store.as_ref(), &tenant, key, &record.body_hash).await?
@@ -162,7 +176,8 @@ pub async fn submit_batch(
             r
         })
         .collect();
-    let writes = items.chunks(GROUP).map(|chunk| put_absent(core.store.as_ref(), chunk));
+    let runs = super::split(items, GROUP, super::TXN_BYTES, |r| store::encode(r).len());
+    let writes = runs.iter().map(|run| put_absent(core.store.as_ref(), run));
     for result in join_all(writes).await {
         result?;
     }

@@ -193,19 +193,22 @@ async fn claim(
     if claims.is_empty() {
         return (0, Vec::new());
     }
-    let mut txn = Txn::new().when(&LeaderKey, fence);
-    for (revision, r) in &claims {
-        let key = JobKey { tenant: &r.tenant, id: &r.id };
-        txn = txn.when(&key, *revision).put(&key, store::encode(r));
-    }
-    let won: Vec<(i64, JobRecord)> = match core.store.txn(txn).await {
-        Ok(out) if out.succeeded => claims.into_iter().map(|(_, r)| (out.revision, r)).collect(),
-        Ok(_) => claim_one_by_one(core, fence, claims).await,
-        Err(e) => {
-            tracing::warn!(error = %e, "claiming jobs failed; they stay pending");
-            return (0, Vec::new());
+    let mut won: Vec<(i64, JobRecord)> = Vec::new();
+    for run in super::split(claims, GROUP, super::TXN_BYTES, |(_, r)| store::encode(r).len()) {
+        let mut txn = Txn::new().when(&LeaderKey, fence);
+        for (revision, r) in &run {
+            let key = JobKey { tenant: &r.tenant, id: &r.id };
+            txn = txn.when(&key, *revision).put(&key, store::encode(r));
         }
-    };
+        match core.store.txn(txn).await {
+            Ok(out) if out.succeeded => won.extend(run.into_iter().map(|(_, r)| (out.revision, r))),
+            Ok(_) => won.extend(claim_one_by_one(core, fence, run).await),
+            Err(e) => tracing::warn!(error = %e, "claiming jobs failed; they stay pending"),
+        }
+    }
+    if won.is_empty() {
+        return (0, Vec::new());
+    }
     let table = &core.view.jobs;
     let mut by_node: HashMap<NodeId, (i64, Vec<JobWork>)> = HashMap::new();
     for (revision, r) in won.iter().cloned() {
@@ -217,19 +220,51 @@ async fn claim(
     }
     let mut kept = Vec::new();
     for (node, (revision, jobs)) in by_node {
-        let ids: Vec<JobId> = jobs.iter().map(|w| w.job.clone()).collect();
-        if keep == Some(&node) {
-            ids.iter().for_each(|id| table.mark_dispatched(id));
+        // What rides on a reply must fit in one message with room to spare.
+        if keep == Some(&node) && encoded_size(&jobs) <= WORK_BYTES {
+            jobs.iter().for_each(|w| table.mark_dispatched(&w.job));
             kept = jobs;
             continue;
         }
-        let msg_id = format!("claim.{revision}.{}.{}", node, ids[0]);
-        match core.dispatch.send_work(&node, |_| Work::RunJobs { jobs }, &msg_id).await {
-            Ok(()) => ids.iter().for_each(|id| table.mark_dispatched(id)),
-            Err(e) => tracing::warn!(%node, error = %e, "could not send claimed jobs; the sweep re-sends them"),
-        }
+        send_jobs(core, &node, jobs, &format!("claim.{revision}")).await;
     }
     (won.len(), kept)
+}
+
+/// Most bytes of jobs in one work item (the bus carries at most 1 MiB per message).
+const WORK_BYTES: usize = 512 * 1024;
+
+fn encoded_size(jobs: &[JobWork]) -> usize {
+    jobs.iter().map(|w| corral_core::protocol::encode(w).len()).sum()
+}
+
+/// Sends `jobs` to `node` in work items of at most [`WORK_BYTES`] (a single job may be larger:
+/// its code and stdin are bounded below the bus limit), each with a message id derived from
+/// `tag` and its first job; marks the sent ones dispatched.
+async fn send_jobs(core: &Core, node: &NodeId, jobs: Vec<JobWork>, tag: &str) {
+    let mut chunk: Vec<JobWork> = Vec::new();
+    let mut bytes = 0;
+    let mut chunks = Vec::new();
+    for w in jobs {
+        let size = corral_core::protocol::encode(&w).len();
+        if !chunk.is_empty() && bytes + size > WORK_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(w);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    for jobs in chunks {
+        let ids: Vec<JobId> = jobs.iter().map(|w| w.job.clone()).collect();
+        let msg_id = format!("{tag}.{node}.{}", ids[0]);
+        match core.dispatch.send_work(node, |_| Work::RunJobs { jobs }, &msg_id).await {
+            Ok(()) => ids.iter().for_each(|id| core.view.jobs.mark_dispatched(id)),
+            Err(e) => tracing::warn!(%node, error = %e, "could not send jobs; the sweep sends them again"),
+        }
+    }
 }
 
 /// Claims each job in its own transaction after a group claim failed (some record changed, or
@@ -277,18 +312,17 @@ async fn sweep(core: &Arc<Core>, fence: i64) {
             Err(e) => tracing::warn!(error = %e, "could not re-queue a job of a lost node"),
         }
     }
+    // Grouped per node: a long batch re-sends its running attempts every REDISPATCH.
+    let mut by_node: HashMap<NodeId, Vec<JobWork>> = HashMap::new();
     for (id, record) in resend {
         let Some(node) = record.node.clone() else { continue };
-        let work = JobWork {
-            job: id.clone(),
-            tenant: record.tenant.clone(),
-            attempt: record.attempt,
-            spec: record.spec.clone(),
-        };
-        let msg_id = format!("{id}.{}.{}", record.attempt, now_ms());
-        if core.dispatch.send_work(&node, |_| Work::RunJobs { jobs: vec![work] }, &msg_id).await.is_ok() {
-            core.view.jobs.mark_dispatched(&id);
-        }
+        let work =
+            JobWork { job: id, tenant: record.tenant.clone(), attempt: record.attempt, spec: record.spec.clone() };
+        by_node.entry(node).or_default().push(work);
+    }
+    let tag = format!("again.{}", now_ms());
+    for (node, jobs) in by_node {
+        send_jobs(core, &node, jobs, &tag).await;
     }
     super::ops::sweep_batches(core).await;
 }
