@@ -49,7 +49,8 @@ async def test_semaphore_limited_fan_out(labels: dict[str, str]) -> None:
             try:
                 async with AsyncSandbox.create(labels=labels, **SMALL) as sb:
                     live = await AsyncSandbox.list(status="running", labels=labels)
-                    assert len(live) <= 4
+                    # Full details on failure: which sandbox outlived its destroy, and when.
+                    assert len(live) <= 4, (sb.sandbox_id, [(s.sandbox_id, s.created_at, s.ended_at) for s in live])
                     r = await sb.run_code(f"print({i} + 1)")
                     return r.stdout.strip()
             finally:
