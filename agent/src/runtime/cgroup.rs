@@ -224,10 +224,15 @@ impl SandboxCgroup {
             (true, false) => ("cgroup.freeze", "0", "cgroup.events", "frozen 0"),
         };
         write_file(dir, file, value)?;
-        for _ in 0..2500 {
+        for i in 1..=2500 {
             let state = std::fs::read_to_string(dir.join(state_file)).map_err(|e| ctx(dir, e))?;
             if state.lines().any(|l| l.trim() == done) {
                 return Ok(());
+            }
+            // The v1 freezer gives up on a task it could not stop at that moment and stays
+            // FREEZING until FROZEN is written again (cgroup-v1 freezer documentation).
+            if !*v2 && frozen && i % 25 == 0 {
+                write_file(dir, file, value)?;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
