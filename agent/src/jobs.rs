@@ -157,11 +157,6 @@ impl Jobs {
     pub fn owns(&self, sandbox: &SandboxId) -> bool {
         self.lock().values().any(|a| matches!(&a.phase, Phase::Running { sandbox: Some(s), .. } if s == sandbox))
     }
-
-    /// How many attempts run here now.
-    pub fn running(&self) -> usize {
-        self.lock().values().filter(|a| matches!(a.phase, Phase::Running { .. })).count()
-    }
 }
 
 /// Starts every new attempt of a `RunJobs` work item in its own task.
@@ -280,9 +275,7 @@ fn program(
 ) -> Option<(&'static languages::Language, String)> {
     let lang = languages::resolve(language)?;
     let offers = agent.languages.lock().unwrap_or_else(|p| p.into_inner());
-    let offer = offers.iter().find(|o| {
-        o.language == lang.name && o.runtime == runtime && (runtime != RuntimeKind::Docker || o.image == image)
-    })?;
+    let offer = offers.iter().find(|o| o.language == lang.name && o.serves(runtime, image))?;
     Some((lang, offer.program.clone()))
 }
 

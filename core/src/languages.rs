@@ -122,6 +122,13 @@ pub struct LanguageOffer {
     pub program: String,
 }
 
+impl LanguageOffer {
+    /// Whether this offer is for sandboxes of `runtime` (and, for Docker, of `image`).
+    pub fn serves(&self, runtime: RuntimeKind, image: &str) -> bool {
+        self.runtime == runtime && (runtime != RuntimeKind::Docker || self.image == image)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

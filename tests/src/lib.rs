@@ -13,6 +13,15 @@ use tonic::Code;
 pub use corral_testkit::corral::{Cluster, DevServer};
 
 pub mod jobs;
+
+/// The tails of a cluster's logs (coordinator, then each agent), printed when a test fails.
+pub fn cluster_logs(c: &Cluster) -> String {
+    let mut s = format!("--- coordinator:\n{}", c.coordinator.log_tail(6000));
+    for a in &c.agents {
+        s += &format!("\n--- {}:\n{}", a.name, a.log_tail(4000));
+    }
+    s
+}
 mod lang;
 mod procs;
 pub use lang::{docker_run_code, languages_list, run_code, run_code_errors};

@@ -13,14 +13,6 @@ async fn cluster() -> anyhow::Result<(Cluster, corral_client::Client)> {
     Ok((cluster, client))
 }
 
-fn logs(c: &Cluster) -> String {
-    let mut s = format!("--- coordinator:\n{}", c.coordinator.log_tail(4000));
-    for a in &c.agents {
-        s += &format!("\n--- {}:\n{}", a.name, a.log_tail(3000));
-    }
-    s
-}
-
 macro_rules! cluster_test {
     ($name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +20,7 @@ macro_rules! cluster_test {
             let (cluster, client) = cluster().await?;
             let result = corral_e2e::$name(&client).await;
             if result.is_err() {
-                eprintln!("{}", logs(&cluster));
+                eprintln!("{}", cluster_logs(&cluster));
             }
             result
         }
@@ -75,7 +67,7 @@ async fn killed_agent_sandboxes_become_lost() -> anyhow::Result<()> {
     for id in &by_node[&victim] {
         let s = wait_state(&client, id, pb::SandboxState::Lost, Duration::from_secs(15)).await;
         if s.is_err() {
-            eprintln!("{}", logs(&cluster));
+            eprintln!("{}", cluster_logs(&cluster));
         }
         let s = s?;
         ensure!(s.termination_reason.contains(&victim), "reason {:?}", s.termination_reason);
@@ -135,7 +127,7 @@ async fn restarted_agent_readopts_live_containers_and_reaps_the_rest() -> anyhow
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             Err(e) => {
-                eprintln!("{}", logs(&cluster));
+                eprintln!("{}", cluster_logs(&cluster));
                 return Err(e.into());
             }
         }
@@ -188,7 +180,7 @@ async fn unrecorded_start_is_confirmed_again() -> anyhow::Result<()> {
 
     let again = wait_state(&client, &s.id, pb::SandboxState::Running, Duration::from_secs(20)).await;
     if again.is_err() {
-        eprintln!("{}", logs(&cluster));
+        eprintln!("{}", cluster_logs(&cluster));
     }
     ensure!(again?.started_at_ms > 0, "the confirmed record carries its start time");
     let out = client.run_shell(&s.id, "cat /workspace/mark").await?;
@@ -266,7 +258,7 @@ async fn standby_coordinator_takes_over_the_reconciler() -> anyhow::Result<()> {
     }
     let expired = wait_state(&client, &s.id, pb::SandboxState::Expired, Duration::from_secs(30)).await;
     if expired.is_err() {
-        eprintln!("{}\n--- second coordinator:\n{}", logs(&cluster), second.log_tail(4000));
+        eprintln!("{}\n--- second coordinator:\n{}", cluster_logs(&cluster), second.log_tail(4000));
     }
     expired?;
     let now_leader = leader().await?.ok_or_else(|| anyhow::anyhow!("no leader after the kill"))?;

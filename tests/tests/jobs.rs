@@ -13,14 +13,6 @@ async fn dev_with(env: &[(&str, &str)]) -> anyhow::Result<(DevServer, corral_cli
     Ok((server, client))
 }
 
-fn cluster_logs(c: &Cluster) -> String {
-    let mut s = format!("--- coordinator:\n{}", c.coordinator.log_tail(6000));
-    for a in &c.agents {
-        s += &format!("\n--- {}:\n{}", a.name, a.log_tail(3000));
-    }
-    s
-}
-
 /// Runs `body`; prints the server's log when it fails.
 async fn on_dev<F, Fut>(env: &[(&str, &str)], body: F) -> anyhow::Result<()>
 where

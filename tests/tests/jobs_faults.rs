@@ -14,14 +14,6 @@ const ITEMS: usize = 150;
 /// A short leader lease so the standby takes over quickly.
 const LEASE_ENV: (&str, &str) = ("CORRAL_COORDINATOR__LEADER_LEASE_SECONDS", "4");
 
-fn logs(c: &Cluster) -> String {
-    let mut s = format!("--- coordinator:\n{}", c.coordinator.log_tail(6000));
-    for a in &c.agents {
-        s += &format!("\n--- {}:\n{}", a.name, a.log_tail(4000));
-    }
-    s
-}
-
 /// Submits a witnessed batch on `client` and returns its id once `started` items have finished.
 async fn start_batch(client: &Client, witness: &Witness, started: usize) -> anyhow::Result<String> {
     let items: Vec<pb::JobSpec> =
@@ -78,7 +70,7 @@ async fn agent_killed_mid_batch() -> anyhow::Result<()> {
     }
     .await;
     if result.is_err() {
-        eprintln!("{}", logs(&cluster));
+        eprintln!("{}", cluster_logs(&cluster));
     }
     result
 }
@@ -99,7 +91,7 @@ async fn leader_killed_mid_batch() -> anyhow::Result<()> {
     }
     .await;
     if result.is_err() {
-        eprintln!("{}\n--- standby:\n{}", logs(&cluster), standby.log_tail(6000));
+        eprintln!("{}\n--- standby:\n{}", cluster_logs(&cluster), standby.log_tail(6000));
     }
     standby.stop(Duration::from_secs(5));
     result
@@ -117,7 +109,7 @@ async fn nats_restarted_mid_batch() -> anyhow::Result<()> {
     }
     .await;
     if result.is_err() {
-        eprintln!("{}", logs(&cluster));
+        eprintln!("{}", cluster_logs(&cluster));
     }
     result
 }

@@ -83,7 +83,7 @@ async fn program(core: &Core, tenant: &TenantId, id: &SandboxId, node: &NodeId, 
         .into_iter()
         .filter(|n| &n.node_id == node)
         .flat_map(|n| n.languages)
-        .filter(|o| o.runtime == runtime && (runtime != RuntimeKind::Docker || o.image == image))
+        .filter(|o| o.serves(runtime, &image))
         .collect();
     if let Some(offer) = offers.iter().find(|o| o.language == lang.name) {
         return Ok(offer.program.clone());

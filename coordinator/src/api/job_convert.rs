@@ -72,9 +72,8 @@ pub fn job_spec(raw: pb::JobSpec, cfg: &CoordinatorConfig, nodes: &[NodeInfo]) -
             let Some(lang) = languages::resolve(&raw.language) else {
                 return Err(unknown_language(&raw.language, nodes));
             };
-            let offered = nodes.iter().flat_map(|n| &n.languages).any(|o| {
-                o.language == lang.name && o.runtime == runtime && (runtime != RuntimeKind::Docker || o.image == image)
-            });
+            let offered =
+                nodes.iter().flat_map(|n| &n.languages).any(|o| o.language == lang.name && o.serves(runtime, &image));
             if !offered && runtime != RuntimeKind::Noop {
                 let what = if image.is_empty() { format!("{runtime} sandboxes") } else { format!("image {image}") };
                 return Err(ApiError::field(

@@ -176,7 +176,14 @@ pub async fn submit_batch(
             r
         })
         .collect();
-    let runs = super::split(items, GROUP, super::TXN_BYTES, |r| store::encode(r).len());
+    let encoded: Vec<(JobRecord, Vec<u8>)> = items
+        .into_iter()
+        .map(|r| {
+            let b = store::encode(&r);
+            (r, b)
+        })
+        .collect();
+    let runs = super::split(encoded, GROUP, super::TXN_BYTES, |(_, bytes)| bytes.len());
     let writes = runs.iter().map(|run| put_absent(core.store.as_ref(), run));
     for result in join_all(writes).await {
         result?;
@@ -189,18 +196,18 @@ pub async fn submit_batch(
 }
 
 /// Writes records that do not exist yet (all in one transaction when none exists).
-async fn put_absent(store: &dyn StateStore, records: &[JobRecord]) -> ApiResult<()> {
+async fn put_absent(store: &dyn StateStore, records: &[(JobRecord, Vec<u8>)]) -> ApiResult<()> {
     let mut txn = Txn::new();
-    for r in records {
+    for (r, bytes) in records {
         let key = JobKey { tenant: &r.tenant, id: &r.id };
-        txn = txn.when(&key, 0).put(&key, store::encode(r));
+        txn = txn.when(&key, 0).put(&key, bytes.clone());
     }
     if store.txn(txn).await?.succeeded {
         return Ok(());
     }
-    for r in records {
+    for (r, bytes) in records {
         let key = JobKey { tenant: &r.tenant, id: &r.id };
-        store.txn(Txn::new().when(&key, 0).put(&key, store::encode(r))).await?;
+        store.txn(Txn::new().when(&key, 0).put(&key, bytes.clone())).await?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use corral_core::ids::{NodeId, TenantId};
 use corral_core::jobs::{BatchId, JobId};
+use corral_core::languages::LanguageOffer;
 use corral_core::model::RuntimeKind;
 
 /// A node as placement sees it.
@@ -21,8 +22,8 @@ pub struct Slots {
     pub free: usize,
     pub runtimes: Vec<RuntimeKind>,
     pub images: Vec<String>,
-    /// (language, runtime, image) the node can run.
-    pub languages: Vec<(String, RuntimeKind, String)>,
+    /// The languages the node can run, per runtime (and image).
+    pub languages: Vec<LanguageOffer>,
 }
 
 /// What a pending job needs.
@@ -50,11 +51,9 @@ impl Slots {
         self.free > 0
             && self.runtimes.contains(&w.runtime)
             && (w.runtime != RuntimeKind::Docker || w.image.is_empty() || self.images.contains(&w.image))
-            && w.language.as_ref().is_none_or(|lang| {
-                self.languages.iter().any(|(l, rt, image)| {
-                    l == lang && *rt == w.runtime && (w.runtime != RuntimeKind::Docker || *image == w.image)
-                })
-            })
+            && w.language
+                .as_ref()
+                .is_none_or(|lang| self.languages.iter().any(|o| &o.language == lang && o.serves(w.runtime, &w.image)))
     }
 }
 
@@ -113,7 +112,15 @@ mod tests {
             free,
             runtimes: runtimes.to_vec(),
             images: vec![],
-            languages: langs.iter().map(|l| ((*l).to_owned(), RuntimeKind::Bwrap, String::new())).collect(),
+            languages: langs
+                .iter()
+                .map(|l| LanguageOffer {
+                    language: (*l).to_owned(),
+                    runtime: RuntimeKind::Bwrap,
+                    image: String::new(),
+                    program: format!("/usr/bin/{l}"),
+                })
+                .collect(),
         }
     }
 

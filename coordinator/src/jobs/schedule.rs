@@ -95,7 +95,7 @@ fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
                 free: (n.capacity.sandboxes as usize).saturating_sub(used),
                 runtimes: n.runtimes.clone(),
                 images: n.images.clone(),
-                languages: n.languages.iter().map(|o| (o.language.clone(), o.runtime, o.image.clone())).collect(),
+                languages: n.languages.clone(),
             }
         })
         .collect();
@@ -175,7 +175,8 @@ async fn claim(
     keep: Option<&NodeId>,
 ) -> (usize, Vec<JobWork>) {
     let now = now_ms();
-    let mut claims: Vec<(i64, JobRecord)> = Vec::with_capacity(group.len());
+    // (revision claimed from, new record, its encoding): each record is encoded once.
+    let mut claims: Vec<(i64, JobRecord, Vec<u8>)> = Vec::with_capacity(group.len());
     {
         let inner = core.view.jobs.lock();
         for (id, node) in group {
@@ -187,21 +188,22 @@ async fn claim(
             next.node = Some(node);
             next.started_at_ms = now;
             next.reason.clear();
-            claims.push((entry.revision, next));
+            let bytes = store::encode(&next);
+            claims.push((entry.revision, next, bytes));
         }
     }
     if claims.is_empty() {
         return (0, Vec::new());
     }
     let mut won: Vec<(i64, JobRecord)> = Vec::new();
-    for run in super::split(claims, GROUP, super::TXN_BYTES, |(_, r)| store::encode(r).len()) {
+    for run in super::split(claims, GROUP, super::TXN_BYTES, |(_, _, bytes)| bytes.len()) {
         let mut txn = Txn::new().when(&LeaderKey, fence);
-        for (revision, r) in &run {
+        for (revision, r, bytes) in &run {
             let key = JobKey { tenant: &r.tenant, id: &r.id };
-            txn = txn.when(&key, *revision).put(&key, store::encode(r));
+            txn = txn.when(&key, *revision).put(&key, bytes.clone());
         }
         match core.store.txn(txn).await {
-            Ok(out) if out.succeeded => won.extend(run.into_iter().map(|(_, r)| (out.revision, r))),
+            Ok(out) if out.succeeded => won.extend(run.into_iter().map(|(_, r, _)| (out.revision, r))),
             Ok(_) => won.extend(claim_one_by_one(core, fence, run).await),
             Err(e) => tracing::warn!(error = %e, "claiming jobs failed; they stay pending"),
         }
@@ -269,10 +271,10 @@ async fn send_jobs(core: &Core, node: &NodeId, jobs: Vec<JobWork>, tag: &str) {
 
 /// Claims each job in its own transaction after a group claim failed (some record changed, or
 /// this coordinator is no longer the leader).
-async fn claim_one_by_one(core: &Core, fence: i64, claims: Vec<(i64, JobRecord)>) -> Vec<(i64, JobRecord)> {
-    let tries = claims.into_iter().map(|(revision, r)| async move {
+async fn claim_one_by_one(core: &Core, fence: i64, claims: Vec<(i64, JobRecord, Vec<u8>)>) -> Vec<(i64, JobRecord)> {
+    let tries = claims.into_iter().map(|(revision, r, bytes)| async move {
         let key = JobKey { tenant: &r.tenant, id: &r.id };
-        let txn = Txn::new().when(&LeaderKey, fence).when(&key, revision).put(&key, store::encode(&r));
+        let txn = Txn::new().when(&LeaderKey, fence).when(&key, revision).put(&key, bytes);
         match core.store.txn(txn).await {
             Ok(out) if out.succeeded => Some((out.revision, r)),
             _ => None,
