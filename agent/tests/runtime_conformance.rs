@@ -427,6 +427,48 @@ mod bwrap_specific {
         assert_eq!(host_processes_of(&s.id), Vec::<String>::new(), "no process left");
     }
 
+    /// One-shots (jobs) reuse emptied cgroups with the same limits: the OOM kill of one run is
+    /// not reported for the next, nothing a run left behind survives it, and the runtime's end
+    /// removes the pooled cgroups.
+    #[tokio::test]
+    async fn one_shots_reuse_emptied_cgroups_and_report_only_their_own_oom() {
+        let (rt, _dir) = bwrap_runtime();
+        let mut s = spec();
+        s.memory_mb = 64;
+        let once = |script: &str| {
+            let (s, exec) = (s.clone(), exec_spec(Command::Shell(script.into())));
+            let rt = &rt;
+            async move { rt.run_once(&s, &[], exec, Arc::new(tokio::sync::Notify::new())).await.unwrap() }
+        };
+        let memory_cgroup = |out: &[u8]| {
+            let text = String::from_utf8_lossy(out).into_owned();
+            text.lines()
+                .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory")))
+                .map(|l| l.splitn(3, ':').nth(2).unwrap_or_default().to_owned())
+        };
+        let first = once("nohup sleep 300 >/dev/null 2>&1 & cat /proc/self/cgroup").await;
+        assert_eq!(first.status.exit_code, 0, "{first:?}");
+        let oom = once("head -c 300000000 /dev/zero | tail > /dev/null").await;
+        assert!(oom.status.oom_killed, "a 300 MB tail under a 64 MiB limit is OOM-killed: {:?}", oom.status);
+        let after = once("cat /proc/self/cgroup; ps -e -o comm=").await;
+        assert!(!after.status.oom_killed, "the OOM kill of the previous run is not this run's: {:?}", after.status);
+        let Some(cgroup) = memory_cgroup(&first.stdout) else {
+            panic!("no memory cgroup on a machine with cgroup v1 limits: {}", String::from_utf8_lossy(&first.stdout))
+        };
+        assert_eq!(memory_cgroup(&after.stdout).as_deref(), Some(cgroup.as_str()), "the cgroup is reused");
+        assert!(
+            !String::from_utf8_lossy(&after.stdout).contains("sleep"),
+            "{}",
+            String::from_utf8_lossy(&after.stdout)
+        );
+        let memory_base =
+            rt.cgroup_dirs(&SandboxId::random()).into_iter().find(|d| d.to_string_lossy().contains("/memory/"));
+        let dir = memory_base.unwrap().parent().unwrap().join(cgroup.rsplit('/').next().unwrap());
+        assert!(dir.is_dir(), "{} is pooled", dir.display());
+        drop(rt);
+        assert!(!dir.exists(), "{} removed with the runtime", dir.display());
+    }
+
     #[tokio::test]
     async fn a_new_runtime_removes_what_a_previous_run_left() {
         let dir = tempfile::tempdir().unwrap();

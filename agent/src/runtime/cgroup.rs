@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Which cgroup version to use.
@@ -62,6 +63,19 @@ struct Hierarchy {
 #[derive(Debug, Clone, Default)]
 pub struct Cgroups {
     hierarchies: Vec<Hierarchy>,
+    pool: Arc<Mutex<Pool>>,
+}
+
+/// How many emptied one-shot cgroups are kept for reuse.
+const POOL_MAX: usize = 32;
+
+/// Emptied one-shot cgroups, each with the limits written into it. Creating and removing a set
+/// of cgroups (a directory per hierarchy, its limits, and the kernel's teardown of a memory
+/// cgroup) costs more than a short job's own bwrap spawn saves elsewhere, so one-shots reuse them.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Vec<(Limits, SandboxCgroup)>,
+    created: u64,
 }
 
 impl Cgroups {
@@ -82,7 +96,7 @@ impl Cgroups {
             Ok(hs)
         });
         match prepared {
-            Ok(hierarchies) => Self { hierarchies },
+            Ok(hierarchies) => Self { hierarchies, pool: Arc::default() },
             Err(e) => {
                 tracing::warn!(error = %e, ?mode, "cgroups unavailable: sandboxes run without memory, cpu or pids limits");
                 Self::default()
@@ -117,8 +131,12 @@ impl Cgroups {
         }
     }
 
-    /// Removes this agent's (empty) subtree directories.
+    /// Removes the pooled one-shot cgroups and this agent's (then empty) subtree directories.
     pub fn remove_bases(&self) {
+        let idle = std::mem::take(&mut self.pool.lock().unwrap_or_else(|e| e.into_inner()).idle);
+        for (_, cg) in idle {
+            cg.remove();
+        }
         for h in &self.hierarchies {
             let _ = std::fs::remove_dir(&h.base);
         }
@@ -135,6 +153,65 @@ impl Cgroups {
                 Err(e)
             }
         }
+    }
+}
+
+impl Cgroups {
+    /// Cgroups with `limits` for one one-shot run: an emptied set from an earlier run with the same
+    /// limits, or a new one. `None` when cgroups are off. Blocking (file system writes).
+    pub fn lease(&self, limits: &Limits) -> io::Result<Option<Leased>> {
+        if !self.is_enabled() {
+            return Ok(None);
+        }
+        let (reused, n) = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let at = pool.idle.iter().position(|(l, _)| l == limits);
+            pool.created += u64::from(at.is_none());
+            (at.map(|i| pool.idle.swap_remove(i).1), pool.created)
+        };
+        let cg = match reused {
+            Some(cg) => cg,
+            None => self.create(&format!("oneshot-{n}"), limits)?,
+        };
+        let oom_before = cg.oom_kills().unwrap_or(0);
+        Ok(Some(Leased { cg: Some(cg), limits: *limits, oom_before, pool: self.pool.clone() }))
+    }
+}
+
+/// One-shot cgroups in use. Dropping kills whatever is left in them and hands them back for
+/// reuse once empty (else removes them). Blocking.
+#[derive(Debug)]
+pub struct Leased {
+    cg: Option<SandboxCgroup>,
+    limits: Limits,
+    /// The cgroup's OOM-kill counter when leased (it counts over the cgroup's whole life).
+    oom_before: u64,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl Leased {
+    pub fn cgroup(&self) -> &SandboxCgroup {
+        self.cg.as_ref().expect("a leased cgroup is present until dropped")
+    }
+
+    /// Whether the kernel's OOM killer acted in this run.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup().oom_kills().is_some_and(|n| n > self.oom_before)
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        let Some(cg) = self.cg.take() else { return };
+        cg.kill_all();
+        if cg.is_empty() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.idle.len() < POOL_MAX {
+                pool.idle.push((self.limits, cg));
+                return;
+            }
+        }
+        cg.remove();
     }
 }
 
@@ -264,6 +341,13 @@ impl SandboxCgroup {
         let (dir, v2) = self.memory.as_ref()?;
         let file = dir.join(if *v2 { "memory.current" } else { "memory.usage_in_bytes" });
         std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// Whether no process is left in any of the cgroups.
+    fn is_empty(&self) -> bool {
+        self.dirs
+            .iter()
+            .all(|(dir, _)| std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty()))
     }
 
     /// Kills every process in the sandbox's cgroups (v2 `cgroup.kill`, else SIGKILL per pid).

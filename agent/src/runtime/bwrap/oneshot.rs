@@ -5,10 +5,10 @@
 //! more than the bare `bwrap` spawn it is.
 //!
 //! The command is pid 1 of the sandbox's pid namespace and bwrap dies with the agent, so killing
-//! bwrap ends everything in the sandbox; the cgroups are emptied as well before they are removed.
+//! bwrap ends everything in the sandbox; the cgroups are emptied as well, then kept for the next
+//! one-shot with the same limits ([`Cgroups::lease`]).
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,23 +16,21 @@ use corral_core::model::{Command, ExecSpec, ExitStatus, SandboxSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::sandbox::{cleanup, limits_of, prepare};
+use super::sandbox::{cleanup, limits_of, make_dirs};
 use super::{BwrapConfig, args, spawn};
-use crate::runtime::cgroup::{Cgroups, SandboxCgroup};
+use crate::runtime::cgroup::{Cgroups, Leased};
 use crate::runtime::{OneShot, RuntimeError, RuntimeResult};
 
-/// Removes the sandbox directory and cgroups however the run ends.
+/// Hands the cgroups back and removes the sandbox directory however the run ends.
 struct Cleanup<'a> {
     dir: &'a Path,
-    cgroup: Option<SandboxCgroup>,
+    cgroup: Option<Leased>,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        if let Some(cg) = &self.cgroup {
-            cg.kill_all();
-        }
-        cleanup(self.dir, self.cgroup.as_ref());
+        drop(self.cgroup.take());
+        cleanup(self.dir, None);
     }
 }
 
@@ -50,8 +48,9 @@ pub async fn run(
 ) -> RuntimeResult<OneShot> {
     let dir = config.state_dir.join("sandboxes").join(spec.id.as_str());
     let start_failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
-    let cgroup = prepare(&dir, owner, cgroups, spec.id.as_str(), &limits_of(spec));
-    let guard = Cleanup { dir: &dir, cgroup: cgroup.map_err(|e| start_failed(e.to_string()))? };
+    let mut guard = Cleanup { dir: &dir, cgroup: None };
+    make_dirs(&dir, owner).map_err(|e| start_failed(e.to_string()))?;
+    guard.cgroup = cgroups.lease(&limits_of(spec)).map_err(|e| start_failed(e.to_string()))?;
     for (path, data) in files {
         place_file(&dir, owner, path, data).map_err(|e| start_failed(format!("writing {path}: {e}")))?;
     }
@@ -62,20 +61,18 @@ pub async fn run(
     let mut env = spec.env.clone();
     env.extend(exec.env);
     let cwd = if exec.cwd.is_empty() { spec.workdir.as_str() } else { exec.cwd.as_str() };
-    let mut cmd = tokio::process::Command::new(&config.bwrap_path);
-    cmd.args(args::oneshot_args(config, spec.internet_access, &dir, cwd, &env, &argv)).env_clear().current_dir("/");
-    cmd.stdin(if exec.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let join = guard.cgroup.as_ref().map(SandboxCgroup::join_files).transpose();
-    let hook = spawn::child_setup(join.map_err(|e| start_failed(e.to_string()))?.unwrap_or_default(), owner);
-    // SAFETY: the hook only makes raw system calls on values prepared before the fork
-    // (async-signal-safe); it allocates nothing and takes no locks.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(hook)
-    };
+    let join = guard.cgroup.as_ref().map(|c| c.cgroup().join_files()).transpose();
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| start_failed(format!("spawning bwrap: {e}")))?;
+    let mut child = spawn::spawn(spawn::Spawn {
+        program: &config.bwrap_path,
+        args: args::oneshot_args(config, spec.internet_access, &dir, cwd, &env, &argv),
+        stdin: if exec.stdin.is_empty() { spawn::Stdio::Null } else { spawn::Stdio::Piped },
+        stdout: spawn::Stdio::Piped,
+        stderr: spawn::Stdio::Piped,
+        join: join.map_err(|e| start_failed(e.to_string()))?.unwrap_or_default(),
+        owner,
+    })
+    .map_err(|e| start_failed(format!("spawning bwrap: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         let data = exec.stdin;
         corral_core::task::spawn_detached("bwrap.oneshot_stdin", async move {
@@ -109,12 +106,12 @@ pub async fn run(
             let _ = child.start_kill();
             let _ = child.wait().await;
             if let Some(cg) = &guard.cgroup {
-                cg.kill_all();
+                cg.cgroup().kill_all();
             }
             (Vec::new(), Vec::new(), false, -1, libc::SIGKILL)
         }
     };
-    let oom_killed = guard.cgroup.as_ref().and_then(SandboxCgroup::oom_kills).is_some_and(|n| n > 0);
+    let oom_killed = guard.cgroup.as_ref().is_some_and(Leased::oom_killed);
     let status = ExitStatus {
         exit_code: code,
         signal,

@@ -2,7 +2,6 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +10,10 @@ use corral_core::model::SandboxSpec;
 use corral_core::task::OwnedTask;
 use corral_init::protocol::Event;
 use tokio::io::BufReader;
-use tokio::process::Child;
 
 use super::BwrapConfig;
 use super::args;
-use super::spawn;
+use super::spawn::{self, Process as Child};
 use crate::runtime::RuntimeError;
 use crate::runtime::RuntimeResult;
 use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
@@ -222,6 +220,17 @@ fn has_exited(pid: u32) -> bool {
     stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
+/// Creates the sandbox's `workspace` and `tmp` directories, owned by the sandbox user.
+pub(super) fn make_dirs(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    for area in ["workspace", "tmp"] {
+        std::fs::create_dir_all(dir.join(area))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.join(area), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates the sandbox directories and cgroups (named `name`).
 pub(super) fn prepare(
     dir: &Path,
@@ -230,12 +239,7 @@ pub(super) fn prepare(
     name: &str,
     limits: &Limits,
 ) -> io::Result<Option<SandboxCgroup>> {
-    for area in ["workspace", "tmp"] {
-        std::fs::create_dir_all(dir.join(area))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(dir.join(area), Some(uid), Some(gid))?;
-        }
-    }
+    make_dirs(dir, owner)?;
     if !cgroups.is_enabled() {
         return Ok(None);
     }
@@ -253,18 +257,16 @@ async fn launch(
     oom: Option<OomCounter>,
 ) -> io::Result<(Child, Arc<Conn>, OwnedTask)> {
     let log = std::fs::File::create(dir.join("init.log"))?;
-    let mut cmd = tokio::process::Command::new(&config.bwrap_path);
-    cmd.args(args::bwrap_args(config, internet_access, dir)).env_clear().current_dir("/");
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).kill_on_drop(true);
     let join = cgroup.map(SandboxCgroup::join_files).transpose()?.unwrap_or_default();
-    let hook = spawn::child_setup(join, owner);
-    // SAFETY: the hook only makes raw system calls on values prepared before the fork
-    // (async-signal-safe); it allocates nothing and takes no locks.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(hook)
-    };
-    let mut child = cmd.spawn()?;
+    let mut child = spawn::spawn(spawn::Spawn {
+        program: &config.bwrap_path,
+        args: args::bwrap_args(config, internet_access, dir),
+        stdin: spawn::Stdio::Piped,
+        stdout: spawn::Stdio::Piped,
+        stderr: spawn::Stdio::Fd(log.into()),
+        join,
+        owner,
+    })?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("bwrap pipes missing"));
     };
