@@ -7,7 +7,7 @@
 //! missed it). An attempt killed because the job was cancelled or because the node fenced itself
 //! is reported as not the job's fault; the coordinator's attempt check decides what stands.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use corral_core::languages;
 use corral_core::model::{Command, ExecSpec, ExitStatus, RuntimeKind, SandboxSpec};
 use corral_core::protocol::{self, AgentErrorKind};
 use corral_core::subjects::JOB_RESULTS_SUBJECT;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
@@ -29,6 +30,8 @@ const REMEMBER: Duration = Duration::from_secs(120);
 /// Reports sent in one request at most (and at most about this many bytes).
 const REPORTS_PER_REQUEST: usize = 256;
 const REPORT_BYTES: usize = 768 * 1024;
+/// Report requests in flight at once.
+const REPORTS_IN_FLIGHT: usize = 4;
 /// Where a code job's source is written inside its sandbox.
 const CODE_DIR: &str = "/tmp/corral-job";
 
@@ -280,65 +283,87 @@ fn program(
 }
 
 /// Sends reports to `corral.jobs.results` in batches until acknowledged, retrying with backoff
-/// while no coordinator answers (e.g. during a leader change).
+/// while no coordinator answers (e.g. during a leader change). Up to [`REPORTS_IN_FLIGHT`]
+/// requests go at once: a job that ends while another's report is being committed is reported
+/// (and its slot refilled by the reply) without waiting for that round trip.
 pub async fn report(agent: Arc<Agent>, mut queue: mpsc::UnboundedReceiver<JobReport>) -> Result<(), String> {
     let mut unsent: Vec<JobReport> = Vec::new();
-    // (job, attempt) of every report in `unsent`.
-    let mut queued: std::collections::HashSet<(JobId, u32)> = std::collections::HashSet::new();
+    // (job, attempt) of every report unsent or in flight.
+    let mut queued: HashSet<(JobId, u32)> = HashSet::new();
+    let mut in_flight = FuturesUnordered::new();
     let mut backoff = Duration::from_millis(50);
+    let mut retry_at: Option<Instant> = None;
+    let mut open = true;
     loop {
-        if unsent.is_empty() {
-            match queue.recv().await {
-                Some(r) => {
-                    queued.insert((r.job.clone(), r.attempt));
-                    unsent.push(r);
-                }
-                None => return Ok(()),
-            }
+        while !unsent.is_empty() && in_flight.len() < REPORTS_IN_FLIGHT && retry_at.is_none_or(|t| Instant::now() >= t)
+        {
+            retry_at = None;
+            let batch: Vec<JobReport> = unsent.drain(..batch_len(&unsent)).collect();
+            let bus = agent.bus.clone();
+            in_flight.push(async move {
+                let reports = JobReports(batch);
+                let reply = bus.request(JOB_RESULTS_SUBJECT, protocol::encode(&reports), Duration::from_secs(10)).await;
+                (reply, reports.0)
+            });
         }
-        while let Ok(r) = queue.try_recv() {
-            // A report re-sent for a redelivered attempt may still be waiting here.
-            if queued.insert((r.job.clone(), r.attempt)) {
-                unsent.push(r);
-            }
+        if !open && unsent.is_empty() && in_flight.is_empty() {
+            return Ok(());
         }
-        let (mut count, mut bytes) = (0, 0);
-        for r in &unsent {
-            let size = match &r.outcome {
-                JobOutcome::Ran { stdout, stderr, .. } => stdout.len() + stderr.len(),
-                _ => 0,
-            } + 256;
-            if count > 0 && (count == REPORTS_PER_REQUEST || bytes + size > REPORT_BYTES) {
-                break;
-            }
-            count += 1;
-            bytes += size;
-        }
-        let batch: Vec<JobReport> = unsent[..count].to_vec();
-        let payload = protocol::encode(&JobReports(batch));
-        match agent.bus.request(JOB_RESULTS_SUBJECT, payload, Duration::from_secs(10)).await {
-            Ok(reply) => {
-                match protocol::decode::<JobAcks>(&reply) {
-                    Ok(acks) => {
-                        tracing::debug!(
-                            acked = acks.verdicts.len(),
-                            next = acks.work.len(),
-                            "job reports acknowledged"
-                        );
-                        start(&agent, acks.work);
+        tokio::select! {
+            r = queue.recv(), if open => {
+                let Some(r) = r else {
+                    open = false;
+                    continue;
+                };
+                // A report re-sent for a redelivered attempt may still be waiting or in flight.
+                for r in std::iter::once(r).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+                    if queued.insert((r.job.clone(), r.attempt)) {
+                        unsent.push(r);
                     }
-                    Err(e) => tracing::warn!(error = %e, "malformed acknowledgement of job reports"),
                 }
-                for r in unsent.drain(..count) {
-                    queued.remove(&(r.job, r.attempt));
+            }
+            Some((reply, batch)) = in_flight.next(), if !in_flight.is_empty() => {
+                match reply {
+                    Ok(reply) => {
+                        match protocol::decode::<JobAcks>(&reply) {
+                            Ok(acks) => {
+                                tracing::debug!(acked = acks.verdicts.len(), next = acks.work.len(), "job reports acknowledged");
+                                start(&agent, acks.work);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "malformed acknowledgement of job reports"),
+                        }
+                        for r in batch {
+                            queued.remove(&(r.job, r.attempt));
+                        }
+                        backoff = Duration::from_millis(50);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, pending = unsent.len() + batch.len(), "job reports not delivered; retrying");
+                        unsent.splice(0..0, batch);
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
                 }
-                backoff = Duration::from_millis(50);
             }
-            Err(e) => {
-                tracing::debug!(error = %e, pending = unsent.len(), "job reports not delivered; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
         }
     }
+}
+
+/// How many of the first reports make one request: at most [`REPORTS_PER_REQUEST`] and about
+/// [`REPORT_BYTES`] (at least one).
+fn batch_len(unsent: &[JobReport]) -> usize {
+    let (mut count, mut bytes) = (0, 0);
+    for r in unsent {
+        let size = match &r.outcome {
+            JobOutcome::Ran { stdout, stderr, .. } => stdout.len() + stderr.len(),
+            _ => 0,
+        } + 256;
+        if count > 0 && (count == REPORTS_PER_REQUEST || bytes + size > REPORT_BYTES) {
+            break;
+        }
+        count += 1;
+        bytes += size;
+    }
+    count
 }
