@@ -71,7 +71,7 @@ const POOL_MAX: usize = 32;
 
 /// Emptied one-shot cgroups, each with the limits written into it. Creating and removing a set
 /// of cgroups (a directory per hierarchy, its limits, and the kernel's teardown of a memory
-/// cgroup) costs more than a short job's own bwrap spawn saves elsewhere, so one-shots reuse them.
+/// cgroup) is a noticeable share of a short job's cost, so one-shots reuse them.
 #[derive(Debug, Default)]
 struct Pool {
     idle: Vec<(Limits, SandboxCgroup)>,
