@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral_core::jobs::{
-    INLINE_OUTPUT, JobAcks, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobResult, JobState, Verdict,
+    INLINE_OUTPUT, JobAcks, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobResult, JobState, JobWork,
+    Verdict,
 };
 use corral_core::keys::{JobKey, JobLogsKey};
 use corral_core::protocol;
@@ -46,26 +47,17 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
                     let Some(req) = req else { break };
                     let core = core.clone();
                     corral_core::task::spawn_detached("coordinator.job_results", async move {
-                        let (acks, node) = match protocol::decode::<JobReports>(&req.payload) {
-                            Ok(reports) => {
-                                let node = reports.0.first().map(|r| r.node.clone());
-                                (commit(&core, reports.0).await, node)
-                            }
+                        let reports = match protocol::decode::<JobReports>(&req.payload) {
+                            Ok(reports) => reports.0,
                             Err(e) => {
                                 tracing::warn!(error = %e, "dropping malformed job reports");
                                 return;
                             }
                         };
                         // No reply means "not committed": the agent sends the reports again.
-                        match acks {
-                            Ok(verdicts) => {
-                                tracing::debug!(reports = verdicts.len(), "job reports committed");
-                                // The freed slots go to the next jobs at once; this node's
-                                // share rides on the reply.
-                                let work = match (&node, core.leadership.fence()) {
-                                    (Some(node), Some(fence)) => super::schedule::schedule_for(&core, fence, node).await,
-                                    _ => Vec::new(),
-                                };
+                        match commit_and_schedule(&core, reports).await {
+                            Ok((verdicts, work)) => {
+                                tracing::debug!(reports = verdicts.len(), work = work.len(), "job reports committed");
                                 if let Err(e) = req.reply(protocol::encode(&JobAcks { verdicts, work })).await {
                                     tracing::debug!(error = %e, "could not acknowledge job reports");
                                 }
@@ -85,30 +77,83 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
     }
 }
 
-/// Commits a group of reports; the verdict of each.
-pub async fn commit(
-    core: &Core,
-    mut reports: Vec<JobReport>,
-) -> Result<Vec<(corral_core::jobs::JobId, u32, Verdict)>, StoreError> {
-    // An agent may send one report twice (a redelivered attempt re-sends its report).
+type Ack = (corral_core::jobs::JobId, u32, Verdict);
+
+/// Commits one node's reports and claims the next jobs for the slots they free; the verdicts
+/// and the work for that node (which rides on the reply). Usually one transaction: when every
+/// report is for the running attempt the index knows, the commit and the claims go together
+/// ([`super::schedule::commit_and_claim`]); otherwise, or when that transaction fails, the
+/// reports are committed on their own and a scheduling round follows.
+pub async fn commit_and_schedule(
+    core: &Arc<Core>,
+    reports: Vec<JobReport>,
+) -> Result<(Vec<Ack>, Vec<JobWork>), StoreError> {
+    let reports = distinct(reports);
+    let Some(node) = reports.first().map(|r| r.node.clone()) else { return Ok((Vec::new(), Vec::new())) };
+    if let Some(fence) = core.leadership.fence()
+        && reports.len() <= GROUP / 2
+        && reports.iter().all(|r| r.node == node)
+        && reports.iter().map(report_bytes).sum::<usize>() <= super::TXN_BYTES / 2
+        && let Some(mut writes) = prepare(core, &reports, now_ms())
+    {
+        writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        if let Some(work) = super::schedule::commit_and_claim(core, fence, &node, &writes).await? {
+            let acks = writes.into_iter().map(|(_, r, _)| (r.id, r.attempt, Verdict::Committed)).collect();
+            return Ok((acks, work));
+        }
+    }
+    let acks = commit(core, reports).await?;
+    // The freed slots go to the next jobs at once; this node's share rides on the reply.
+    let work = match core.leadership.fence() {
+        Some(fence) => super::schedule::schedule_for(core, fence, &node).await,
+        None => Vec::new(),
+    };
+    Ok((acks, work))
+}
+
+/// The reports without repeats (an agent may send one report twice: a redelivered attempt
+/// re-sends its report).
+fn distinct(mut reports: Vec<JobReport>) -> Vec<JobReport> {
     let mut seen = std::collections::HashSet::new();
     reports.retain(|r| seen.insert((r.job.clone(), r.attempt)));
-    let mut acks = Vec::with_capacity(reports.len());
-    let size = |r: &JobReport| match &r.outcome {
-        // Inline output twice over (record and logs) in base64, plus the record.
+    reports
+}
+
+/// About how many bytes a report adds to a transaction: its inline output twice over (record
+/// and logs) in base64, plus the record.
+fn report_bytes(r: &JobReport) -> usize {
+    match &r.outcome {
         JobOutcome::Ran { stdout, stderr, .. } => 2 * (stdout.len() + stderr.len()) + 16 * 1024,
         _ => 16 * 1024,
-    };
-    for chunk in super::split(reports, GROUP / 2, super::TXN_BYTES, size) {
+    }
+}
+
+/// The writes for `reports` when the index has every one's job RUNNING at the report's
+/// attempt: (revision seen, next record, full logs to keep).
+fn prepare(core: &Core, reports: &[JobReport], now: i64) -> Option<Vec<(i64, JobRecord, Option<JobLogs>)>> {
+    let inner = core.view.jobs.lock();
+    reports
+        .iter()
+        .map(|report| {
+            let e = inner.jobs.get(&report.job)?;
+            let record = e.record.as_ref().filter(|r| r.state == JobState::Running && r.attempt == report.attempt)?;
+            let (next, logs) = decide(record, report, now);
+            Some((e.revision, next, logs))
+        })
+        .collect()
+}
+
+/// Commits a group of reports; the verdict of each.
+pub async fn commit(core: &Core, reports: Vec<JobReport>) -> Result<Vec<Ack>, StoreError> {
+    let reports = distinct(reports);
+    let mut acks = Vec::with_capacity(reports.len());
+    for chunk in super::split(reports, GROUP / 2, super::TXN_BYTES, report_bytes) {
         acks.extend(commit_group(core, &chunk).await?);
     }
     Ok(acks)
 }
 
-async fn commit_group(
-    core: &Core,
-    reports: &[JobReport],
-) -> Result<Vec<(corral_core::jobs::JobId, u32, Verdict)>, StoreError> {
+async fn commit_group(core: &Core, reports: &[JobReport]) -> Result<Vec<Ack>, StoreError> {
     let now = now_ms();
     let mut acks = Vec::new();
     let mut writes: Vec<(i64, JobRecord, Option<JobLogs>)> = Vec::new();

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_core::ids::NodeId;
-use corral_core::jobs::{JobId, JobRecord, JobState, JobWork};
-use corral_core::keys::{JobKey, LeaderKey};
+use corral_core::jobs::{JobId, JobLogs, JobRecord, JobState, JobWork};
+use corral_core::keys::{JobKey, JobLogsKey, LeaderKey};
 use corral_core::protocol::Work;
-use corral_core::store::{self, Txn};
+use corral_core::store::{self, StoreError, Txn};
 use corral_core::time::now_ms;
 use futures::future::join_all;
 use tokio::time::Instant;
@@ -55,7 +55,7 @@ pub async fn run(core: Arc<Core>) -> Result<(), String> {
 /// Plans and claims one round; returns how many jobs were claimed.
 async fn schedule_once(core: &Arc<Core>, fence: i64) -> usize {
     let _one_planner = core.view.jobs.planning.lock().await;
-    let plan = plan(core);
+    let plan = plan(core, &[]);
     if plan.is_empty() {
         return 0;
     }
@@ -71,7 +71,12 @@ async fn schedule_once(core: &Arc<Core>, fence: i64) -> usize {
 /// `node` (for the caller to hand over in its reply) and sends other nodes theirs.
 pub async fn schedule_for(core: &Arc<Core>, fence: i64, node: &NodeId) -> Vec<JobWork> {
     let _one_planner = core.view.jobs.planning.lock().await;
-    let plan = plan(core);
+    let plan = plan(core, &[]);
+    claim_groups(core, fence, plan, node).await
+}
+
+/// Claims `plan` in groups; the work claimed for `node`.
+async fn claim_groups(core: &Arc<Core>, fence: i64, plan: Vec<(JobId, NodeId)>, node: &NodeId) -> Vec<JobWork> {
     let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(GROUP).map(<[_]>::to_vec).collect();
     join_all(groups.into_iter().map(|g| claim(core, fence, g, Some(node))))
         .await
@@ -80,16 +85,101 @@ pub async fn schedule_for(core: &Arc<Core>, fence: i64, node: &NodeId) -> Vec<Jo
         .collect()
 }
 
-/// The pure placement over a snapshot of the index and the nodes.
-fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
+/// Most operations of either kind (conditions, writes) in a commit with its claims folded in:
+/// below etcd's default limit of 128 per transaction.
+const FUSED_OPS: usize = 120;
+
+/// Commits `writes` (job records leaving RUNNING, each with a CAS on the revision the index
+/// saw, and their full logs) and claims the next jobs for the slots they free, in one
+/// transaction that also requires this leader's fence: the reply to a report then costs one
+/// round trip to the store instead of two. `None` when that transaction failed (nothing was
+/// written: a record moved, or the leadership did); otherwise the work claimed for `node`, the
+/// other nodes' work being sent to them. Jobs beyond what fits in the transaction are claimed
+/// in their own transactions, as a scheduling round would.
+pub async fn commit_and_claim(
+    core: &Arc<Core>,
+    fence: i64,
+    node: &NodeId,
+    writes: &[(i64, JobRecord, Option<JobLogs>)],
+) -> Result<Option<Vec<JobWork>>, StoreError> {
+    let _one_planner = core.view.jobs.planning.lock().await;
+    let finishing: Vec<JobId> = writes.iter().map(|(_, r, _)| r.id.clone()).collect();
+    let mut plan = plan(core, &finishing);
+    let mut txn = Txn::new().when(&LeaderKey, fence);
+    let (mut conditions, mut puts, mut bytes) = (1 + writes.len(), 0, 0);
+    for (revision, r, logs) in writes {
+        let key = JobKey { tenant: &r.tenant, id: &r.id };
+        let record = store::encode(r);
+        bytes += record.len();
+        txn = txn.when(&key, *revision).put(&key, record);
+        puts += 1;
+        if let Some(logs) = logs {
+            let logs = store::encode(logs);
+            bytes += logs.len();
+            txn = txn.put(JobLogsKey { tenant: &r.tenant, id: &r.id }, logs);
+            puts += 1;
+        }
+    }
+    let room = FUSED_OPS.saturating_sub(conditions.max(puts));
+    let later = plan.split_off(plan.len().min(room));
+    let mut claims = prepare_claims(core, plan, now_ms());
+    let mut over = Vec::new();
+    while let Some(last) = claims.last()
+        && bytes + claims.iter().map(|(_, _, b)| b.len()).sum::<usize>() > super::TXN_BYTES
+    {
+        over.push((last.1.id.clone(), last.1.node.clone().expect("a claim names its node")));
+        claims.pop();
+    }
+    for (revision, r, record) in &claims {
+        let key = JobKey { tenant: &r.tenant, id: &r.id };
+        txn = txn.when(&key, *revision).put(&key, record.clone());
+        conditions += 1;
+    }
+    debug_assert!(conditions <= FUSED_OPS + 1);
+    let out = core.store.txn(txn).await?;
+    if !out.succeeded {
+        return Ok(None);
+    }
+    for (_, r, _) in writes {
+        core.view.jobs.apply_job(r.clone(), out.revision, 0);
+    }
+    let won = claims.into_iter().map(|(_, r, _)| (out.revision, r)).collect();
+    let mut kept = deliver(core, won, Some(node)).await;
+    over.reverse();
+    over.extend(later);
+    if !over.is_empty() {
+        kept.extend(claim_groups(core, fence, over, node).await);
+    }
+    Ok(Some(kept))
+}
+
+/// The pure placement over a snapshot of the index and the nodes, counting the RUNNING jobs in
+/// `finishing` (about to be committed as ended) as gone.
+fn plan(core: &Core, finishing: &[JobId]) -> Vec<(JobId, NodeId)> {
     let nodes = core.view.nodes();
     let sandboxes = core.view.sandbox_counts();
     let inner = core.view.jobs.lock();
+    let (mut freed_node, mut freed_tenant, mut freed_batch) = (HashMap::new(), HashMap::new(), HashMap::new());
+    for id in finishing {
+        let Some(e) = inner.jobs.get(id).filter(|e| e.state == JobState::Running) else { continue };
+        if let Some(node) = &e.node {
+            *freed_node.entry(node.clone()).or_insert(0usize) += 1;
+        }
+        *freed_tenant.entry(e.tenant.clone()).or_insert(0usize) += 1;
+        if let Some((b, _)) = &e.batch {
+            *freed_batch.entry(b.clone()).or_insert(0usize) += 1;
+        }
+    }
+    let less = |n: usize, freed: Option<&usize>| n.saturating_sub(freed.copied().unwrap_or(0));
+    let running_by_tenant: HashMap<_, _> =
+        inner.running_by_tenant.iter().map(|(t, n)| (t.clone(), less(*n, freed_tenant.get(t)))).collect();
+    let running_by_batch: HashMap<_, _> =
+        inner.running_by_batch.iter().map(|(b, n)| (b.clone(), less(*n, freed_batch.get(b)))).collect();
     let mut slots: Vec<Slots> = nodes
         .iter()
         .map(|n| {
             let used = sandboxes.get(&n.node_id).copied().unwrap_or(0)
-                + inner.running_by_node.get(&n.node_id).copied().unwrap_or(0);
+                + less(inner.running_by_node.get(&n.node_id).copied().unwrap_or(0), freed_node.get(&n.node_id));
             Slots {
                 node: n.node_id.clone(),
                 free: (n.capacity.sandboxes as usize).saturating_sub(used),
@@ -105,16 +195,16 @@ fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
     }
     let mut caps = Caps {
         per_tenant: core.config.max_running_jobs_per_tenant,
-        running_by_tenant: inner.running_by_tenant.clone(),
+        running_by_tenant: running_by_tenant.clone(),
         per_batch: HashMap::new(),
-        running_by_batch: inner.running_by_batch.clone(),
+        running_by_batch: running_by_batch.clone(),
     };
     let mut queues = Vec::with_capacity(inner.pending.len());
     for (tenant, pending) in &inner.pending {
         let mut room = core
             .config
             .max_running_jobs_per_tenant
-            .saturating_sub(inner.running_by_tenant.get(tenant).copied().unwrap_or(0))
+            .saturating_sub(running_by_tenant.get(tenant).copied().unwrap_or(0))
             .min(4 * total_free + 64);
         let mut batch_room: HashMap<corral_core::jobs::BatchId, usize> = HashMap::new();
         let mut queue = Vec::new();
@@ -142,7 +232,7 @@ fn plan(core: &Core) -> Vec<(JobId, NodeId)> {
                 caps.per_batch.insert(b.clone(), cap);
                 let left = batch_room
                     .entry(b.clone())
-                    .or_insert_with(|| cap.saturating_sub(inner.running_by_batch.get(b).copied().unwrap_or(0)));
+                    .or_insert_with(|| cap.saturating_sub(running_by_batch.get(b).copied().unwrap_or(0)));
                 if *left == 0 {
                     continue;
                 }
@@ -174,24 +264,7 @@ async fn claim(
     group: Vec<(JobId, NodeId)>,
     keep: Option<&NodeId>,
 ) -> (usize, Vec<JobWork>) {
-    let now = now_ms();
-    // (revision claimed from, new record, its encoding): each record is encoded once.
-    let mut claims: Vec<(i64, JobRecord, Vec<u8>)> = Vec::with_capacity(group.len());
-    {
-        let inner = core.view.jobs.lock();
-        for (id, node) in group {
-            let Some(entry) = inner.jobs.get(&id) else { continue };
-            let Some(record) = entry.record.as_ref().filter(|r| r.state == JobState::Pending) else { continue };
-            let mut next = (**record).clone();
-            next.state = JobState::Running;
-            next.attempt += 1;
-            next.node = Some(node);
-            next.started_at_ms = now;
-            next.reason.clear();
-            let bytes = store::encode(&next);
-            claims.push((entry.revision, next, bytes));
-        }
-    }
+    let claims = prepare_claims(core, group, now_ms());
     if claims.is_empty() {
         return (0, Vec::new());
     }
@@ -208,12 +281,39 @@ async fn claim(
             Err(e) => tracing::warn!(error = %e, "claiming jobs failed; they stay pending"),
         }
     }
-    if won.is_empty() {
-        return (0, Vec::new());
+    let n = won.len();
+    (n, deliver(core, won, keep).await)
+}
+
+/// A claim to write: the revision claimed from, the new record and its encoding (each record
+/// is encoded once).
+type Claim = (i64, JobRecord, Vec<u8>);
+
+/// The claims of `group`'s jobs that the index still has PENDING.
+fn prepare_claims(core: &Core, group: Vec<(JobId, NodeId)>, now: i64) -> Vec<Claim> {
+    let mut claims = Vec::with_capacity(group.len());
+    let inner = core.view.jobs.lock();
+    for (id, node) in group {
+        let Some(entry) = inner.jobs.get(&id) else { continue };
+        let Some(record) = entry.record.as_ref().filter(|r| r.state == JobState::Pending) else { continue };
+        let mut next = (**record).clone();
+        next.state = JobState::Running;
+        next.attempt += 1;
+        next.node = Some(node);
+        next.started_at_ms = now;
+        next.reason.clear();
+        let bytes = store::encode(&next);
+        claims.push((entry.revision, next, bytes));
     }
+    claims
+}
+
+/// Applies won claims to the index and sends each node its jobs, except `keep`'s, which are
+/// returned (marked dispatched) for the caller to deliver.
+async fn deliver(core: &Core, won: Vec<(i64, JobRecord)>, keep: Option<&NodeId>) -> Vec<JobWork> {
     let table = &core.view.jobs;
     let mut by_node: HashMap<NodeId, (i64, Vec<JobWork>)> = HashMap::new();
-    for (revision, r) in won.iter().cloned() {
+    for (revision, r) in won {
         let node = r.node.clone().expect("a claim names its node");
         let work = JobWork { job: r.id.clone(), tenant: r.tenant.clone(), attempt: r.attempt, spec: r.spec.clone() };
         table.apply_job(r, revision, 0);
@@ -230,7 +330,7 @@ async fn claim(
         }
         send_jobs(core, &node, jobs, &format!("claim.{revision}")).await;
     }
-    (won.len(), kept)
+    kept
 }
 
 /// Most bytes of jobs in one work item (the bus carries at most 1 MiB per message).
@@ -271,7 +371,7 @@ async fn send_jobs(core: &Core, node: &NodeId, jobs: Vec<JobWork>, tag: &str) {
 
 /// Claims each job in its own transaction after a group claim failed (some record changed, or
 /// this coordinator is no longer the leader).
-async fn claim_one_by_one(core: &Core, fence: i64, claims: Vec<(i64, JobRecord, Vec<u8>)>) -> Vec<(i64, JobRecord)> {
+async fn claim_one_by_one(core: &Core, fence: i64, claims: Vec<Claim>) -> Vec<(i64, JobRecord)> {
     let tries = claims.into_iter().map(|(revision, r, bytes)| async move {
         let key = JobKey { tenant: &r.tenant, id: &r.id };
         let txn = Txn::new().when(&LeaderKey, fence).when(&key, revision).put(&key, bytes);
