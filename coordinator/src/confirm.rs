@@ -1,15 +1,18 @@
 //! Writing a started sandbox's RUNNING state off the create path.
 //!
 //! A sandbox's record is written `SCHEDULED` while its agent starts it. When the agent reports it
-//! running, `create` answers the client at once and writes `RUNNING` in the background: the
-//! agent's report is the fact, the write makes it durable, and one etcd round trip leaves the
-//! critical path. Nothing can be read out of order because of that:
+//! running, `create` answers the client at once and writes `RUNNING` in the background, after a
+//! short delay ([`DEFER`]): the agent's report is the fact, the write makes it durable, and one
+//! etcd round trip leaves the critical path. A sandbox that ends within the delay (a one-command
+//! sandbox) is written once, from `SCHEDULED` straight to its end, which records the start time.
+//! Nothing can be read out of order because of that:
 //!
-//! - on this coordinator, every reader of the sandbox's record (`get`, `list`, `end`, pause)
-//!   first waits for the write in flight ([`InFlight::settled`]), and `locate` sees the view
-//!   already marked RUNNING;
-//! - another coordinator sees `SCHEDULED` until its watch delivers `RUNNING`, and `locate` waits
-//!   for that;
+//! - on this coordinator, every reader of the sandbox's record (`get`, `list`, pause, timeout)
+//!   first starts the deferred write and waits for it ([`InFlight::settled`]), an end takes a
+//!   write that has not started over ([`InFlight::take_deferred`]) or waits for one that has, and
+//!   `locate` sees the view already marked RUNNING;
+//! - another coordinator sees `SCHEDULED` until its watch delivers `RUNNING` (or the end), and
+//!   `locate` waits for that;
 //! - if the write fails or this coordinator dies first, the record stays `SCHEDULED`: the
 //!   reconciler re-publishes the create, the agent answers it idempotently (it already runs the
 //!   sandbox) and the reply is applied like any other. A sandbox whose agent never confirms ends
@@ -24,7 +27,7 @@ use corral_core::model::SandboxRecord;
 use corral_core::protocol::WorkReply;
 use corral_core::state::SandboxState;
 use corral_core::time::now_ms;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::error::{ApiError, ApiResult};
 use crate::records::Versioned;
@@ -34,9 +37,25 @@ use crate::service::Core;
 /// has (the write is retried by the reconciler's path anyway).
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
-type Writes = Arc<Mutex<HashMap<SandboxId, watch::Receiver<()>>>>;
+/// How long the RUNNING write waits before it starts: a sandbox that ends sooner (a create, a
+/// command, a destroy) goes from SCHEDULED straight to its end, one store write instead of two.
+/// A reader of the record on this coordinator starts the write at once; another coordinator sees
+/// SCHEDULED this much longer (its `locate` waits for RUNNING).
+pub const DEFER: Duration = Duration::from_millis(25);
 
-/// RUNNING writes this coordinator has in flight, by sandbox.
+/// One RUNNING confirmation: deferred, then being written.
+struct Entry {
+    /// Changes (closes) when the write ended or was skipped.
+    done: watch::Receiver<()>,
+    /// Starts a deferred write now.
+    flush: Arc<Notify>,
+    writing: bool,
+    started_at_ms: i64,
+}
+
+type Writes = Arc<Mutex<HashMap<SandboxId, Entry>>>;
+
+/// RUNNING writes this coordinator has deferred or in flight, by sandbox.
 #[derive(Default)]
 pub struct InFlight {
     writes: Writes,
@@ -57,24 +76,57 @@ impl Drop for Writing {
 }
 
 impl InFlight {
-    /// Marks a write for `id` as in flight until the returned guard is dropped.
-    pub fn begin(&self, id: &SandboxId) -> Writing {
-        let (done, rx) = watch::channel(());
-        self.writes.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), rx);
-        Writing { id: id.clone(), writes: self.writes.clone(), _done: done }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Entry>> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until no write for `id` is in flight.
+    /// Marks a (deferred) write for `id` until the returned guard is dropped; the notify starts
+    /// it early.
+    pub fn begin(&self, id: &SandboxId, started_at_ms: i64) -> (Writing, Arc<Notify>) {
+        let (done, rx) = watch::channel(());
+        let flush = Arc::new(Notify::new());
+        let entry = Entry { done: rx, flush: flush.clone(), writing: false, started_at_ms };
+        self.lock().insert(id.clone(), entry);
+        (Writing { id: id.clone(), writes: self.writes.clone(), _done: done }, flush)
+    }
+
+    /// The deferred write for `id` starts now; false if it was taken over by the sandbox's end.
+    pub fn start_writing(&self, id: &SandboxId) -> bool {
+        self.lock().get_mut(id).map(|e| e.writing = true).is_some()
+    }
+
+    /// Takes over a write for `id` that has not started: the caller's own write (the sandbox's
+    /// end) replaces it. Returns the start time the skipped write would have recorded.
+    pub fn take_deferred(&self, id: &SandboxId) -> Option<i64> {
+        let mut writes = self.lock();
+        let started_at_ms = writes.get(id).filter(|e| !e.writing)?.started_at_ms;
+        let entry = writes.remove(id)?;
+        // Its task wakes, finds nothing to write and releases whoever waits.
+        entry.flush.notify_one();
+        Some(started_at_ms)
+    }
+
+    /// Waits until no write for `id` is deferred or in flight (starting a deferred one now).
     pub async fn settled(&self, id: &SandboxId) {
-        let rx = self.writes.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        let rx = self.lock().get(id).map(|e| {
+            e.flush.notify_one();
+            e.done.clone()
+        });
         if let Some(rx) = rx {
             wait(rx).await;
         }
     }
 
-    /// Waits until every write in flight now has landed.
+    /// Waits until every write deferred or in flight now has landed.
     pub async fn all_settled(&self) {
-        let all: Vec<_> = self.writes.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let all: Vec<_> = self
+            .lock()
+            .values()
+            .map(|e| {
+                e.flush.notify_one();
+                e.done.clone()
+            })
+            .collect();
         futures::future::join_all(all.into_iter().map(wait)).await;
     }
 }
@@ -92,11 +144,20 @@ impl Core {
         running.state = SandboxState::Running;
         running.started_at_ms = now_ms();
         let started_at_ms = running.started_at_ms;
-        let writing = self.in_flight.begin(&running.spec.id);
-        self.view.mark_running(&running.spec.id);
+        let id = running.spec.id.clone();
+        let (writing, flush) = self.in_flight.begin(&id, started_at_ms);
+        self.view.mark_running(&id);
         let core = self.clone();
-        // Bounded by the create timeout; readers wait for `writing` to drop.
+        // Bounded by DEFER plus the create timeout; readers wait for `writing` to drop.
         corral_core::task::spawn_detached("coordinator.confirm_running", async move {
+            tokio::select! {
+                _ = tokio::time::sleep(DEFER) => {}
+                _ = flush.notified() => {}
+            }
+            if !core.in_flight.start_writing(&id) {
+                // The sandbox ended first; its end recorded the start time.
+                return;
+            }
             let write = core.apply_reply(reply, Some(known), started_at_ms);
             match tokio::time::timeout(core.config.create_timeout(), write).await {
                 Ok(Ok(_)) => {}
@@ -177,7 +238,8 @@ mod tests {
     async fn readers_wait_for_the_write_in_flight() {
         let in_flight = InFlight::default();
         let id = SandboxId::random();
-        let writing = in_flight.begin(&id);
+        let (writing, _flush) = in_flight.begin(&id, 1);
+        assert!(in_flight.start_writing(&id));
         let reader = async {
             in_flight.settled(&id).await;
             in_flight.all_settled().await;
@@ -185,9 +247,40 @@ mod tests {
         tokio::pin!(reader);
         let early = tokio::time::timeout(Duration::from_millis(50), &mut reader).await;
         assert!(early.is_err(), "the reader must wait while the write is in flight");
+        // A write in flight cannot be taken over: the end waits for it instead.
+        assert_eq!(in_flight.take_deferred(&id), None);
         drop(writing);
         tokio::time::timeout(Duration::from_secs(5), reader).await.expect("released when the write ends");
         // Nothing in flight: no wait at all.
+        tokio::time::timeout(Duration::from_millis(100), in_flight.settled(&id)).await.expect("immediate");
+    }
+
+    #[tokio::test]
+    async fn a_reader_starts_a_deferred_write_at_once() {
+        let in_flight = InFlight::default();
+        let id = SandboxId::random();
+        let (writing, flush) = in_flight.begin(&id, 1);
+        let reader = in_flight.settled(&id);
+        tokio::pin!(reader);
+        assert!(tokio::time::timeout(Duration::from_millis(20), &mut reader).await.is_err());
+        // The reader asked for the write: the task is woken without waiting out DEFER.
+        tokio::time::timeout(Duration::from_secs(5), flush.notified()).await.expect("flushed");
+        assert!(in_flight.start_writing(&id));
+        drop(writing);
+        tokio::time::timeout(Duration::from_secs(5), reader).await.expect("released when the write ends");
+    }
+
+    #[tokio::test]
+    async fn an_end_takes_over_a_deferred_write() {
+        let in_flight = InFlight::default();
+        let id = SandboxId::random();
+        let (writing, flush) = in_flight.begin(&id, 42);
+        assert_eq!(in_flight.take_deferred(&id), Some(42));
+        assert_eq!(in_flight.take_deferred(&id), None, "taken once");
+        // The task is woken, finds the write gone and writes nothing.
+        tokio::time::timeout(Duration::from_secs(5), flush.notified()).await.expect("woken");
+        assert!(!in_flight.start_writing(&id));
+        drop(writing);
         tokio::time::timeout(Duration::from_millis(100), in_flight.settled(&id)).await.expect("immediate");
     }
 }

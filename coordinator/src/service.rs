@@ -271,8 +271,19 @@ impl Core {
         reason: &str,
         still: impl Fn(&SandboxRecord) -> bool,
     ) -> ApiResult<SandboxRecord> {
-        self.in_flight.settled(id).await;
-        let edit = |r: &mut SandboxRecord| r.termination_reason = reason.to_owned();
+        // A RUNNING write not yet started is replaced by this one (SCHEDULED → the end).
+        let started_at_ms = self.in_flight.take_deferred(id);
+        if started_at_ms.is_none() {
+            self.in_flight.settled(id).await;
+        }
+        let edit = |r: &mut SandboxRecord| {
+            r.termination_reason = reason.to_owned();
+            if let Some(t) = started_at_ms
+                && r.started_at_ms == 0
+            {
+                r.started_at_ms = t;
+            }
+        };
         let updated = records::update(&self.store, tenant, id, self.known(tenant, id), |r| {
             if !still(r) {
                 return Ok(false);
@@ -282,6 +293,16 @@ impl Core {
         .await?;
         let Some(v) = updated else {
             let current = records::get(self.store.as_ref(), tenant, id).await?;
+            if let Some(t) = started_at_ms
+                && current.record.state == SandboxState::Scheduled
+                && let Some(node) = current.record.node.clone()
+            {
+                // Declined after taking the deferred RUNNING write over: write it now.
+                let reply = WorkReply::Created { sandbox: id.clone(), node };
+                if let Some(v) = self.apply_reply(reply, Some(current.clone()), t).await? {
+                    return Ok(v.record);
+                }
+            }
             self.view.apply_record(&current.record, current.revision);
             return Ok(current.record);
         };

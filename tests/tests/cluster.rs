@@ -165,6 +165,8 @@ async fn unrecorded_start_is_confirmed_again() -> anyhow::Result<()> {
     let client = ready_client(&cluster.endpoint).await?;
     let s = client.create(Default::default()).await?;
     client.run_shell(&s.id, "echo kept > /workspace/mark").await?;
+    // RUNNING is written shortly after Create answers; a read makes it durable now.
+    client.get(&s.id).await?;
 
     let store = EtcdStore::connect(&[cluster.etcd.endpoint()]).await?;
     let (tenant, id) = (TenantId::default_tenant(), SandboxId::parse(&s.id)?);
@@ -186,6 +188,22 @@ async fn unrecorded_start_is_confirmed_again() -> anyhow::Result<()> {
     let out = client.run_shell(&s.id, "cat /workspace/mark").await?;
     ensure!(out.stdout == b"kept\n", "the same sandbox, not a new one: {:?}", String::from_utf8_lossy(&out.stdout));
     client.destroy(&s.id).await?;
+    Ok(())
+}
+
+/// A sandbox destroyed right after Create answered (before its deferred RUNNING write) is
+/// recorded STOPPED with its start time, whichever write path it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_destroyed_at_once_keeps_its_start_time() -> anyhow::Result<()> {
+    let (_cluster, client) = cluster().await?;
+    for _ in 0..5 {
+        let s = client.create(Default::default()).await?;
+        client.destroy(&s.id).await?;
+        let got = client.get(&s.id).await?;
+        ensure!(got.state == pb::SandboxState::Stopped as i32, "after destroy: {:?}", got.state);
+        ensure!(got.started_at_ms >= got.created_at_ms && got.started_at_ms > 0, "start time kept: {got:?}");
+        ensure!(got.ended_at_ms >= got.started_at_ms, "ended after it started: {got:?}");
+    }
     Ok(())
 }
 
