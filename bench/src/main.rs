@@ -121,8 +121,10 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         let raw = raw::RawBwrap::new()?;
         eprintln!("[bench] memory: {} idle bare bwrap sandboxes", cli.idle);
         results.raw_idle = Some(tokio::task::block_in_place(|| memory::raw_idle(&raw, cli.idle))?);
-        eprintln!("[bench] memory: starting corral dev");
-        let dev = DevServer::start()?;
+        eprintln!("[bench] memory: starting corral dev (no warm pool)");
+        // The warm pool's spare sandboxes are started but belong to no one: measured without
+        // them, every sandbox counted is one a client created (each spare costs the same).
+        let dev = DevServer::start_with_env(&[("CORRAL_AGENT__WARM_POOL", "0")])?;
         let client = latency::ready_client(&dev.endpoint).await?;
         for _ in 0..cli.warmup {
             let s = client.create(Default::default()).await?;
