@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_core::ids::NodeId;
-use corral_core::jobs::{JobId, JobLogs, JobRecord, JobState, JobWork};
+use corral_core::jobs::{BatchId, JobId, JobLogs, JobRecord, JobState, JobWork};
 use corral_core::keys::{JobKey, JobLogsKey, LeaderKey};
 use corral_core::protocol::Work;
 use corral_core::store::{self, StoreError, Txn};
@@ -199,61 +199,81 @@ fn plan(core: &Core, finishing: &[JobId]) -> Vec<(JobId, NodeId)> {
         per_batch: HashMap::new(),
         running_by_batch: running_by_batch.clone(),
     };
-    let mut queues = Vec::with_capacity(inner.pending.len());
-    for (tenant, pending) in &inner.pending {
-        let mut room = core
+    let mut queues = Vec::with_capacity(inner.pending_by_batch.len());
+    for (tenant, by_batch) in &inner.pending_by_batch {
+        let room = core
             .config
             .max_running_jobs_per_tenant
             .saturating_sub(running_by_tenant.get(tenant).copied().unwrap_or(0))
             .min(4 * total_free + 64);
-        let mut batch_room: HashMap<corral_core::jobs::BatchId, usize> = HashMap::new();
-        let mut queue = Vec::new();
-        for (_, id) in pending {
-            if room == 0 {
-                break;
-            }
-            let Some(entry) = inner.jobs.get(id) else { continue };
-            // Items of a batch at its cap are skipped before anything is cloned: with a large
-            // batch most of the queue is such items, and this runs after every commit.
-            if let Some((b, _)) = &entry.batch
-                && batch_room.get(b) == Some(&0)
-            {
-                continue;
-            }
-            let Some(record) = entry.record.clone() else { continue };
-            let batch = entry.batch.as_ref().map(|(b, _)| b.clone());
-            if let Some(b) = &batch {
+        queues.push((tenant.clone(), tenant_queue(&inner, by_batch, &running_by_batch, &mut caps.per_batch, room)));
+    }
+    place::plan(&mut slots, &queues, &mut caps)
+}
+
+/// Up to `room` of one tenant's pending jobs (`by_batch`) in queue order, at most as many of a
+/// batch's as its cap leaves room for (`per_batch` gets the caps of the batches seen). One cursor
+/// per batch with room, and one for jobs outside batches, merged in queue order: a batch at its
+/// cap costs nothing however many items it has waiting.
+fn tenant_queue(
+    inner: &super::table::Inner,
+    by_batch: &super::table::PendingByBatch,
+    running_by_batch: &HashMap<BatchId, usize>,
+    per_batch: &mut HashMap<BatchId, usize>,
+    mut room: usize,
+) -> Vec<Want> {
+    use std::cmp::Reverse;
+    let mut cursors = Vec::with_capacity(by_batch.len());
+    for (batch, pending) in by_batch {
+        let left = match batch {
+            None => usize::MAX,
+            Some(b) => {
                 let Some(entry) = inner.batches.get(b).filter(|e| e.record.accepted && e.record.cancelled.is_none())
                 else {
-                    batch_room.insert(b.clone(), 0);
                     continue;
                 };
                 let cap = entry.record.max_concurrency as usize;
-                caps.per_batch.insert(b.clone(), cap);
-                let left = batch_room
-                    .entry(b.clone())
-                    .or_insert_with(|| cap.saturating_sub(running_by_batch.get(b).copied().unwrap_or(0)));
-                if *left == 0 {
-                    continue;
-                }
-                *left -= 1;
+                per_batch.insert(b.clone(), cap);
+                cap.saturating_sub(running_by_batch.get(b).copied().unwrap_or(0))
             }
+        };
+        if left > 0 {
+            cursors.push((batch, pending.iter(), left));
+        }
+    }
+    let mut heads = std::collections::BinaryHeap::with_capacity(cursors.len());
+    for (i, (_, pending, _)) in cursors.iter_mut().enumerate() {
+        if let Some((seq, id)) = pending.next() {
+            heads.push(Reverse((*seq, id, i)));
+        }
+    }
+    let mut queue = Vec::new();
+    while room > 0
+        && let Some(Reverse((_, id, i))) = heads.pop()
+    {
+        let (batch, pending, left) = &mut cursors[i];
+        if let Some(record) = inner.jobs.get(id).and_then(|e| e.record.clone()) {
             room -= 1;
+            *left -= 1;
             let language = match &record.spec.command {
                 corral_core::jobs::JobCommand::Code { language, .. } => Some(language.clone()),
                 _ => None,
             };
             queue.push(Want {
                 id: id.clone(),
-                batch,
+                batch: (*batch).clone(),
                 runtime: record.spec.runtime,
                 image: record.spec.image.clone(),
                 language,
             });
         }
-        queues.push((tenant.clone(), queue));
+        if *left > 0
+            && let Some((seq, id)) = pending.next()
+        {
+            heads.push(Reverse((*seq, id, i)));
+        }
     }
-    place::plan(&mut slots, &queues, &mut caps)
+    queue
 }
 
 /// Claims one group in one transaction (one by one if it fails), then sends each node its jobs,
@@ -427,4 +447,102 @@ async fn sweep(core: &Arc<Core>, fence: i64) {
         send_jobs(core, &node, jobs, &tag).await;
     }
     super::ops::sweep_batches(core).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_core::ids::TenantId;
+    use corral_core::jobs::{BatchRecord, JobCommand, JobSpec};
+    use corral_core::model::RuntimeKind;
+
+    use super::*;
+    use crate::jobs::JobTable;
+
+    fn job(id: JobId, state: JobState) -> JobRecord {
+        JobRecord {
+            v: 1,
+            id,
+            tenant: TenantId::default_tenant(),
+            spec: JobSpec {
+                runtime: RuntimeKind::Bwrap,
+                image: String::new(),
+                command: JobCommand::Shell("true".into()),
+                env: Default::default(),
+                timeout_ms: 1000,
+                cpus: 1.0,
+                memory_mb: 64,
+                internet_access: false,
+                stdin: vec![],
+                labels: Default::default(),
+            },
+            state,
+            attempt: u32::from(state == JobState::Running),
+            node: (state == JobState::Running).then(|| NodeId::parse("n1").unwrap()),
+            retries: 0,
+            failures: 0,
+            infra_failures: 0,
+            result: None,
+            reason: String::new(),
+            created_at_ms: 1,
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            body_hash: String::new(),
+        }
+    }
+
+    fn batch(table: &JobTable, cap: u32, total: u32) -> BatchId {
+        let id = BatchId::random();
+        let record = BatchRecord {
+            v: BatchRecord::VERSION,
+            id: id.clone(),
+            tenant: TenantId::default_tenant(),
+            total,
+            max_concurrency: cap,
+            retries_per_item: 0,
+            deadline_at_ms: 0,
+            labels: Default::default(),
+            created_at_ms: 1,
+            accepted: true,
+            cancelled: None,
+            body_hash: String::new(),
+        };
+        table.apply_batch(record, 1);
+        id
+    }
+
+    #[test]
+    fn a_tenant_queue_passes_over_full_batches_in_queue_order() {
+        let table = JobTable::default();
+        let (full, open) = (batch(&table, 1, 4), batch(&table, 2, 3));
+        let (loose1, loose2) = (JobId::random(), JobId::random());
+        // Queue order (create revisions): loose1, full#0, open#0, full#1, open#1, loose2, open#2.
+        let order = [
+            (loose1.clone(), 2),
+            (JobId::item(&full, 0), 3),
+            (JobId::item(&open, 0), 4),
+            (JobId::item(&full, 1), 5),
+            (JobId::item(&open, 1), 6),
+            (loose2.clone(), 7),
+            (JobId::item(&open, 2), 8),
+        ];
+        for (id, rev) in &order {
+            table.apply_job(job(id.clone(), JobState::Pending), *rev, *rev);
+        }
+        // `full` is at its cap of 1.
+        table.apply_job(job(JobId::item(&full, 3), JobState::Running), 9, 9);
+        let inner = table.lock();
+        let tenant = TenantId::default_tenant();
+        let by_batch = &inner.pending_by_batch[&tenant];
+        let ids = |room| {
+            let mut caps = HashMap::new();
+            let queue = tenant_queue(&inner, by_batch, &inner.running_by_batch, &mut caps, room);
+            assert_eq!(caps.get(&full), Some(&1));
+            queue.into_iter().map(|w| w.id).collect::<Vec<_>>()
+        };
+        let open0 = JobId::item(&open, 0);
+        let open1 = JobId::item(&open, 1);
+        assert_eq!(ids(10), vec![loose1.clone(), open0.clone(), open1, loose2]);
+        assert_eq!(ids(2), vec![loose1, open0]);
+        assert!(ids(0).is_empty());
+    }
 }

@@ -60,11 +60,19 @@ fn slot(state: JobState) -> usize {
     JobState::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
+/// A queue of PENDING jobs: (queue order, job).
+pub type Queue = BTreeSet<(i64, JobId)>;
+/// One tenant's PENDING jobs by batch (`None`: jobs outside batches).
+pub type PendingByBatch = HashMap<Option<BatchId>, Queue>;
+
 #[derive(Default)]
 pub struct Inner {
     pub jobs: HashMap<JobId, JobEntry>,
     /// PENDING jobs per tenant, in queue order.
     pub pending: HashMap<TenantId, BTreeSet<(i64, JobId)>>,
+    /// The same PENDING jobs per tenant split by batch (`None`: jobs outside batches), so the
+    /// scheduler can pass over a batch at its cap without walking its items.
+    pub pending_by_batch: HashMap<TenantId, PendingByBatch>,
     pub running_by_tenant: HashMap<TenantId, usize>,
     pub running_by_batch: HashMap<BatchId, usize>,
     pub running_by_node: HashMap<NodeId, usize>,
@@ -212,6 +220,9 @@ impl Inner {
         match e.state {
             JobState::Pending => {
                 self.pending.entry(e.tenant.clone()).or_default().insert((e.seq, id.clone()));
+                let batch = e.batch.as_ref().map(|(b, _)| b.clone());
+                let by_batch = self.pending_by_batch.entry(e.tenant.clone()).or_default();
+                by_batch.entry(batch).or_default().insert((e.seq, id.clone()));
             }
             JobState::Running => {
                 *self.running_by_tenant.entry(e.tenant.clone()).or_default() += 1;
@@ -245,10 +256,23 @@ impl Inner {
         }
         match e.state {
             JobState::Pending => {
+                let key = (e.seq, id.clone());
                 if let Some(q) = self.pending.get_mut(&e.tenant) {
-                    q.remove(&(e.seq, id.clone()));
+                    q.remove(&key);
                     if q.is_empty() {
                         self.pending.remove(&e.tenant);
+                    }
+                }
+                let batch = e.batch.as_ref().map(|(b, _)| b.clone());
+                if let Some(by_batch) = self.pending_by_batch.get_mut(&e.tenant) {
+                    if let Some(q) = by_batch.get_mut(&batch) {
+                        q.remove(&key);
+                        if q.is_empty() {
+                            by_batch.remove(&batch);
+                        }
+                    }
+                    if by_batch.is_empty() {
+                        self.pending_by_batch.remove(&e.tenant);
                     }
                 }
             }
