@@ -299,42 +299,14 @@ fn finish(r: &mut JobRecord, state: JobState, why: &str, now: i64) {
 
 #[cfg(test)]
 mod tests {
-    use corral_core::ids::{NodeId, TenantId};
-    use corral_core::jobs::{JobCommand, JobId, JobSpec};
-    use corral_core::model::{ExitStatus, RuntimeKind};
+    use corral_core::ids::NodeId;
+    use corral_core::jobs::JobId;
+    use corral_core::model::ExitStatus;
 
     use super::*;
 
     fn running(retries: u32) -> JobRecord {
-        JobRecord {
-            v: 1,
-            id: JobId::random(),
-            tenant: TenantId::default_tenant(),
-            spec: JobSpec {
-                runtime: RuntimeKind::Bwrap,
-                image: String::new(),
-                command: JobCommand::Shell("true".into()),
-                env: Default::default(),
-                timeout_ms: 1000,
-                cpus: 1.0,
-                memory_mb: 64,
-                internet_access: false,
-                stdin: vec![],
-                labels: Default::default(),
-            },
-            state: JobState::Running,
-            attempt: 1,
-            node: Some(NodeId::parse("n1").unwrap()),
-            retries,
-            failures: 0,
-            infra_failures: 0,
-            result: None,
-            reason: String::new(),
-            created_at_ms: 1,
-            started_at_ms: 2,
-            finished_at_ms: 0,
-            body_hash: String::new(),
-        }
+        JobRecord { retries, ..crate::jobs::test_record(JobId::random(), JobState::Running) }
     }
 
     fn ran(record: &JobRecord, exit_code: i32, out: usize) -> JobReport {

@@ -42,6 +42,46 @@ pub fn split<T>(items: Vec<T>, count: usize, bytes: usize, size: impl Fn(&T) -> 
     out
 }
 
+/// A job record for unit tests: `true` on bubblewrap, in `state` (RUNNING: attempt 1 on node
+/// `n1`).
+#[cfg(test)]
+pub(crate) fn test_record(
+    id: corral_core::jobs::JobId,
+    state: corral_core::jobs::JobState,
+) -> corral_core::jobs::JobRecord {
+    use corral_core::jobs::{JobCommand, JobRecord, JobSpec, JobState};
+    let running = state == JobState::Running;
+    JobRecord {
+        v: 1,
+        id,
+        tenant: corral_core::ids::TenantId::default_tenant(),
+        spec: JobSpec {
+            runtime: corral_core::model::RuntimeKind::Bwrap,
+            image: String::new(),
+            command: JobCommand::Shell("true".into()),
+            env: Default::default(),
+            timeout_ms: 1000,
+            cpus: 1.0,
+            memory_mb: 64,
+            internet_access: false,
+            stdin: vec![],
+            labels: Default::default(),
+        },
+        state,
+        attempt: u32::from(running),
+        node: running.then(|| corral_core::ids::NodeId::parse("n1").expect("a valid node id")),
+        retries: 0,
+        failures: 0,
+        infra_failures: 0,
+        result: None,
+        reason: String::new(),
+        created_at_ms: 1,
+        started_at_ms: if running { 2 } else { 0 },
+        finished_at_ms: 0,
+        body_hash: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -452,42 +452,13 @@ async fn sweep(core: &Arc<Core>, fence: i64) {
 #[cfg(test)]
 mod tests {
     use corral_core::ids::TenantId;
-    use corral_core::jobs::{BatchRecord, JobCommand, JobSpec};
-    use corral_core::model::RuntimeKind;
+    use corral_core::jobs::BatchRecord;
 
     use super::*;
     use crate::jobs::JobTable;
 
     fn job(id: JobId, state: JobState) -> JobRecord {
-        JobRecord {
-            v: 1,
-            id,
-            tenant: TenantId::default_tenant(),
-            spec: JobSpec {
-                runtime: RuntimeKind::Bwrap,
-                image: String::new(),
-                command: JobCommand::Shell("true".into()),
-                env: Default::default(),
-                timeout_ms: 1000,
-                cpus: 1.0,
-                memory_mb: 64,
-                internet_access: false,
-                stdin: vec![],
-                labels: Default::default(),
-            },
-            state,
-            attempt: u32::from(state == JobState::Running),
-            node: (state == JobState::Running).then(|| NodeId::parse("n1").unwrap()),
-            retries: 0,
-            failures: 0,
-            infra_failures: 0,
-            result: None,
-            reason: String::new(),
-            created_at_ms: 1,
-            started_at_ms: 0,
-            finished_at_ms: 0,
-            body_hash: String::new(),
-        }
+        crate::jobs::test_record(id, state)
     }
 
     fn batch(table: &JobTable, cap: u32, total: u32) -> BatchId {
