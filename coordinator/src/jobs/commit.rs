@@ -82,7 +82,7 @@ type Ack = (corral_core::jobs::JobId, u32, Verdict);
 /// Commits one node's reports and claims the next jobs for the slots they free; the verdicts
 /// and the work for that node (which rides on the reply). Usually one transaction: when every
 /// report is for the running attempt the index knows, the commit and the claims go together
-/// ([`super::schedule::commit_and_claim`]); otherwise, or when that transaction fails, the
+/// ([`super::claim::commit_and_claim`]); otherwise, or when that transaction fails, the
 /// reports are committed on their own and a scheduling round follows.
 pub async fn commit_and_schedule(
     core: &Arc<Core>,
@@ -97,7 +97,7 @@ pub async fn commit_and_schedule(
         && let Some(mut writes) = prepare(core, &reports, now_ms())
     {
         writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-        if let Some(work) = super::schedule::commit_and_claim(core, fence, &node, &writes).await? {
+        if let Some(work) = super::claim::commit_and_claim(core, fence, &node, &writes).await? {
             let acks = writes.into_iter().map(|(_, r, _)| (r.id, r.attempt, Verdict::Committed)).collect();
             return Ok((acks, work));
         }

@@ -3,11 +3,13 @@
 //! - [`table`]: every coordinator's index of jobs and batches, fed by the store's watch;
 //! - [`place`]: pure placement of pending jobs on node slots (fair between tenants, capped per
 //!   tenant and per batch), property-tested;
-//! - [`schedule`]: the leader's loop: claims (fenced CAS, group-committed) and dispatch, and the
-//!   sweeps for lost nodes, lost work items and batch deadlines;
+//! - [`schedule`]: the leader's loop: planning rounds, and the sweeps for lost nodes, lost work
+//!   items and batch deadlines;
+//! - [`claim`]: claims (fenced CAS, group-committed, or folded into a commit) and dispatch;
 //! - [`commit`]: the leader commits agents' reports, rejecting stale attempts;
 //! - [`ops`]: submit (idempotent), get, wait, cancel, for jobs and batches.
 
+pub mod claim;
 pub mod commit;
 pub mod ops;
 pub mod place;
