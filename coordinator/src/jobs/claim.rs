@@ -188,21 +188,7 @@ fn encoded_size(jobs: &[JobWork]) -> usize {
 /// its code and stdin are bounded below the bus limit), each with a message id derived from
 /// `tag` and its first job; marks the sent ones dispatched.
 pub(super) async fn send_jobs(core: &Core, node: &NodeId, jobs: Vec<JobWork>, tag: &str) {
-    let mut chunk: Vec<JobWork> = Vec::new();
-    let mut bytes = 0;
-    let mut chunks = Vec::new();
-    for w in jobs {
-        let size = corral_core::protocol::encode(&w).len();
-        if !chunk.is_empty() && bytes + size > WORK_BYTES {
-            chunks.push(std::mem::take(&mut chunk));
-            bytes = 0;
-        }
-        bytes += size;
-        chunk.push(w);
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
+    let chunks = super::split(jobs, usize::MAX, WORK_BYTES, |w| corral_core::protocol::encode(w).len());
     for jobs in chunks {
         let ids: Vec<JobId> = jobs.iter().map(|w| w.job.clone()).collect();
         let msg_id = format!("{tag}.{node}.{}", ids[0]);
