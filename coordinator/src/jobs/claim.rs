@@ -70,13 +70,17 @@ pub async fn commit_and_claim(
     let room = FUSED_OPS.saturating_sub(conditions.max(puts));
     let later = plan.split_off(plan.len().min(room));
     let mut claims = prepare_claims(core, plan, now_ms());
-    let mut over = Vec::new();
-    while let Some(last) = claims.last()
-        && bytes + claims.iter().map(|(_, _, b)| b.len()).sum::<usize>() > super::TXN_BYTES
-    {
-        over.push((last.1.id.clone(), last.1.node.clone().expect("a claim names its node")));
-        claims.pop();
-    }
+    // Claims that would take the transaction over its byte budget wait for a round of their own.
+    let fit = claims
+        .iter()
+        .scan(bytes, |total, (_, _, b)| {
+            *total += b.len();
+            Some(*total)
+        })
+        .take_while(|total| *total <= super::TXN_BYTES)
+        .count();
+    let over: Vec<(JobId, NodeId)> =
+        claims.split_off(fit).into_iter().map(|(_, r, _)| (r.id, r.node.expect("a claim names its node"))).collect();
     for (revision, r, record) in &claims {
         let key = JobKey { tenant: &r.tenant, id: &r.id };
         txn = txn.when(&key, *revision).put(&key, record.clone());
@@ -92,10 +96,9 @@ pub async fn commit_and_claim(
     }
     let won = claims.into_iter().map(|(_, r, _)| (out.revision, r)).collect();
     let mut kept = deliver(core, won, Some(node)).await;
-    over.reverse();
-    over.extend(later);
-    if !over.is_empty() {
-        kept.extend(claim_groups(core, fence, over, node).await);
+    let rest: Vec<_> = over.into_iter().chain(later).collect();
+    if !rest.is_empty() {
+        kept.extend(claim_groups(core, fence, rest, node).await);
     }
     Ok(Some(kept))
 }

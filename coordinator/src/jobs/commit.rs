@@ -130,17 +130,20 @@ fn report_bytes(r: &JobReport) -> usize {
 
 /// The writes for `reports` when the index has every one's job RUNNING at the report's
 /// attempt: (revision seen, next record, full logs to keep).
-fn prepare(core: &Core, reports: &[JobReport], now: i64) -> Option<Vec<(i64, JobRecord, Option<JobLogs>)>> {
+fn prepare(core: &Core, reports: &[JobReport], now: i64) -> Option<Vec<Write>> {
     let inner = core.view.jobs.lock();
-    reports
-        .iter()
-        .map(|report| {
-            let e = inner.jobs.get(&report.job)?;
-            let record = e.record.as_ref().filter(|r| r.state == JobState::Running && r.attempt == report.attempt)?;
-            let (next, logs) = decide(record, report, now);
-            Some((e.revision, next, logs))
-        })
-        .collect()
+    reports.iter().map(|report| decide_indexed(&inner, report, now)).collect()
+}
+
+/// A job record to write over the revision seen, and the full logs to keep with it.
+type Write = (i64, JobRecord, Option<JobLogs>);
+
+/// The write for `report` when the index has its job RUNNING at the report's attempt.
+fn decide_indexed(inner: &super::table::Inner, report: &JobReport, now: i64) -> Option<Write> {
+    let e = inner.jobs.get(&report.job)?;
+    let record = e.record.as_ref().filter(|r| r.state == JobState::Running && r.attempt == report.attempt)?;
+    let (next, logs) = decide(record, report, now);
+    Some((e.revision, next, logs))
 }
 
 /// Commits a group of reports; the verdict of each.
@@ -156,18 +159,15 @@ pub async fn commit(core: &Core, reports: Vec<JobReport>) -> Result<Vec<Ack>, St
 async fn commit_group(core: &Core, reports: &[JobReport]) -> Result<Vec<Ack>, StoreError> {
     let now = now_ms();
     let mut acks = Vec::new();
-    let mut writes: Vec<(i64, JobRecord, Option<JobLogs>)> = Vec::new();
+    let mut writes: Vec<Write> = Vec::new();
     let mut slow = Vec::new();
     {
         let inner = core.view.jobs.lock();
         for report in reports {
-            match inner.jobs.get(&report.job).and_then(|e| e.record.clone().map(|r| (e.revision, r))) {
-                Some((revision, record)) if record.state == JobState::Running && record.attempt == report.attempt => {
-                    let (next, logs) = decide(&record, report, now);
-                    writes.push((revision, next, logs));
-                }
+            match decide_indexed(&inner, report, now) {
+                Some(write) => writes.push(write),
                 // The index may lag behind the store: look before calling a report stale.
-                _ => slow.push(report.clone()),
+                None => slow.push(report.clone()),
             }
         }
     }

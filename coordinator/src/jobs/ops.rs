@@ -61,7 +61,7 @@ pub fn new_job(id: JobId, tenant: &TenantId, spec: JobSpec, retries: u32, body_h
 
 /// Refuses a submit that would push the tenant's queue over the configured limit.
 fn check_queue(core: &Core, tenant: &TenantId, adding: usize) -> ApiResult<()> {
-    let queued = core.view.jobs.lock().pending.get(tenant).map_or(0, |q| q.len());
+    let queued = core.view.jobs.lock().queued(tenant);
     if queued + adding > core.config.max_queued_jobs_per_tenant {
         return Err(ApiError::NoCapacity(format!(
             "tenant {tenant} has {queued} jobs queued; adding {adding} would exceed the limit of {}",

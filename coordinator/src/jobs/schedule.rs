@@ -120,8 +120,8 @@ pub(super) fn plan(core: &Core, finishing: &[JobId]) -> Vec<(JobId, NodeId)> {
         per_batch: HashMap::new(),
         running_by_batch: running_by_batch.clone(),
     };
-    let mut queues = Vec::with_capacity(inner.pending_by_batch.len());
-    for (tenant, by_batch) in &inner.pending_by_batch {
+    let mut queues = Vec::with_capacity(inner.pending.len());
+    for (tenant, by_batch) in &inner.pending {
         let room = core
             .config
             .max_running_jobs_per_tenant
@@ -297,7 +297,7 @@ mod tests {
         table.apply_job(job(JobId::item(&full, 3), JobState::Running), 9, 9);
         let inner = table.lock();
         let tenant = TenantId::default_tenant();
-        let by_batch = &inner.pending_by_batch[&tenant];
+        let by_batch = &inner.pending[&tenant];
         let ids = |room| {
             let mut caps = HashMap::new();
             let queue = tenant_queue(&inner, by_batch, &inner.running_by_batch, &mut caps, room);
@@ -309,5 +309,23 @@ mod tests {
         assert_eq!(ids(10), vec![loose1.clone(), open0.clone(), open1, loose2]);
         assert_eq!(ids(2), vec![loose1, open0]);
         assert!(ids(0).is_empty());
+    }
+
+    #[test]
+    fn queue_positions_count_every_batch_of_the_tenant() {
+        let table = JobTable::default();
+        let (a, b) = (batch(&table, 1, 2), batch(&table, 1, 1));
+        let loose = JobId::random();
+        let order = [(JobId::item(&a, 0), 2), (loose.clone(), 3), (JobId::item(&b, 0), 4), (JobId::item(&a, 1), 5)];
+        for (id, rev) in &order {
+            table.apply_job(job(id.clone(), JobState::Pending), *rev, *rev);
+        }
+        let tenant = TenantId::default_tenant();
+        let positions: Vec<u64> = order.iter().map(|(id, _)| table.queue_position(&tenant, id)).collect();
+        assert_eq!(positions, vec![1, 2, 3, 4]);
+        assert_eq!(table.lock().queued(&tenant), 4);
+        table.apply_job(job(loose, JobState::Running), 6, 3);
+        assert_eq!(table.queue_position(&tenant, &JobId::item(&a, 1)), 3);
+        assert_eq!(table.lock().queued(&tenant), 3);
     }
 }

@@ -68,11 +68,9 @@ pub type PendingByBatch = HashMap<Option<BatchId>, Queue>;
 #[derive(Default)]
 pub struct Inner {
     pub jobs: HashMap<JobId, JobEntry>,
-    /// PENDING jobs per tenant, in queue order.
-    pub pending: HashMap<TenantId, BTreeSet<(i64, JobId)>>,
-    /// The same PENDING jobs per tenant split by batch (`None`: jobs outside batches), so the
-    /// scheduler can pass over a batch at its cap without walking its items.
-    pub pending_by_batch: HashMap<TenantId, PendingByBatch>,
+    /// PENDING jobs per tenant by batch (`None`: jobs outside batches), each in queue order, so
+    /// the scheduler can pass over a batch at its cap without walking its items.
+    pub pending: HashMap<TenantId, PendingByBatch>,
     pub running_by_tenant: HashMap<TenantId, usize>,
     pub running_by_batch: HashMap<BatchId, usize>,
     pub running_by_node: HashMap<NodeId, usize>,
@@ -160,11 +158,12 @@ impl JobTable {
     /// 1-based place of a PENDING job in its tenant's queue.
     pub fn queue_position(&self, tenant: &TenantId, id: &JobId) -> u64 {
         let inner = self.lock();
-        let (Some(entry), Some(queue)) = (inner.jobs.get(id), inner.pending.get(tenant)) else { return 0 };
+        let (Some(entry), Some(by_batch)) = (inner.jobs.get(id), inner.pending.get(tenant)) else { return 0 };
         if entry.state != JobState::Pending {
             return 0;
         }
-        queue.range(..(entry.seq, id.clone())).count() as u64 + 1
+        let ahead = (entry.seq, id.clone());
+        by_batch.values().map(|q| q.range(..&ahead).count()).sum::<usize>() as u64 + 1
     }
 
     pub fn batch(&self, id: &BatchId) -> Option<BatchEntry> {
@@ -184,6 +183,11 @@ impl JobTable {
 }
 
 impl Inner {
+    /// How many PENDING jobs `tenant` has.
+    pub fn queued(&self, tenant: &TenantId) -> usize {
+        self.pending.get(tenant).map_or(0, |by_batch| by_batch.values().map(BTreeSet::len).sum())
+    }
+
     /// Returns `None` when the record is not newer than what the index has, else whether the
     /// scheduler should look again.
     fn apply_job(&mut self, record: JobRecord, revision: i64, create_revision: i64) -> Option<bool> {
@@ -219,9 +223,8 @@ impl Inner {
     fn account(&mut self, id: &JobId, e: &JobEntry, revision: i64) {
         match e.state {
             JobState::Pending => {
-                self.pending.entry(e.tenant.clone()).or_default().insert((e.seq, id.clone()));
                 let batch = e.batch.as_ref().map(|(b, _)| b.clone());
-                let by_batch = self.pending_by_batch.entry(e.tenant.clone()).or_default();
+                let by_batch = self.pending.entry(e.tenant.clone()).or_default();
                 by_batch.entry(batch).or_default().insert((e.seq, id.clone()));
             }
             JobState::Running => {
@@ -256,23 +259,16 @@ impl Inner {
         }
         match e.state {
             JobState::Pending => {
-                let key = (e.seq, id.clone());
-                if let Some(q) = self.pending.get_mut(&e.tenant) {
-                    q.remove(&key);
-                    if q.is_empty() {
-                        self.pending.remove(&e.tenant);
-                    }
-                }
                 let batch = e.batch.as_ref().map(|(b, _)| b.clone());
-                if let Some(by_batch) = self.pending_by_batch.get_mut(&e.tenant) {
+                if let Some(by_batch) = self.pending.get_mut(&e.tenant) {
                     if let Some(q) = by_batch.get_mut(&batch) {
-                        q.remove(&key);
+                        q.remove(&(e.seq, id.clone()));
                         if q.is_empty() {
                             by_batch.remove(&batch);
                         }
                     }
                     if by_batch.is_empty() {
-                        self.pending_by_batch.remove(&e.tenant);
+                        self.pending.remove(&e.tenant);
                     }
                 }
             }
