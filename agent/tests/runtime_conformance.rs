@@ -427,6 +427,43 @@ mod bwrap_specific {
         assert_eq!(host_processes_of(&s.id), Vec::<String>::new(), "no process left");
     }
 
+    /// A one-shot's `/workspace` and `/tmp` are its own tmpfs mounts, half its memory each: files
+    /// (a code job's source) are copied in with their parent directories, a run that fills one
+    /// gets ENOSPC (not an OOM kill), and nothing is made on the host's filesystem.
+    #[tokio::test]
+    async fn one_shots_work_on_their_own_size_capped_tmpfs() {
+        let (rt, dir) = bwrap_runtime();
+        let mut s = spec();
+        s.memory_mb = 64;
+        let files = [
+            ("/tmp/corral-job/main.sh".to_owned(), b"echo from-file".to_vec()),
+            ("/workspace/a/b/data.txt".to_owned(), b"nested".to_vec()),
+        ];
+        let script = "sh /tmp/corral-job/main.sh; cat /workspace/a/b/data.txt; echo; \
+                      stat -c '%U %a' /workspace /tmp /tmp/corral-job/main.sh; \
+                      df -k /workspace /tmp | awk 'NR>1 {print $1, $2}'; \
+                      head -c 40000000 /dev/zero > /workspace/fill || echo FULL";
+        let run = rt.run_once(&s, &files, exec_spec(Command::Shell(script.into())), Arc::default()).await.unwrap();
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert_eq!(run.status.exit_code, 0, "{out} {}", String::from_utf8_lossy(&run.stderr));
+        assert!(!run.status.oom_killed, "{:?}", run.status);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            ["from-file", "nested", "sandbox 755", "sandbox 1777", "sandbox 644", "tmpfs 32768", "tmpfs 32768", "FULL"],
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(String::from_utf8_lossy(&run.stderr).contains("No space left on device"), "{run:?}");
+        let sandboxes = dir.path().join("sandboxes");
+        assert!(!sandboxes.exists() || entries(&sandboxes).is_empty(), "{:?}", entries(&sandboxes));
+        for bad in ["/etc/x.py", "/tmp/../etc/x.py"] {
+            let files = [(bad.to_owned(), b"x".to_vec())];
+            let e = rt.run_once(&s, &files, exec_spec(Command::Shell("true".into())), Arc::default()).await;
+            assert!(e.is_err(), "{bad} placed: {e:?}");
+        }
+    }
+
     /// One-shots (jobs) reuse emptied cgroups with the same limits: the OOM kill of one run is
     /// not reported for the next, nothing a run left behind survives it, and the runtime's end
     /// removes the pooled cgroups.

@@ -92,23 +92,36 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
 /// (limits through cgroups, env and workdir per exec), which lets the warm pool start sandboxes
 /// before their spec is known.
 pub fn bwrap_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path) -> Vec<OsString> {
-    let mut a = base_args(config, internet_access, sandbox_dir, true, "/workspace");
+    let mut a = base_args(config, internet_access, &Scratch::Dir(sandbox_dir), true, "/workspace");
     a.push(INIT_IN_SANDBOX.into());
     a
 }
 
+/// Where a sandbox's `/workspace` and `/tmp` live.
+pub enum Scratch<'a> {
+    /// `workspace` and `tmp` under this host directory (long-lived sandboxes: the files API,
+    /// snapshots and the agent's restarts need them on the host).
+    Dir(&'a Path),
+    /// A tmpfs each, of at most `bytes`, made by bwrap inside the sandbox's mount namespace, so
+    /// they vanish with it and the host's filesystem is never touched (one-shot jobs). Their
+    /// pages are charged to the sandbox's memory cgroup. `files` are copied in by bwrap from the
+    /// descriptors it is handed as 3, 4, … in this order: `(absolute path in the sandbox,
+    /// parent directories to create first)`.
+    Tmpfs { bytes: u64, files: &'a [(String, Vec<String>)] },
+}
+
 /// Arguments for `bwrap` that run one command as the sandbox's only program (one-shot jobs):
-/// the same isolation as [`bwrap_args`], without the init, in `cwd`, with `env` added to
-/// PATH/HOME/LANG (and nothing else).
+/// the same isolation as [`bwrap_args`], without the init, on `scratch`, in `cwd`, with `env`
+/// added to PATH/HOME/LANG (and nothing else).
 pub fn oneshot_args(
     config: &BwrapConfig,
     internet_access: bool,
-    sandbox_dir: &Path,
+    scratch: &Scratch<'_>,
     cwd: &str,
     env: &std::collections::BTreeMap<String, String>,
     argv: &[String],
 ) -> Vec<OsString> {
-    let mut a = base_args(config, internet_access, sandbox_dir, false, cwd);
+    let mut a = base_args(config, internet_access, scratch, false, cwd);
     for (k, v) in env {
         a.extend([OsString::from("--setenv"), k.into(), v.into()]);
     }
@@ -118,7 +131,13 @@ pub fn oneshot_args(
 }
 
 /// Everything but the program: namespaces, mounts and the base environment.
-fn base_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path, init: bool, cwd: &str) -> Vec<OsString> {
+fn base_args(
+    config: &BwrapConfig,
+    internet_access: bool,
+    scratch: &Scratch<'_>,
+    init: bool,
+    cwd: &str,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::with_capacity(96);
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| a.extend(items.iter().map(|i| i.as_ref().to_owned()));
     let (uid, gid) = (config.sandbox_uid.to_string(), config.sandbox_gid.to_string());
@@ -148,8 +167,24 @@ fn base_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path, in
         }
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
-    push(&[&"--bind", &sandbox_dir.join("workspace"), &"/workspace"]);
-    push(&[&"--bind", &sandbox_dir.join("tmp"), &"/tmp"]);
+    match scratch {
+        Scratch::Dir(dir) => {
+            push(&[&"--bind", &dir.join("workspace"), &"/workspace"]);
+            push(&[&"--bind", &dir.join("tmp"), &"/tmp"]);
+        }
+        Scratch::Tmpfs { bytes, files } => {
+            let size = bytes.to_string();
+            push(&[&"--size", &size, &"--perms", &"0755", &"--tmpfs", &"/workspace"]);
+            push(&[&"--size", &size, &"--perms", &"1777", &"--tmpfs", &"/tmp"]);
+            for (i, (path, parents)) in files.iter().enumerate() {
+                for dir in parents {
+                    push(&[&"--perms", &"0755", &"--dir", dir]);
+                }
+                let fd = (3 + i).to_string();
+                push(&[&"--perms", &"0644", &"--file", &fd, path]);
+            }
+        }
+    }
     if init {
         push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX]);
     }

@@ -266,6 +266,7 @@ async fn launch(
         stderr: spawn::Stdio::Fd(log.into()),
         join,
         owner,
+        fds: Vec::new(),
     })?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("bwrap pipes missing"));

@@ -50,10 +50,12 @@ pub struct Spawn<'a> {
     pub join: Vec<OwnedFd>,
     /// The host `(uid, gid)` to become, when the agent runs as root.
     pub owner: Option<(u32, u32)>,
+    /// More descriptors for the child, as 3, 4, … in this order (e.g. files bwrap copies in).
+    pub fds: Vec<OwnedFd>,
 }
 
 /// A started child with an empty environment, working directory `/`, and only its three standard
-/// streams open. Dropping it kills the child (if still running) and reaps it in the background.
+/// streams (and [`Spawn::fds`]) open. Dropping it kills the child (if still running) and reaps it in the background.
 pub struct Process {
     pid: libc::pid_t,
     pidfd: Option<AsyncFd<OwnedFd>>,
@@ -70,6 +72,8 @@ struct ChildPlan {
     envp: [*const c_char; 1],
     stdio: [RawFd; 3],
     join: Vec<RawFd>,
+    /// Descriptors to put in place as 3, 4, …; each numbered above all of those targets.
+    fds: Vec<RawFd>,
     owner: Option<(u32, u32)>,
     /// The errno of the step that failed, written by the child before it exits.
     error: AtomicI32,
@@ -90,6 +94,9 @@ pub fn spawn(spec: Spawn<'_>) -> io::Result<Process> {
     let (err_child, err_ours) = ends(spec.stderr, true)?;
     // Above 2, so that putting one in place (dup2 onto 0..=2) never overwrites another.
     let child_ends = [above_stdio(in_child)?, above_stdio(out_child)?, above_stdio(err_child)?];
+    // Above every target, so that putting one in place never overwrites another.
+    let first_free = 3 + spec.fds.len() as c_int;
+    let extra = spec.fds.into_iter().map(|fd| above(fd, first_free)).collect::<io::Result<Vec<OwnedFd>>>()?;
 
     let plan = ChildPlan {
         program,
@@ -97,12 +104,14 @@ pub fn spawn(spec: Spawn<'_>) -> io::Result<Process> {
         envp: [std::ptr::null()],
         stdio: child_ends.each_ref().map(AsRawFd::as_raw_fd),
         join: spec.join.iter().map(AsRawFd::as_raw_fd).collect(),
+        fds: extra.iter().map(AsRawFd::as_raw_fd).collect(),
         owner: spec.owner,
         error: AtomicI32::new(0),
     };
     let pid = clone_and_exec(&plan)?;
     drop(child_ends);
     drop(spec.join);
+    drop(extra);
 
     let mut process = Process { pid, pidfd: None, status: None, stdin: None, stdout: None, stderr: None };
     // From here on, dropping `process` kills and reaps the child.
@@ -251,11 +260,16 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// `fd` itself when it is above 2, else a close-on-exec duplicate that is.
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
+    above(fd, 3)
+}
+
+/// `fd` itself when it is at least `min`, else a close-on-exec duplicate that is.
+fn above(fd: OwnedFd, min: c_int) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= min {
         return Ok(fd);
     }
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or -1.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
     if dup < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -336,6 +350,12 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // Descriptors the agent inherited without close-on-exec (e.g. a build tool's jobserver)
         // must not reach bwrap and the sandbox. Best effort: kernels before 5.11 lack the flag.
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        // The descriptors handed over, without close-on-exec (dup2 clears it on the copy).
+        for (i, fd) in plan.fds.iter().enumerate() {
+            if libc::dup2(*fd, 3 + i as c_int) < 0 {
+                return fail();
+            }
+        }
         if let Some((uid, gid)) = plan.owner {
             // Raw system calls: glibc's wrappers would try to synchronise the agent's threads.
             if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
@@ -367,6 +387,7 @@ mod tests {
             stderr: Stdio::Piped,
             join: Vec::new(),
             owner: None,
+            fds: Vec::new(),
         }
     }
 
@@ -399,6 +420,24 @@ mod tests {
         p.wait().await.unwrap();
         // 0, 1, 2 and the descriptor `ls` opens to list the directory.
         assert_eq!(out.split_whitespace().count(), 4, "{out}");
+    }
+
+    #[tokio::test]
+    async fn handed_over_descriptors_arrive_in_order_from_3() {
+        let file = |text: &str| -> OwnedFd {
+            let mut f = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+            std::io::Seek::rewind(&mut f).unwrap();
+            f.into()
+        };
+        // Opened before the others, so low numbers: put in place without clobbering each other.
+        let fds = vec![file("three "), file("four "), file("five")];
+        let mut p = spawn(Spawn { fds, ..sh("cat <&3; cat <&4; cat <&5; ls /proc/self/fd | wc -l") }).unwrap();
+        let mut out = String::new();
+        p.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        assert_eq!(p.wait().await.unwrap().code(), Some(0));
+        // 0-2, 3-5 and the descriptor `ls` opens.
+        assert_eq!(out, "three four five7\n");
     }
 
     #[tokio::test]
