@@ -74,7 +74,7 @@ const POOL_MAX: usize = 32;
 /// cgroup) is a noticeable share of a short job's cost, so one-shots reuse them.
 #[derive(Debug, Default)]
 struct Pool {
-    idle: Vec<(Limits, SandboxCgroup)>,
+    idle: Vec<(Limits, SandboxCgroup, Opened)>,
     created: u64,
 }
 
@@ -134,7 +134,8 @@ impl Cgroups {
     /// Removes the pooled one-shot cgroups and this agent's (then empty) subtree directories.
     pub fn remove_bases(&self) {
         let idle = std::mem::take(&mut self.pool.lock().unwrap_or_else(|e| e.into_inner()).idle);
-        for (_, cg) in idle {
+        for (_, cg, files) in idle {
+            drop(files);
             cg.remove();
         }
         for h in &self.hierarchies {
@@ -165,16 +166,70 @@ impl Cgroups {
         }
         let (reused, n) = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let at = pool.idle.iter().position(|(l, _)| l == limits);
+            let at = pool.idle.iter().position(|(l, _, _)| l == limits);
             pool.created += u64::from(at.is_none());
-            (at.map(|i| pool.idle.swap_remove(i).1), pool.created)
+            (at.map(|i| pool.idle.swap_remove(i)), pool.created)
         };
-        let cg = match reused {
-            Some(cg) => cg,
-            None => self.create(&format!("oneshot-{n}"), limits)?,
+        let (cg, files) = match reused {
+            Some((_, cg, files)) => (cg, files),
+            None => {
+                let cg = self.create(&format!("oneshot-{n}"), limits)?;
+                match Opened::open(&cg) {
+                    Ok(files) => (cg, files),
+                    Err(e) => {
+                        cg.remove();
+                        return Err(e);
+                    }
+                }
+            }
         };
-        let oom_before = cg.oom_kills().unwrap_or(0);
-        Ok(Some(Leased { cg: Some(cg), limits: *limits, oom_before, pool: self.pool.clone() }))
+        let oom_before = files.oom_kills().unwrap_or(0);
+        Ok(Some(Leased { cg: Some((cg, files)), limits: *limits, oom_before, pool: self.pool.clone() }))
+    }
+}
+
+/// The files of a one-shot cgroup that every run uses, kept open while it is pooled: opening a
+/// cgroup file walks the cgroup file system, and a dozen opens per job were half of the agent's
+/// own CPU per job. Reads are positioned at 0 (the kernel regenerates the file's contents).
+#[derive(Debug)]
+struct Opened {
+    /// Written "0" by a child to join (see [`SandboxCgroup::join_files`]).
+    join: Vec<std::fs::File>,
+    /// `cgroup.procs` of every hierarchy.
+    procs: Vec<std::fs::File>,
+    /// The memory cgroup's OOM counter file.
+    oom: Option<std::fs::File>,
+}
+
+impl Opened {
+    fn open(cg: &SandboxCgroup) -> io::Result<Self> {
+        let read = |path: PathBuf| {
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(&path).map_err(|e| ctx(&path, e))
+        };
+        let join = cg.join_files()?.into_iter().map(std::fs::File::from).collect();
+        let procs = cg.dirs.iter().map(|(dir, _)| read(dir.join("cgroup.procs"))).collect::<io::Result<_>>()?;
+        let oom = match &cg.memory {
+            Some((dir, v2)) => Some(read(dir.join(oom_file(*v2)))?),
+            None => None,
+        };
+        Ok(Self { join, procs, oom })
+    }
+
+    fn join_files(&self) -> io::Result<Vec<OwnedFd>> {
+        self.join.iter().map(|f| f.try_clone().map(OwnedFd::from)).collect()
+    }
+
+    /// Whether no process is left in any of the cgroups (false if one cannot be read).
+    fn is_empty(&self) -> bool {
+        let mut byte = [0u8; 1];
+        self.procs.iter().all(|f| std::os::unix::fs::FileExt::read_at(f, &mut byte, 0).is_ok_and(|n| n == 0))
+    }
+
+    fn oom_kills(&self) -> Option<u64> {
+        let file = self.oom.as_ref()?;
+        let mut buf = [0u8; 512];
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, 0).ok()?;
+        parse_oom_kills(&String::from_utf8_lossy(&buf[..n]))
     }
 }
 
@@ -182,7 +237,7 @@ impl Cgroups {
 /// reuse once empty (else removes them). Blocking.
 #[derive(Debug)]
 pub struct Leased {
-    cg: Option<SandboxCgroup>,
+    cg: Option<(SandboxCgroup, Opened)>,
     limits: Limits,
     /// The cgroup's OOM-kill counter when leased (it counts over the cgroup's whole life).
     oom_before: u64,
@@ -191,26 +246,40 @@ pub struct Leased {
 
 impl Leased {
     pub fn cgroup(&self) -> &SandboxCgroup {
-        self.cg.as_ref().expect("a leased cgroup is present until dropped")
+        &self.cg.as_ref().expect("a leased cgroup is present until dropped").0
+    }
+
+    fn files(&self) -> &Opened {
+        &self.cg.as_ref().expect("a leased cgroup is present until dropped").1
+    }
+
+    /// Descriptors through which a child joins the cgroups (see [`SandboxCgroup::join_files`]).
+    pub fn join_files(&self) -> io::Result<Vec<OwnedFd>> {
+        self.files().join_files()
     }
 
     /// Whether the kernel's OOM killer acted in this run.
     pub fn oom_killed(&self) -> bool {
-        self.cgroup().oom_kills().is_some_and(|n| n > self.oom_before)
+        self.files().oom_kills().is_some_and(|n| n > self.oom_before)
     }
 }
 
 impl Drop for Leased {
     fn drop(&mut self) {
-        let Some(cg) = self.cg.take() else { return };
-        cg.kill_all();
-        if cg.is_empty() {
+        let Some((cg, files)) = self.cg.take() else { return };
+        // A run whose command ended by itself took its whole pid namespace with it: the
+        // cgroups are empty already, and checking that costs a read per hierarchy.
+        if !files.is_empty() {
+            cg.kill_all();
+        }
+        if files.is_empty() {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.idle.len() < POOL_MAX {
-                pool.idle.push((self.limits, cg));
+                pool.idle.push((self.limits, cg, files));
                 return;
             }
         }
+        drop(files);
         cg.remove();
     }
 }
@@ -343,13 +412,6 @@ impl SandboxCgroup {
         std::fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
-    /// Whether no process is left in any of the cgroups.
-    fn is_empty(&self) -> bool {
-        self.dirs
-            .iter()
-            .all(|(dir, _)| std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty()))
-    }
-
     /// Kills every process in the sandbox's cgroups (v2 `cgroup.kill`, else SIGKILL per pid).
     pub fn kill_all(&self) {
         self.thaw_now();
@@ -392,8 +454,15 @@ impl SandboxCgroup {
 
 /// The `oom_kill` counter of a memory cgroup (v1 `memory.oom_control`, v2 `memory.events`).
 pub fn read_oom_kills(memory_dir: &Path, v2: bool) -> Option<u64> {
-    let text =
-        std::fs::read_to_string(memory_dir.join(if v2 { "memory.events" } else { "memory.oom_control" })).ok()?;
+    parse_oom_kills(&std::fs::read_to_string(memory_dir.join(oom_file(v2))).ok()?)
+}
+
+/// The file of a memory cgroup that counts its OOM kills.
+fn oom_file(v2: bool) -> &'static str {
+    if v2 { "memory.events" } else { "memory.oom_control" }
+}
+
+fn parse_oom_kills(text: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
 }
 

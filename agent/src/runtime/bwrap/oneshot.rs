@@ -63,7 +63,7 @@ pub async fn run(
     let mut env = spec.env.clone();
     env.extend(exec.env);
     let cwd = if exec.cwd.is_empty() { spec.workdir.as_str() } else { exec.cwd.as_str() };
-    let join = cgroup.as_ref().map(|c| c.cgroup().join_files()).transpose();
+    let join = cgroup.as_ref().map(Leased::join_files).transpose();
     let started = Instant::now();
     let mut child = spawn::spawn(spawn::Spawn {
         program: &config.bwrap_path,
