@@ -94,6 +94,10 @@ impl EtcdServer {
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=default={peer_url}"))
             .args(["--auto-compaction-mode=revision", "--auto-compaction-retention=1000"])
+            // One processor for the Go runtime: the services share this machine's cores with the
+            // sandboxes, and with more the runtime spends more CPU spinning between requests
+            // than serving them (see docs/BENCHMARKS.md).
+            .env("GOMAXPROCS", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

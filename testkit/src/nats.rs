@@ -78,6 +78,10 @@ impl NatsServer {
         let child = Command::new(&self.binary)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&store)
+            // One processor for the Go runtime: the services share this machine's cores with the
+            // sandboxes, and with more the runtime spends more CPU spinning between requests
+            // than serving them (see docs/BENCHMARKS.md).
+            .env("GOMAXPROCS", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -141,7 +141,8 @@ fn decode_status(status: std::process::ExitStatus) -> (i32, i32) {
 /// Reads a stream to its end, keeping at most `cap` bytes; true when more was dropped.
 async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, bool) {
     let Some(mut stream) = stream else { return (Vec::new(), false) };
-    let (mut kept, mut cut, mut buf) = (Vec::new(), false, vec![0u8; 64 * 1024]);
+    // Small: most jobs print a line or nothing, and the buffer is zeroed for every run.
+    let (mut kept, mut cut, mut buf) = (Vec::new(), false, vec![0u8; 8 * 1024]);
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return (kept, cut),
