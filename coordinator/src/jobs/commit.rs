@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use corral_core::bus::Request;
 use corral_core::jobs::{
-    INLINE_OUTPUT, JobAcks, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobResult, JobState, JobWork,
+    INLINE_OUTPUT, JobAcks, JobId, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobResult, JobState, JobWork,
     Verdict,
 };
 use corral_core::keys::{JobKey, JobLogsKey};
@@ -18,6 +19,7 @@ use corral_core::store::{self, StoreError, Txn};
 use corral_core::subjects::JOB_RESULTS_SUBJECT;
 use corral_core::time::now_ms;
 use futures::StreamExt;
+use tokio::sync::mpsc;
 
 use super::schedule::{GROUP, MAX_INFRA_FAILURES};
 use crate::service::Core;
@@ -26,6 +28,11 @@ use crate::service::Core;
 pub static STALE_REPORTS: AtomicU64 = AtomicU64::new(0);
 
 /// Serves the results subject while this coordinator leads; runs until dropped.
+///
+/// Requests are committed by one task, and the requests that arrived while it was busy are
+/// taken together: each node's reports in one commit (usually one transaction) instead of one
+/// commit per request waiting its turn (commits and claims take the planning lock one at a time
+/// anyway, so merging costs no request any time).
 pub async fn serve(core: Arc<Core>) -> Result<(), String> {
     loop {
         while !core.leadership.is_leader() {
@@ -40,31 +47,20 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
             }
         };
         tracing::info!("serving job results");
+        // Ends once `queue` is dropped (with this term) and what it holds is committed.
+        let (queue, waiting) = mpsc::unbounded_channel();
+        corral_core::task::spawn_detached("coordinator.job_results", commit_requests(core.clone(), waiting));
         let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 req = requests.next() => {
                     let Some(req) = req else { break };
-                    let core = core.clone();
-                    corral_core::task::spawn_detached("coordinator.job_results", async move {
-                        let reports = match protocol::decode::<JobReports>(&req.payload) {
-                            Ok(reports) => reports.0,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "dropping malformed job reports");
-                                return;
-                            }
-                        };
-                        // No reply means "not committed": the agent sends the reports again.
-                        match commit_and_schedule(&core, reports).await {
-                            Ok((verdicts, work)) => {
-                                tracing::debug!(reports = verdicts.len(), work = work.len(), "job reports committed");
-                                if let Err(e) = req.reply(protocol::encode(&JobAcks { verdicts, work })).await {
-                                    tracing::debug!(error = %e, "could not acknowledge job reports");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "could not commit job reports; the agent retries"),
+                    match protocol::decode::<JobReports>(&req.payload) {
+                        Ok(reports) => {
+                            let _ = queue.send((reports.0, req));
                         }
-                    });
+                        Err(e) => tracing::warn!(error = %e, "dropping malformed job reports"),
+                    }
                 }
                 _ = check.tick() => {
                     if !core.leadership.is_leader() {
@@ -77,7 +73,81 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
     }
 }
 
-type Ack = (corral_core::jobs::JobId, u32, Verdict);
+/// A request's reports and the request to answer.
+type Waiting = (Vec<JobReport>, Request);
+
+/// Commits waiting requests, everything that is waiting at once (up to what one commit takes),
+/// until the queue closes.
+async fn commit_requests(core: Arc<Core>, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
+    let mut next: Option<Waiting> = None;
+    loop {
+        let first = match next.take() {
+            Some(w) => w,
+            None => match waiting.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let mut taken = vec![first];
+        let mut count = taken[0].0.len();
+        while let Ok(w) = waiting.try_recv() {
+            if count + w.0.len() > MERGED_REPORTS {
+                next = Some(w);
+                break;
+            }
+            count += w.0.len();
+            taken.push(w);
+        }
+        for group in by_node(taken) {
+            answer_group(&core, group).await;
+        }
+    }
+}
+
+/// Most reports committed together from several requests (one request may carry more).
+const MERGED_REPORTS: usize = GROUP / 2;
+
+/// The requests grouped by the node of their first report, in arrival order.
+fn by_node(taken: Vec<Waiting>) -> Vec<Vec<Waiting>> {
+    let mut groups: Vec<Vec<Waiting>> = Vec::new();
+    for w in taken {
+        let node = w.0.first().map(|r| r.node.clone());
+        match groups.iter_mut().find(|g| g[0].0.first().map(|r| &r.node) == node.as_ref()) {
+            Some(g) => g.push(w),
+            None => groups.push(vec![w]),
+        }
+    }
+    groups
+}
+
+/// Commits one node's requests together; each request is answered with the verdicts on its own
+/// reports, and the first one also carries the node's next work. No reply means "not
+/// committed": the agent sends the reports again.
+async fn answer_group(core: &Arc<Core>, group: Vec<Waiting>) {
+    let reports: Vec<JobReport> = group.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+    let (verdicts, mut work) = match commit_and_schedule(core, reports).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not commit job reports; the agent retries");
+            return;
+        }
+    };
+    tracing::debug!(requests = group.len(), reports = verdicts.len(), work = work.len(), "job reports committed");
+    let replies = group.into_iter().map(|(reports, req)| {
+        let mine: std::collections::HashSet<(&JobId, u32)> = reports.iter().map(|r| (&r.job, r.attempt)).collect();
+        let verdicts: Vec<Ack> =
+            verdicts.iter().filter(|(job, attempt, _)| mine.contains(&(job, *attempt))).cloned().collect();
+        let acks = JobAcks { verdicts, work: std::mem::take(&mut work) };
+        async move {
+            if let Err(e) = req.reply(protocol::encode(&acks)).await {
+                tracing::debug!(error = %e, "could not acknowledge job reports");
+            }
+        }
+    });
+    futures::future::join_all(replies.collect::<Vec<_>>()).await;
+}
+
+type Ack = (JobId, u32, Verdict);
 
 /// Commits one node's reports and claims the next jobs for the slots they free; the verdicts
 /// and the work for that node (which rides on the reply). Usually one transaction: when every
