@@ -269,10 +269,11 @@ impl Drop for Leased {
         let Some((cg, files)) = self.cg.take() else { return };
         // A run whose command ended by itself took its whole pid namespace with it: the
         // cgroups are empty already, and checking that costs a read per hierarchy.
-        if !files.is_empty() {
+        let empty = files.is_empty() || {
             cg.kill_all();
-        }
-        if files.is_empty() {
+            files.is_empty()
+        };
+        if empty {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.idle.len() < POOL_MAX {
                 pool.idle.push((self.limits, cg, files));
