@@ -55,7 +55,8 @@ pub struct Spawn<'a> {
 }
 
 /// A started child with an empty environment, working directory `/`, and only its three standard
-/// streams (and [`Spawn::fds`]) open. Dropping it kills the child (if still running) and reaps it in the background.
+/// streams (and [`Spawn::fds`]) open. Dropping it kills the child (if still running) and reaps it
+/// in the background.
 pub struct Process {
     pid: libc::pid_t,
     pidfd: Option<AsyncFd<OwnedFd>>,
@@ -93,7 +94,7 @@ pub fn spawn(spec: Spawn<'_>) -> io::Result<Process> {
     let (out_child, out_ours) = ends(spec.stdout, true)?;
     let (err_child, err_ours) = ends(spec.stderr, true)?;
     // Above 2, so that putting one in place (dup2 onto 0..=2) never overwrites another.
-    let child_ends = [above_stdio(in_child)?, above_stdio(out_child)?, above_stdio(err_child)?];
+    let child_ends = [above(in_child, 3)?, above(out_child, 3)?, above(err_child, 3)?];
     // Above every target, so that putting one in place never overwrites another.
     let first_free = 3 + spec.fds.len() as c_int;
     let extra = spec.fds.into_iter().map(|fd| above(fd, first_free)).collect::<io::Result<Vec<OwnedFd>>>()?;
@@ -269,11 +270,6 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: two fresh descriptors owned by nothing else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// `fd` itself when it is above 2, else a close-on-exec duplicate that is.
-fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    above(fd, 3)
 }
 
 /// `fd` itself when it is at least `min`, else a close-on-exec duplicate that is.
