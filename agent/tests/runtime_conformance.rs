@@ -231,7 +231,8 @@ macro_rules! conformance {
             sandboxes_are_isolated_from_each_other, pause_stops_and_resume_continues, destroy_leaves_nothing,
             create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found,
             signal_exec_reaches_the_process_group, side_channel_is_apart_from_output,
-            background_processes_are_buffered_followed_and_signalled, sessions_keep_cd_and_export);
+            background_processes_are_buffered_followed_and_signalled, sessions_keep_cd_and_export,
+            syscall_filter_refuses_the_deny_list, ordinary_programs_still_work);
     };
     (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
         mod $name {
@@ -696,8 +697,12 @@ mod docker_specific {
 }
 
 /// The test bodies, runtime-agnostic: each takes a fresh [`Harness`].
+#[path = "conformance/syscalls.rs"]
+mod syscalls;
+
 mod suite {
     use super::*;
+    pub use crate::syscalls::{ordinary_programs_still_work, syscall_filter_refuses_the_deny_list};
 
     fn shell(script: &str) -> ExecSpec {
         exec_spec(Command::Shell(script.into()))

@@ -9,6 +9,7 @@ pub mod client;
 pub mod conn;
 pub mod docker;
 pub mod files;
+pub mod seccomp;
 
 use async_trait::async_trait;
 use corral_core::ids::{ExecId, SandboxId};

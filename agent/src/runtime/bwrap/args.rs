@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::BwrapConfig;
 use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
+use crate::runtime::seccomp;
 
 /// Host directories mounted read-only (or recreated as symlinks where the host has a symlink).
 const SYSTEM_DIRS: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
@@ -106,7 +107,7 @@ pub enum Scratch<'a> {
     /// they vanish with it and the host's filesystem is never touched (one-shot jobs). Their
     /// pages are charged to the sandbox's memory cgroup. `files` are copied in by bwrap from the
     /// descriptors it is handed as 3, 4, … in this order: `(absolute path in the sandbox,
-    /// parent directories to create first)`.
+    /// parent directories to create first)`; the syscall filters follow them.
     Tmpfs { bytes: u64, files: &'a [(String, Vec<String>)] },
 }
 
@@ -188,6 +189,15 @@ fn base_args(
     if init {
         push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX]);
     }
+    // The syscall filters come right after the files among the descriptors bwrap is handed.
+    let files = match scratch {
+        Scratch::Dir(_) => 0,
+        Scratch::Tmpfs { files, .. } => files.len(),
+    };
+    for k in 0..seccomp::program_count() {
+        let fd = (3 + files + k).to_string();
+        push(&[&"--add-seccomp-fd", &fd]);
+    }
     // The root tmpfs (and so `/etc`) becomes read-only once every mount point exists.
     push(&[&"--remount-ro", &"/", &"--chdir", &cwd]);
     push(&[&"--setenv", &"PATH", &SANDBOX_PATH, &"--setenv", &"HOME", &SANDBOX_HOME]);
@@ -227,5 +237,7 @@ mod tests {
         assert_eq!(off.last().map(String::as_str), Some(INIT_IN_SANDBOX));
         let setenv: Vec<&String> = off.windows(2).filter(|w| w[0] == "--setenv").map(|w| &w[1]).collect();
         assert_eq!(setenv, ["PATH", "HOME", "LANG"]);
+        let filters: Vec<&String> = off.windows(2).filter(|w| w[0] == "--add-seccomp-fd").map(|w| &w[1]).collect();
+        assert_eq!(filters, ["3", "4"], "the syscall filters are the descriptors after the (no) files");
     }
 }

@@ -15,7 +15,6 @@
 //! bwrap ends everything in the sandbox; the cgroups are emptied as well, then kept for the next
 //! one-shot with the same limits ([`Cgroups::lease`]).
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +26,7 @@ use super::args::Scratch;
 use super::sandbox::limits_of;
 use super::{BwrapConfig, args, spawn};
 use crate::runtime::cgroup::{Cgroups, Leased};
+use crate::runtime::seccomp;
 use crate::runtime::{OneShot, RuntimeError, RuntimeResult};
 
 /// Smallest size of a one-shot's `/workspace` and `/tmp`.
@@ -49,9 +49,10 @@ pub async fn run(
     let mut fds = Vec::with_capacity(files.len());
     for (path, data) in files {
         let parents = parents_of(path).map_err(|why| start_failed(format!("file {path}: {why}")))?;
-        fds.push(memory_file(data).map_err(|e| start_failed(format!("file {path}: {e}")))?);
+        fds.push(seccomp::memory_file(data).map_err(|e| start_failed(format!("file {path}: {e}")))?);
         placed.push((path.clone(), parents));
     }
+    fds.extend(seccomp::program_fds().map_err(|e| start_failed(format!("syscall filter: {e}")))?);
     // Handed back (emptied, for the next one-shot with the same limits) however the run ends.
     let cgroup = cgroups.lease(&limits_of(spec)).map_err(|e| start_failed(e.to_string()))?;
     let scratch =
@@ -176,21 +177,6 @@ fn parents_of(path: &str) -> Result<Vec<String>, &'static str> {
             made.clone()
         })
         .collect())
-}
-
-/// An anonymous memory file holding `data`, positioned at its start (bwrap copies it from there).
-#[allow(unsafe_code)]
-fn memory_file(data: &[u8]) -> std::io::Result<OwnedFd> {
-    // SAFETY: memfd_create takes a C string and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"corral-job-file".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor owned by nothing else.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    std::io::Write::write_all(&mut file, data)?;
-    std::io::Seek::rewind(&mut file)?;
-    Ok(file.into())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
 use crate::runtime::client::{InitClient, REPLY_TIMEOUT as START_TIMEOUT};
 use crate::runtime::conn::{self, Conn, OomCounter};
 use crate::runtime::files::SandboxFs;
+use crate::runtime::seccomp;
 
 /// How long the init may take to stop after its control pipe closed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -266,7 +267,7 @@ async fn launch(
         stderr: spawn::Stdio::Fd(log.into()),
         join,
         owner,
-        fds: Vec::new(),
+        fds: seccomp::program_fds()?,
     })?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("bwrap pipes missing"));

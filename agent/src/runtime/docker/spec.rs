@@ -13,6 +13,7 @@ use corral_core::model::SandboxSpec;
 
 use super::DockerConfig;
 use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
+use crate::runtime::seccomp;
 
 pub const LABEL_SANDBOX: &str = "corral.sandbox_id";
 pub const LABEL_NODE: &str = "corral.node_id";
@@ -74,7 +75,10 @@ fn host_config(config: &DockerConfig, spec: &SandboxSpec) -> HostConfig {
     };
     HostConfig {
         cap_drop: Some(vec!["ALL".to_owned()]),
-        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        security_opt: Some(vec![
+            "no-new-privileges".to_owned(),
+            format!("seccomp={}", seccomp::docker_profile(seccomp::host_arch())),
+        ]),
         readonly_rootfs: Some(true),
         network_mode: Some(if spec.internet_access { "bridge" } else { "none" }.to_owned()),
         memory,
