@@ -443,7 +443,8 @@ mod bwrap_specific {
         let script = "sh /tmp/corral-job/main.sh; cat /workspace/a/b/data.txt; echo; \
                       stat -c '%U %a' /workspace /tmp /tmp/corral-job/main.sh; \
                       df -k /workspace /tmp | awk 'NR>1 {print $1, $2}'; \
-                      head -c 40000000 /dev/zero > /workspace/fill || echo FULL";
+                      head -c 40000000 /dev/zero > /workspace/fill || echo FULL; \
+                      awk '/^Seccomp:/ {print \"seccomp\", $2}' /proc/self/status";
         let run = rt.run_once(&s, &files, exec_spec(Command::Shell(script.into())), Arc::default()).await.unwrap();
         let out = String::from_utf8_lossy(&run.stdout).into_owned();
         assert_eq!(run.status.exit_code, 0, "{out} {}", String::from_utf8_lossy(&run.stderr));
@@ -451,7 +452,17 @@ mod bwrap_specific {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines,
-            ["from-file", "nested", "sandbox 755", "sandbox 1777", "sandbox 644", "tmpfs 32768", "tmpfs 32768", "FULL"],
+            [
+                "from-file",
+                "nested",
+                "sandbox 755",
+                "sandbox 1777",
+                "sandbox 644",
+                "tmpfs 32768",
+                "tmpfs 32768",
+                "FULL",
+                "seccomp 2"
+            ],
             "{}",
             String::from_utf8_lossy(&run.stderr)
         );
