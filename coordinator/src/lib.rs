@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use corral_core::bus::Bus;
 use corral_core::store::StateStore;
-use corral_core::task::OwnedTask;
+use corral_core::task::{self, OwnedTask};
 use corral_proto::v1::batches_server::BatchesServer;
 use corral_proto::v1::exec_server::ExecServer;
 use corral_proto::v1::files_server::FilesServer;
@@ -71,7 +71,12 @@ pub async fn run(
     // Room for a Write of up to twice the file limit, so oversize files get a clear INVALID_ARGUMENT.
     let max_message = 2 * config.max_file_bytes as usize + 1024 * 1024;
     let view = ClusterView::default();
-    let _view_task = OwnedTask::spawn("coordinator.cluster_view", view.clone().follow(store.clone()));
+    // Supervised: a watch broken by an etcd restart would otherwise leave a frozen view; each
+    // restart reloads the view from the store before watching again.
+    let _view_task = {
+        let (view, store) = (view.clone(), store.clone());
+        task::supervise("coordinator.cluster_view", move || view.clone().follow(store.clone()))
+    };
     let (dispatch, unclaimed) = Dispatcher::start(bus).await?;
     let leadership = Leadership::new(config.leader_lease());
     let me = LeaderRecord {
