@@ -241,7 +241,10 @@ pub fn docker_profile(arch: TargetArch) -> String {
                 syscalls.extend(flags.iter().map(|&f| entry(serde_json::json!([cmp(arg, "SCMP_CMP_MASKED_EQ", f, f)]))))
             }
             When::OneOf { arg, values } => {
-                syscalls.extend(values.iter().map(|&v| entry(serde_json::json!([cmp(arg, "SCMP_CMP_EQ", v, 0)]))))
+                // The low 32 bits only, as the BPF side compares them: `ioctl` takes its request as
+                // an unsigned int, so a value with high bits set must not slip past the rule.
+                let low = |v| entry(serde_json::json!([cmp(arg, "SCMP_CMP_MASKED_EQ", 0xffff_ffff, v)]));
+                syscalls.extend(values.iter().map(|&v| low(v)))
             }
         }
     }
