@@ -21,8 +21,14 @@ pub struct AgentConfig {
     /// memory settings are ceilings that idle sandboxes do not use, so promising more than the
     /// host has lets many small sandboxes share a node; 1.0 never overcommits.
     pub memory_overcommit: f64,
-    /// Most sandboxes this node runs at once.
+    /// Most sandboxes and jobs this node runs at once.
     pub max_sandboxes: u32,
+    /// Process ids offered to sandboxes and jobs; 0 = nine tenths of the host's (the smaller of
+    /// `kernel.pid_max` and `kernel.threads-max`).
+    pub max_pids: u64,
+    /// How many times `max_pids` the node promises, summed over the pids limits of its sandboxes
+    /// and jobs. Like memory, a pids limit is a ceiling few sandboxes reach; 1.0 never overcommits.
+    pub pids_overcommit: f64,
     /// Labels published in this node's NodeInfo.
     pub labels: BTreeMap<String, String>,
     /// The node record's lease TTL; the node is considered gone this long after its last heartbeat.
@@ -73,6 +79,8 @@ impl Default for AgentConfig {
             memory_mb: 0,
             memory_overcommit: 4.0,
             max_sandboxes: 256,
+            max_pids: 0,
+            pids_overcommit: 8.0,
             labels: BTreeMap::new(),
             lease_ttl_seconds: 10,
             heartbeat_seconds: 3,
@@ -112,6 +120,12 @@ impl AgentConfig {
         if !(self.memory_overcommit.is_finite() && (1.0..=64.0).contains(&self.memory_overcommit)) {
             return Err("agent.memory_overcommit must be between 1.0 and 64.0".into());
         }
+        if !(self.pids_overcommit.is_finite() && (1.0..=64.0).contains(&self.pids_overcommit)) {
+            return Err("agent.pids_overcommit must be between 1.0 and 64.0".into());
+        }
+        if self.max_pids != 0 && self.max_pids < 64 {
+            return Err("agent.max_pids must be 0 (derived from the host) or at least 64".into());
+        }
         if self.state_dir.as_os_str().is_empty() {
             return Err("agent.state_dir must be set".into());
         }
@@ -142,6 +156,17 @@ pub fn host_capacity() -> (f64, u64) {
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .unwrap_or(1024 * 1024);
     (cpus, mem_kb / 1024)
+}
+
+/// Nine tenths of the process ids the host allows (the rest is left to the host itself).
+pub fn host_pids() -> u64 {
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let limit = match (read("/proc/sys/kernel/pid_max"), read("/proc/sys/kernel/threads-max")) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 32_768,
+    };
+    limit / 10 * 9
 }
 
 #[cfg(test)]

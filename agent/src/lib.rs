@@ -150,6 +150,9 @@ impl Agent {
                 cpus: if c.cpus > 0.0 { c.cpus } else { host_cpus },
                 memory_mb: ((if c.memory_mb > 0 { c.memory_mb } else { host_mem }) as f64 * c.memory_overcommit) as u64,
                 sandboxes: c.max_sandboxes,
+                disk_mb: 0,
+                pids: ((if c.max_pids > 0 { c.max_pids } else { config::host_pids() }) as f64 * c.pids_overcommit)
+                    as u64,
             },
             runtimes: self
                 .runtimes

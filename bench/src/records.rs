@@ -99,7 +99,7 @@ async fn register_node(store: Arc<EtcdStore>) -> anyhow::Result<OwnedTask> {
     let info = NodeInfo {
         v: NodeInfo::VERSION,
         node_id: node.clone(),
-        capacity: Capacity { cpus: 1_000_000.0, memory_mb: 1 << 40, sandboxes: 1_000_000 },
+        capacity: Capacity { cpus: 1_000_000.0, memory_mb: 1 << 40, sandboxes: 1_000_000, disk_mb: 0, pids: u64::MAX },
         runtimes: vec![RuntimeKind::Bwrap],
         images: Vec::new(),
         languages: Vec::new(),

@@ -12,7 +12,8 @@ use corral_core::state::SandboxState;
 use corral_core::store::{self, EventKind, KeyValue, StateStore, StoreError};
 use futures::StreamExt;
 
-use crate::scheduler::{self, Allocated, Candidate, Demand};
+use crate::capacity::Resources;
+use crate::scheduler::{self, Candidate, Demand};
 
 /// What the view keeps of a live sandbox.
 #[derive(Debug, Clone)]
@@ -34,7 +35,8 @@ pub struct Placed {
 struct Inner {
     nodes: HashMap<NodeId, NodeInfo>,
     sandboxes: HashMap<SandboxId, Placed>,
-    allocated: HashMap<NodeId, Allocated>,
+    /// What the live sandboxes of each node reserve.
+    allocated: HashMap<NodeId, Resources>,
     /// Sandboxes this coordinator ended before its watch caught up, with the ending revision, so a
     /// lagging watch event cannot bring them back. Pruned once the watch passes that revision.
     ended: HashMap<SandboxId, i64>,
@@ -54,7 +56,8 @@ impl ClusterView {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Chooses a node for `demand` and reserves the resources for `id` in the same step.
+    /// Chooses a node for `demand` and reserves the resources for `id` in the same step; the
+    /// node's running jobs count against it as much as its sandboxes.
     pub fn place_and_reserve(
         &self,
         id: &SandboxId,
@@ -63,16 +66,20 @@ impl ClusterView {
         created_at_ms: i64,
         expires_at_ms: i64,
     ) -> Result<NodeId, scheduler::PlacementError> {
+        let jobs = self.jobs.used_by_node();
         let mut inner = self.lock();
         let candidates: Vec<Candidate<'_>> = inner
             .nodes
             .values()
-            .map(|n| Candidate {
-                id: &n.node_id,
-                capacity: n.capacity,
-                runtimes: &n.runtimes,
-                images: &n.images,
-                allocated: inner.allocated.get(&n.node_id).copied().unwrap_or_default(),
+            .map(|n| {
+                let sandboxes = inner.allocated.get(&n.node_id).copied().unwrap_or_default();
+                Candidate {
+                    id: &n.node_id,
+                    capacity: Resources::of_node(&n.capacity),
+                    runtimes: &n.runtimes,
+                    images: &n.images,
+                    used: sandboxes.plus(&jobs.get(&n.node_id).copied().unwrap_or_default()),
+                }
             })
             .collect();
         let node = scheduler::place(&candidates, &demand)?.clone();
@@ -115,9 +122,9 @@ impl ClusterView {
         self.lock().sandboxes.get(id).cloned()
     }
 
-    /// How many live sandboxes each node holds.
-    pub fn sandbox_counts(&self) -> HashMap<NodeId, usize> {
-        self.lock().allocated.iter().map(|(n, a)| (n.clone(), a.sandboxes as usize)).collect()
+    /// What the live sandboxes of each node reserve.
+    pub fn sandbox_usage(&self) -> HashMap<NodeId, Resources> {
+        self.lock().allocated.clone()
     }
 
     /// Applies one watched change to the index it belongs to.
@@ -245,11 +252,11 @@ async fn read_all(store: &dyn StateStore, prefix: &str) -> Result<(Vec<KeyValue>
 
 impl Inner {
     fn insert(&mut self, id: SandboxId, placed: Placed) {
-        self.allocated.entry(placed.node.clone()).or_default().add(&placed.demand);
+        self.allocated.entry(placed.node.clone()).or_default().add(&placed.demand.need);
         if let Some(old) = self.sandboxes.insert(id, placed)
             && let Some(a) = self.allocated.get_mut(&old.node)
         {
-            a.sub(&old.demand);
+            a.sub(&old.demand.need);
         }
     }
 
@@ -257,7 +264,7 @@ impl Inner {
         if let Some(old) = self.sandboxes.remove(id)
             && let Some(a) = self.allocated.get_mut(&old.node)
         {
-            a.sub(&old.demand);
+            a.sub(&old.demand.need);
         }
     }
 
@@ -277,8 +284,7 @@ impl Inner {
             return;
         };
         let spec = &record.spec;
-        let demand =
-            Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb, image: spec.image.clone() };
+        let demand = Demand::of_sandbox(spec);
         let placed = Placed {
             tenant: spec.tenant.clone(),
             node,

@@ -12,6 +12,7 @@
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 
 pub mod api;
+pub mod capacity;
 pub mod cluster;
 pub mod config;
 pub mod confirm;

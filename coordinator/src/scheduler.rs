@@ -1,41 +1,27 @@
 //! Placement: a pure function from the cluster view to a decision, property-tested.
 //!
-//! A sandbox goes to the node, among those that run its runtime and can still fit it (sandbox
-//! slots and memory), with the most free capacity left; ties go to the smaller node id, so the
-//! result is deterministic. CPU is compressible and only weighs in the score.
+//! A sandbox goes to the node, among those that run its runtime and can still fit it (see
+//! [`crate::capacity`]: slots, memory, disk and process ids, counting the node's sandboxes and its
+//! running jobs), with the most free capacity left; ties go to the smaller node id, so the result
+//! is deterministic. CPU is compressible and only weighs in the score.
 
 use corral_core::ids::NodeId;
-use corral_core::model::{Capacity, RuntimeKind};
+use corral_core::model::RuntimeKind;
+
+use crate::capacity::{Resources, Shortage};
 
 /// What a sandbox asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Demand {
     pub runtime: RuntimeKind,
-    pub cpus: f64,
-    pub memory_mb: u64,
     /// The image a Docker sandbox needs on its node; empty when none.
     pub image: String,
+    pub need: Resources,
 }
 
-/// Resources already promised to sandboxes on a node.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Allocated {
-    pub cpus: f64,
-    pub memory_mb: u64,
-    pub sandboxes: u32,
-}
-
-impl Allocated {
-    pub fn add(&mut self, d: &Demand) {
-        self.cpus += d.cpus;
-        self.memory_mb += d.memory_mb;
-        self.sandboxes += 1;
-    }
-
-    pub fn sub(&mut self, d: &Demand) {
-        self.cpus = (self.cpus - d.cpus).max(0.0);
-        self.memory_mb = self.memory_mb.saturating_sub(d.memory_mb);
-        self.sandboxes = self.sandboxes.saturating_sub(1);
+impl Demand {
+    pub fn of_sandbox(spec: &corral_core::model::SandboxSpec) -> Self {
+        Self { runtime: spec.runtime, image: spec.image.clone(), need: Resources::of_sandbox(spec) }
     }
 }
 
@@ -43,10 +29,11 @@ impl Allocated {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate<'a> {
     pub id: &'a NodeId,
-    pub capacity: Capacity,
+    pub capacity: Resources,
     pub runtimes: &'a [RuntimeKind],
     pub images: &'a [String],
-    pub allocated: Allocated,
+    /// Reserved by the node's sandboxes and running jobs.
+    pub used: Resources,
 }
 
 /// Why nothing could be placed.
@@ -58,21 +45,15 @@ pub enum PlacementError {
     NoRuntime { runtime: RuntimeKind, nodes: usize },
     #[error("no node has the image {image:?}; images on nodes running {runtime}: {available:?}")]
     NoImage { image: String, runtime: RuntimeKind, available: Vec<String> },
-    #[error("no node has room for {memory_mb} MiB more ({eligible} nodes run {runtime}, all full)")]
-    Full { runtime: RuntimeKind, memory_mb: u64, eligible: usize },
+    #[error(
+        "no node has room for this sandbox ({memory_mb} MiB memory, {disk_mb} MiB disk, {pids} pids): \
+         {eligible} nodes run {runtime}, all short of {short}"
+    )]
+    Full { runtime: RuntimeKind, memory_mb: u64, disk_mb: u64, pids: u64, eligible: usize, short: Shortage },
 }
 
 fn fits(c: &Candidate<'_>, d: &Demand) -> bool {
-    c.allocated.sandboxes < c.capacity.sandboxes && c.allocated.memory_mb + d.memory_mb <= c.capacity.memory_mb
-}
-
-/// Fraction of the node left free after placing `d` (the scarcest resource decides).
-fn free_after(c: &Candidate<'_>, d: &Demand) -> f64 {
-    let frac = |used: f64, cap: f64| if cap <= 0.0 { 0.0 } else { 1.0 - used / cap };
-    let slots = frac(f64::from(c.allocated.sandboxes + 1), f64::from(c.capacity.sandboxes));
-    let mem = frac((c.allocated.memory_mb + d.memory_mb) as f64, c.capacity.memory_mb as f64);
-    let cpu = frac(c.allocated.cpus + d.cpus, c.capacity.cpus);
-    slots.min(mem).min(cpu.max(0.0))
+    c.capacity.fits(&c.used, &d.need)
 }
 
 /// Chooses the node for one sandbox.
@@ -92,12 +73,24 @@ pub fn place<'a>(candidates: &[Candidate<'a>], d: &Demand) -> Result<&'a NodeId,
         available.dedup();
         return Err(PlacementError::NoImage { image: d.image.clone(), runtime: d.runtime, available });
     }
-    eligible
-        .iter()
-        .filter(|c| fits(c, d))
-        .max_by(|a, b| free_after(a, d).total_cmp(&free_after(b, d)).then_with(|| b.id.cmp(a.id)))
-        .map(|c| c.id)
-        .ok_or(PlacementError::Full { runtime: d.runtime, memory_mb: d.memory_mb, eligible: eligible.len() })
+    let score = |c: &Candidate<'_>| c.capacity.free_fraction_after(&c.used, &d.need);
+    if let Some(best) =
+        eligible.iter().filter(|c| fits(c, d)).max_by(|a, b| score(a).total_cmp(&score(b)).then_with(|| b.id.cmp(a.id)))
+    {
+        return Ok(best.id);
+    }
+    // The resource most nodes are short of names the problem.
+    let shorts: Vec<Shortage> = eligible.iter().filter_map(|c| c.capacity.short_of(&c.used, &d.need)).collect();
+    let count = |s: &Shortage| shorts.iter().filter(|x| *x == s).count();
+    let short = shorts.iter().copied().max_by_key(|s| (count(s), std::cmp::Reverse(*s))).unwrap_or(Shortage::Slots);
+    Err(PlacementError::Full {
+        runtime: d.runtime,
+        memory_mb: d.need.memory_mb,
+        disk_mb: d.need.disk_mb,
+        pids: d.need.pids,
+        eligible: eligible.len(),
+        short,
+    })
 }
 
 #[cfg(test)]
@@ -112,20 +105,32 @@ mod tests {
 
     const BWRAP: &[RuntimeKind] = &[RuntimeKind::Bwrap];
 
+    fn cap(cpus: f64, memory_mb: u64, slots: u32) -> Resources {
+        Resources { cpus, memory_mb, disk_mb: u64::MAX, pids: u64::MAX, slots }
+    }
+
+    fn demand(cpus: f64, memory_mb: u64) -> Demand {
+        let need = Resources { cpus, memory_mb, disk_mb: 0, pids: 64, slots: 1 };
+        Demand { runtime: RuntimeKind::Bwrap, image: String::new(), need }
+    }
+
+    fn used(cpus: f64, memory_mb: u64, slots: u32) -> Resources {
+        Resources { cpus, memory_mb, slots, ..Default::default() }
+    }
+
     #[test]
     fn prefers_the_emptier_node_and_breaks_ties_by_id() {
         let (a, b) = (node(1), node(2));
-        let cap = Capacity { cpus: 2.0, memory_mb: 1024, sandboxes: 10 };
-        let d = Demand { runtime: RuntimeKind::Bwrap, cpus: 1.0, memory_mb: 100, image: String::new() };
-        let busy = Allocated { cpus: 1.0, memory_mb: 500, sandboxes: 5 };
+        let c = cap(2.0, 1024, 10);
+        let d = demand(1.0, 100);
         let cands = [
-            Candidate { id: &a, capacity: cap, runtimes: BWRAP, images: &[], allocated: busy },
-            Candidate { id: &b, capacity: cap, runtimes: BWRAP, images: &[], allocated: Allocated::default() },
+            Candidate { id: &a, capacity: c, runtimes: BWRAP, images: &[], used: used(1.0, 500, 5) },
+            Candidate { id: &b, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default() },
         ];
         assert_eq!(place(&cands, &d).unwrap(), &b);
         let tie = [
-            Candidate { id: &b, capacity: cap, runtimes: BWRAP, images: &[], allocated: Allocated::default() },
-            Candidate { id: &a, capacity: cap, runtimes: BWRAP, images: &[], allocated: Allocated::default() },
+            Candidate { id: &b, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default() },
+            Candidate { id: &a, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default() },
         ];
         assert_eq!(place(&tie, &d).unwrap(), &a);
     }
@@ -133,28 +138,38 @@ mod tests {
     #[test]
     fn explains_why_nothing_fits() {
         let a = node(1);
-        let d = Demand { runtime: RuntimeKind::Bwrap, cpus: 1.0, memory_mb: 100, image: String::new() };
+        let d = demand(1.0, 100);
         assert_eq!(place(&[], &d), Err(PlacementError::NoNodes));
-        let full = Allocated { cpus: 0.0, memory_mb: 0, sandboxes: 1 };
-        let cap = Capacity { cpus: 1.0, memory_mb: 1000, sandboxes: 1 };
-        let cands = [Candidate { id: &a, capacity: cap, runtimes: BWRAP, images: &[], allocated: full }];
-        assert!(matches!(place(&cands, &d), Err(PlacementError::Full { eligible: 1, .. })));
+        let cands =
+            [Candidate { id: &a, capacity: cap(1.0, 1000, 1), runtimes: BWRAP, images: &[], used: used(0.0, 0, 1) }];
+        let err = place(&cands, &d).unwrap_err();
+        assert!(matches!(err, PlacementError::Full { eligible: 1, short: Shortage::Slots, .. }), "{err}");
+        let pids = Resources { pids: 32, ..cap(1.0, 1000, 4) };
+        let cands = [Candidate { id: &a, capacity: pids, runtimes: BWRAP, images: &[], used: Resources::default() }];
+        let err = place(&cands, &d).unwrap_err().to_string();
+        assert!(err.contains("short of process ids"), "{err}");
         let none: &[RuntimeKind] = &[];
-        let cands = [Candidate { id: &a, capacity: cap, runtimes: none, images: &[], allocated: Allocated::default() }];
+        let cands = [Candidate {
+            id: &a,
+            capacity: cap(1.0, 1000, 1),
+            runtimes: none,
+            images: &[],
+            used: Resources::default(),
+        }];
         assert!(matches!(place(&cands, &d), Err(PlacementError::NoRuntime { .. })));
     }
 
     #[test]
     fn docker_sandboxes_go_only_where_their_image_is() {
         let (a, b) = (node(1), node(2));
-        let cap = Capacity { cpus: 2.0, memory_mb: 1024, sandboxes: 10 };
+        let c = cap(2.0, 1024, 10);
         const DOCKER: &[RuntimeKind] = &[RuntimeKind::Bwrap, RuntimeKind::Docker];
         let (base, py) = (vec!["corral/base:latest".to_owned()], vec!["corral/python:latest".to_owned()]);
         let cands = [
-            Candidate { id: &a, capacity: cap, runtimes: DOCKER, images: &base, allocated: Allocated::default() },
-            Candidate { id: &b, capacity: cap, runtimes: DOCKER, images: &py, allocated: Allocated::default() },
+            Candidate { id: &a, capacity: c, runtimes: DOCKER, images: &base, used: Resources::default() },
+            Candidate { id: &b, capacity: c, runtimes: DOCKER, images: &py, used: Resources::default() },
         ];
-        let d = Demand { runtime: RuntimeKind::Docker, cpus: 1.0, memory_mb: 64, image: "corral/python:latest".into() };
+        let d = Demand { runtime: RuntimeKind::Docker, image: "corral/python:latest".into(), ..demand(1.0, 64) };
         assert_eq!(place(&cands, &d).unwrap(), &b);
         let missing = Demand { image: "corral/ruby:latest".into(), ..d };
         let err = place(&cands, &missing).unwrap_err().to_string();
@@ -162,31 +177,37 @@ mod tests {
     }
 
     proptest! {
-        /// Placing sandboxes one by one never exceeds any node's slots or memory, only uses nodes
-        /// that run the runtime, and refuses only when no eligible node fits.
+        /// Placing sandboxes one by one never exceeds any node's slots, memory, disk or pids, only
+        /// uses nodes that run the runtime, and refuses only when no eligible node fits.
         #[test]
         fn never_overcommits(
-            caps in proptest::collection::vec((1u32..8, 256u64..4096, any::<bool>()), 1..6),
-            demands in proptest::collection::vec((0.1f64..4.0, 16u64..1024), 1..60),
+            caps in proptest::collection::vec((1u32..8, 256u64..4096, 100u64..4000, 256u64..8192, any::<bool>()), 1..6),
+            demands in proptest::collection::vec((0.1f64..4.0, 16u64..1024, 0u64..800, 8u64..1024), 1..60),
         ) {
             let ids: Vec<NodeId> = (0..caps.len()).map(node).collect();
-            let mut alloc = vec![Allocated::default(); caps.len()];
-            for (cpus, memory_mb) in demands {
-                let d = Demand { runtime: RuntimeKind::Bwrap, cpus, memory_mb, image: String::new() };
-                let cands: Vec<Candidate<'_>> = caps.iter().enumerate().map(|(i, &(s, m, has))| Candidate {
+            let mut alloc = vec![Resources::default(); caps.len()];
+            let capacity = |i: usize| {
+                let (slots, memory_mb, disk_mb, pids, _) = caps[i];
+                Resources { cpus: 2.0, memory_mb, disk_mb, pids, slots }
+            };
+            for (cpus, memory_mb, disk_mb, pids) in demands {
+                let need = Resources { cpus, memory_mb, disk_mb, pids, slots: 1 };
+                let d = Demand { runtime: RuntimeKind::Bwrap, image: String::new(), need };
+                let cands: Vec<Candidate<'_>> = (0..caps.len()).map(|i| Candidate {
                     id: &ids[i],
-                    capacity: Capacity { cpus: 2.0, memory_mb: m, sandboxes: s },
-                    runtimes: if has { BWRAP } else { &[] },
+                    capacity: capacity(i),
+                    runtimes: if caps[i].4 { BWRAP } else { &[] },
                     images: &[],
-                    allocated: alloc[i],
+                    used: alloc[i],
                 }).collect();
                 match place(&cands, &d) {
                     Ok(id) => {
                         let i = ids.iter().position(|x| x == id).unwrap();
-                        prop_assert!(caps[i].2, "placed on a node without the runtime");
-                        alloc[i].add(&d);
-                        prop_assert!(alloc[i].sandboxes <= caps[i].0);
-                        prop_assert!(alloc[i].memory_mb <= caps[i].1);
+                        prop_assert!(caps[i].4, "placed on a node without the runtime");
+                        alloc[i].add(&d.need);
+                        let (c, u) = (capacity(i), alloc[i]);
+                        prop_assert!(u.slots <= c.slots && u.memory_mb <= c.memory_mb);
+                        prop_assert!(u.disk_mb <= c.disk_mb && u.pids <= c.pids);
                     }
                     Err(_) => {
                         for c in &cands {

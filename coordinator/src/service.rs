@@ -63,8 +63,7 @@ impl Core {
     async fn create_placed(self: &Arc<Self>, spec: SandboxSpec) -> ApiResult<SandboxRecord> {
         let now = now_ms();
         let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
-        let demand =
-            Demand { runtime: spec.runtime, cpus: spec.cpus, memory_mb: spec.memory_mb, image: spec.image.clone() };
+        let demand = Demand::of_sandbox(&spec);
         let node =
             self.view.place_and_reserve(&spec.id, &spec.tenant, demand, now, expires_at_ms).map_err(|e| match e {
                 PlacementError::Full { .. } => ApiError::NoCapacity(e.to_string()),

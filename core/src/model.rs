@@ -76,8 +76,19 @@ impl SandboxRecord {
 pub struct Capacity {
     pub cpus: f64,
     pub memory_mb: u64,
-    /// Maximum number of sandboxes.
+    /// Maximum number of sandboxes and jobs at once.
     pub sandboxes: u32,
+    /// Disk (MiB) the node offers to sandboxes' quotas; 0 = not counted (older agents).
+    #[serde(default)]
+    pub disk_mb: u64,
+    /// Process ids the node promises to sandboxes and jobs (the sum of their pids limits);
+    /// records written before it existed decode as unlimited.
+    #[serde(default = "unlimited")]
+    pub pids: u64,
+}
+
+fn unlimited() -> u64 {
+    u64::MAX
 }
 
 /// `nodes/{node_id}`, written by the agent on its lease.

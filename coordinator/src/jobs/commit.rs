@@ -1,11 +1,10 @@
 //! Committing job results. Agents send their reports to `corral.jobs.results`, which the leader
 //! serves; each request's reports are committed in one transaction (group commit), each report
 //! guarded by the job record's revision. A report whose attempt is not the job's running attempt
-//! any more is rejected and counted; so a job has exactly one committed result, whatever the
+//! any more is rejected (and logged); so a job has exactly one committed result, whatever the
 //! agents, the bus or the coordinators did.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral_core::bus::Request;
@@ -23,9 +22,6 @@ use tokio::sync::mpsc;
 
 use super::schedule::{GROUP, MAX_INFRA_FAILURES};
 use crate::service::Core;
-
-/// Reports rejected because their attempt was stale (for tests and metrics).
-pub static STALE_REPORTS: AtomicU64 = AtomicU64::new(0);
 
 /// Serves the results subject while this coordinator leads; runs until dropped.
 ///
@@ -304,7 +300,6 @@ async fn commit_one(core: &Core, report: &JobReport) -> Result<Verdict, StoreErr
 }
 
 fn stale(report: &JobReport, now: &str) -> Verdict {
-    STALE_REPORTS.fetch_add(1, Ordering::Relaxed);
     tracing::info!(job = %report.job, attempt = report.attempt, node = %report.node, job_now = now, "rejected a stale job report");
     Verdict::Stale
 }

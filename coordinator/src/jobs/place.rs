@@ -4,8 +4,10 @@
 //! Tenants take turns (one job each per round, so a tenant with a long queue cannot starve the
 //! others); within a tenant, jobs go in queue order, skipping those whose batch is at its
 //! `max_concurrency` or whose tenant is at its cap. A job goes to the node, among those offering
-//! its runtime (and image, and language), with the most free slots, which spreads a batch over
-//! the nodes; ties go to the smaller node id, so plans are deterministic.
+//! its runtime (and image, and language) and with room for it in the one capacity model
+//! ([`crate::capacity`]: slots, memory, pids, counting the node's sandboxes too), with the most
+//! free slots, which spreads a batch over the nodes; ties go to the smaller node id, so plans are
+//! deterministic.
 
 use std::collections::HashMap;
 
@@ -14,12 +16,15 @@ use corral_core::jobs::{BatchId, JobId};
 use corral_core::languages::LanguageOffer;
 use corral_core::model::RuntimeKind;
 
+use crate::capacity::Resources;
+
 /// A node as placement sees it.
 #[derive(Debug, Clone)]
 pub struct Slots {
     pub node: NodeId,
-    /// Jobs it can still take.
-    pub free: usize,
+    pub capacity: Resources,
+    /// Reserved by its sandboxes and running jobs (and by the jobs this plan puts there).
+    pub used: Resources,
     pub runtimes: Vec<RuntimeKind>,
     pub images: Vec<String>,
     /// The languages the node can run, per runtime (and image).
@@ -34,6 +39,7 @@ pub struct Want {
     pub runtime: RuntimeKind,
     pub image: String,
     pub language: Option<String>,
+    pub need: Resources,
 }
 
 /// The caps in force and what already runs under them.
@@ -47,8 +53,13 @@ pub struct Caps {
 }
 
 impl Slots {
+    /// Slots (sandboxes or jobs) the node can still take.
+    pub fn free(&self) -> u32 {
+        self.capacity.slots.saturating_sub(self.used.slots)
+    }
+
     fn fits(&self, w: &Want) -> bool {
-        self.free > 0
+        self.capacity.fits(&self.used, &w.need)
             && self.runtimes.contains(&w.runtime)
             && (w.runtime != RuntimeKind::Docker || w.image.is_empty() || self.images.contains(&w.image))
             && w.language
@@ -64,7 +75,7 @@ pub fn plan(nodes: &mut [Slots], queues: &[(TenantId, Vec<Want>)], caps: &mut Ca
     loop {
         let mut progressed = false;
         for (t, (tenant, queue)) in queues.iter().enumerate() {
-            if nodes.iter().all(|n| n.free == 0) {
+            if nodes.iter().all(|n| n.free() == 0) {
                 return out;
             }
             if caps.running_by_tenant.get(tenant).copied().unwrap_or(0) >= caps.per_tenant {
@@ -80,7 +91,7 @@ pub fn plan(nodes: &mut [Slots], queues: &[(TenantId, Vec<Want>)], caps: &mut Ca
                     continue;
                 }
                 let Some(node) = best(nodes, w) else { continue };
-                node.free -= 1;
+                node.used.add(&w.need);
                 out.push((w.id.clone(), node.node.clone()));
                 *caps.running_by_tenant.entry(tenant.clone()).or_default() += 1;
                 if let Some(b) = &w.batch {
@@ -97,7 +108,7 @@ pub fn plan(nodes: &mut [Slots], queues: &[(TenantId, Vec<Want>)], caps: &mut Ca
 }
 
 fn best<'a>(nodes: &'a mut [Slots], w: &Want) -> Option<&'a mut Slots> {
-    nodes.iter_mut().filter(|n| n.fits(w)).max_by(|a, b| a.free.cmp(&b.free).then_with(|| b.node.cmp(&a.node)))
+    nodes.iter_mut().filter(|n| n.fits(w)).max_by(|a, b| a.free().cmp(&b.free()).then_with(|| b.node.cmp(&a.node)))
 }
 
 #[cfg(test)]
@@ -109,7 +120,14 @@ mod tests {
     fn node(name: &str, free: usize, runtimes: &[RuntimeKind], langs: &[&str]) -> Slots {
         Slots {
             node: NodeId::parse(name).unwrap(),
-            free,
+            capacity: Resources {
+                cpus: 2.0,
+                memory_mb: 1 << 20,
+                disk_mb: u64::MAX,
+                pids: u64::MAX,
+                slots: free as u32,
+            },
+            used: Resources::default(),
             runtimes: runtimes.to_vec(),
             images: vec![],
             languages: langs
@@ -131,6 +149,7 @@ mod tests {
             runtime,
             image: String::new(),
             language: language.map(str::to_owned),
+            need: Resources { cpus: 1.0, memory_mb: 256, disk_mb: 0, pids: 64, slots: 1 },
         }
     }
 
@@ -207,7 +226,7 @@ mod tests {
                 *per_batch.entry(w.batch.as_ref().unwrap()).or_default() += 1;
             }
             for n in &before {
-                prop_assert!(per_node.get(&n.node).copied().unwrap_or(0) <= n.free, "node over capacity");
+                prop_assert!(per_node.get(&n.node).copied().unwrap_or(0) <= n.free() as usize, "node over capacity");
             }
             for (i, b) in batches.iter().enumerate() {
                 prop_assert!(per_batch.get(b).copied().unwrap_or(0) <= batch_caps[i], "batch over its cap");
@@ -228,7 +247,7 @@ mod tests {
             let plan = plan(&mut nodes, &[(tenant("a"), q)], &mut caps);
             prop_assert_eq!(plan.len(), slots * nodes_n);
             for n in &nodes {
-                prop_assert_eq!(n.free, 0);
+                prop_assert_eq!(n.free(), 0);
             }
         }
     }

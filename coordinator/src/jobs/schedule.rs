@@ -21,6 +21,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::place::{self, Caps, Slots, Want};
+use crate::capacity::Resources;
 use crate::service::Core;
 
 /// Jobs per claim transaction (etcd allows 128 operations per transaction by default).
@@ -78,13 +79,14 @@ pub async fn schedule_for(core: &Arc<Core>, fence: i64, node: &NodeId) -> Vec<Jo
 /// `finishing` (about to be committed as ended) as gone.
 pub(super) fn plan(core: &Core, finishing: &[JobId]) -> Vec<(JobId, NodeId)> {
     let nodes = core.view.nodes();
-    let sandboxes = core.view.sandbox_counts();
+    let sandboxes = core.view.sandbox_usage();
     let inner = core.view.jobs.lock();
-    let (mut freed_node, mut freed_tenant, mut freed_batch) = (HashMap::new(), HashMap::new(), HashMap::new());
+    let mut freed_node: HashMap<NodeId, Resources> = HashMap::new();
+    let (mut freed_tenant, mut freed_batch) = (HashMap::new(), HashMap::new());
     for id in finishing {
         let Some(e) = inner.jobs.get(id).filter(|e| e.state == JobState::Running) else { continue };
         if let Some(node) = &e.node {
-            *freed_node.entry(node.clone()).or_insert(0usize) += 1;
+            freed_node.entry(node.clone()).or_default().add(&e.need);
         }
         *freed_tenant.entry(e.tenant.clone()).or_insert(0usize) += 1;
         if let Some((b, _)) = &e.batch {
@@ -99,18 +101,20 @@ pub(super) fn plan(core: &Core, finishing: &[JobId]) -> Vec<(JobId, NodeId)> {
     let mut slots: Vec<Slots> = nodes
         .iter()
         .map(|n| {
-            let used = sandboxes.get(&n.node_id).copied().unwrap_or(0)
-                + less(inner.running_by_node.get(&n.node_id).copied().unwrap_or(0), freed_node.get(&n.node_id));
+            let id = &n.node_id;
+            let jobs = inner.running_by_node.get(id).copied().unwrap_or_default();
+            let jobs = jobs.minus(&freed_node.get(id).copied().unwrap_or_default());
             Slots {
-                node: n.node_id.clone(),
-                free: (n.capacity.sandboxes as usize).saturating_sub(used),
+                node: id.clone(),
+                capacity: Resources::of_node(&n.capacity),
+                used: sandboxes.get(id).copied().unwrap_or_default().plus(&jobs),
                 runtimes: n.runtimes.clone(),
                 images: n.images.clone(),
                 languages: n.languages.clone(),
             }
         })
         .collect();
-    let total_free: usize = slots.iter().map(|s| s.free).sum();
+    let total_free: usize = slots.iter().map(|s| s.free() as usize).sum();
     if total_free == 0 || inner.pending.is_empty() {
         return Vec::new();
     }
@@ -186,6 +190,7 @@ fn tenant_queue(
                 runtime: record.spec.runtime,
                 image: record.spec.image.clone(),
                 language,
+                need: Resources::of_job(&record.spec),
             });
         }
         if *left > 0

@@ -13,6 +13,8 @@ use corral_core::store::{self, EventKind, KeyValue};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use crate::capacity::Resources;
+
 /// What the index keeps of a job.
 #[derive(Debug, Clone)]
 pub struct JobEntry {
@@ -30,6 +32,8 @@ pub struct JobEntry {
     /// When the leader last sent the running attempt to its node.
     pub dispatched: Option<Instant>,
     pub finished_at_ms: i64,
+    /// What the job reserves on its node while RUNNING.
+    pub need: Resources,
 }
 
 /// What the index keeps of a batch.
@@ -73,7 +77,8 @@ pub struct Inner {
     pub pending: HashMap<TenantId, PendingByBatch>,
     pub running_by_tenant: HashMap<TenantId, usize>,
     pub running_by_batch: HashMap<BatchId, usize>,
-    pub running_by_node: HashMap<NodeId, usize>,
+    /// What the RUNNING jobs of each node reserve.
+    pub running_by_node: HashMap<NodeId, Resources>,
     pub batches: HashMap<BatchId, BatchEntry>,
 }
 
@@ -174,6 +179,11 @@ impl JobTable {
         self.lock().jobs.get(id).cloned()
     }
 
+    /// What the RUNNING jobs of each node reserve.
+    pub fn used_by_node(&self) -> HashMap<NodeId, Resources> {
+        self.lock().running_by_node.clone()
+    }
+
     /// Notes that the running attempt of `id` was sent to its node now.
     pub fn mark_dispatched(&self, id: &JobId) {
         if let Some(e) = self.lock().jobs.get_mut(id) {
@@ -211,6 +221,7 @@ impl Inner {
             revision,
             seq,
             finished_at_ms: record.finished_at_ms,
+            need: Resources::of_job(&record.spec),
             dispatched: old.as_ref().filter(|o| o.attempt == record.attempt).and_then(|o| o.dispatched),
             record: (!state.is_terminal()).then(|| Arc::new(record)),
         };
@@ -233,7 +244,7 @@ impl Inner {
                     *self.running_by_batch.entry(b.clone()).or_default() += 1;
                 }
                 if let Some(n) = &e.node {
-                    *self.running_by_node.entry(n.clone()).or_default() += 1;
+                    self.running_by_node.entry(n.clone()).or_default().add(&e.need);
                 }
             }
             _ => {}
@@ -277,8 +288,13 @@ impl Inner {
                 if let Some((b, _)) = &e.batch {
                     dec(&mut self.running_by_batch, b);
                 }
-                if let Some(n) = &e.node {
-                    dec(&mut self.running_by_node, n);
+                if let Some(n) = &e.node
+                    && let Some(used) = self.running_by_node.get_mut(n)
+                {
+                    used.sub(&e.need);
+                    if used.slots == 0 {
+                        self.running_by_node.remove(n);
+                    }
                 }
             }
             _ => {}
