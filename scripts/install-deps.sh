@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Corral needs and is missing, on Debian/Ubuntu (run as root or with sudo).
 #   scripts/install-deps.sh          # to build and run: bubblewrap, protoc
-#   scripts/install-deps.sh --test   # also the real services the tests start: etcd, nats-server
+#   scripts/install-deps.sh --test   # also the real services the tests start: etcd, nats-server,
+#                                    # and faketime for the clock-skew tests
 set -euo pipefail
 
 want_test=0
@@ -16,6 +17,8 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v python3 >/dev/null || missing+=(python3)
 if [[ $want_test -eq 1 ]]; then
   command -v etcd >/dev/null || missing+=(etcd-server)
+  # libfaketime, for the clock-skew tests (tests/tests/skew.rs).
+  command -v faketime >/dev/null || missing+=(faketime)
   command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
 fi
 if [[ ${#missing[@]} -gt 0 ]]; then

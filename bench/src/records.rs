@@ -87,9 +87,10 @@ fn record(tenant: &TenantId, node: &NodeId, now: i64) -> SandboxRecord {
         created_at_ms: now,
         started_at_ms: now,
         ended_at_ms: 0,
-        // Far in the future, so the reconciler does not expire them during the measurement.
-        expires_at_ms: now + 30 * 24 * 3600 * 1000,
+        expires_at_ms: 0,
         termination_reason: String::new(),
+        // No deadline key: the reconciler does not expire them during the measurement.
+        deadline_lease: 0,
     }
 }
 

@@ -2,11 +2,11 @@
 //! placed on them. Filled from the state store (a full read, then a watch), and updated
 //! immediately by this coordinator's own writes so back-to-back placements see each other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::ids::{NodeId, SandboxId, TenantId};
-use corral_core::keys::{BatchesPrefix, JobsPrefix, NodesPrefix, SandboxesPrefix};
+use corral_core::keys::{BatchesPrefix, DeadlinesPrefix, JobsPrefix, NodesPrefix, SandboxesPrefix};
 use corral_core::model::{NodeInfo, SandboxRecord};
 use corral_core::state::SandboxState;
 use corral_core::store::{self, EventKind, KeyValue, StateStore, StoreError};
@@ -22,7 +22,6 @@ pub struct Placed {
     pub node: NodeId,
     pub state: SandboxState,
     pub demand: Demand,
-    pub expires_at_ms: i64,
     pub created_at_ms: i64,
     /// mod_revision of the record this entry reflects (older events are ignored); 0 while only
     /// reserved.
@@ -40,6 +39,8 @@ struct Inner {
     /// Sandboxes this coordinator ended before its watch caught up, with the ending revision, so a
     /// lagging watch event cannot bring them back. Pruned once the watch passes that revision.
     ended: HashMap<SandboxId, i64>,
+    /// Live sandboxes whose deadline key was deleted (see `deadlines.rs`).
+    deadlines_gone: HashSet<SandboxId>,
     /// Highest revision the watch delivered.
     revision: i64,
 }
@@ -64,7 +65,6 @@ impl ClusterView {
         tenant: &TenantId,
         demand: Demand,
         created_at_ms: i64,
-        expires_at_ms: i64,
     ) -> Result<NodeId, scheduler::PlacementError> {
         let jobs = self.jobs.used_by_node();
         let mut inner = self.lock();
@@ -88,7 +88,6 @@ impl ClusterView {
             node: node.clone(),
             state: SandboxState::Scheduled,
             demand,
-            expires_at_ms,
             created_at_ms,
             revision: 0,
             record: None,
@@ -159,14 +158,17 @@ impl ClusterView {
             .collect()
     }
 
-    /// Live sandboxes whose lifetime ended before `now_ms`.
-    pub fn expired(&self, now_ms: i64) -> Vec<(TenantId, SandboxId)> {
+    /// Live sandboxes whose deadline key etcd deleted, with the lease it was on.
+    pub fn past_deadline(&self) -> Vec<(TenantId, SandboxId, i64)> {
         let inner = self.lock();
         inner
-            .sandboxes
+            .deadlines_gone
             .iter()
-            .filter(|(_, p)| p.expires_at_ms > 0 && p.expires_at_ms <= now_ms)
-            .map(|(id, p)| (p.tenant.clone(), id.clone()))
+            .filter_map(|id| {
+                let p = inner.sandboxes.get(id)?;
+                let lease = p.record.as_ref()?.deadline_lease;
+                (lease != 0).then(|| (p.tenant.clone(), id.clone(), lease))
+            })
             .collect()
     }
 
@@ -211,6 +213,7 @@ impl ClusterView {
     async fn load(&self, store: &dyn StateStore) -> Result<i64, StoreError> {
         let nodes = read_all(store, &NodesPrefix.to_string()).await?;
         let sandboxes = read_all(store, &SandboxesPrefix.to_string()).await?;
+        let deadlines = read_all(store, &DeadlinesPrefix.to_string()).await?;
         let batches = read_all(store, &BatchesPrefix(None).to_string()).await?;
         let jobs = read_all(store, &JobsPrefix(None).to_string()).await?;
         for kv in batches.0.iter().chain(&jobs.0) {
@@ -224,9 +227,20 @@ impl ClusterView {
         for kv in sandboxes.0 {
             inner.apply_event(EventKind::Put, &kv.key, &kv.value, kv.mod_revision);
         }
+        // A live sandbox with a deadline lease and no deadline key has expired.
+        let present: HashSet<&str> = deadlines.0.iter().filter_map(|kv| kv.key.rsplit('/').next()).collect();
+        let gone: HashSet<SandboxId> = inner
+            .sandboxes
+            .iter()
+            .filter(|(id, p)| {
+                p.record.as_ref().is_some_and(|r| r.deadline_lease != 0) && !present.contains(id.as_str())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        inner.deadlines_gone = gone;
         // Both reads happened at or after the first page's revision; watching from the smaller
         // one replays anything in between (applying an event twice is harmless).
-        let revision = nodes.1.min(sandboxes.1).min(batches.1).min(jobs.1);
+        let revision = nodes.1.min(sandboxes.1).min(deadlines.1).min(batches.1).min(jobs.1);
         inner.revision = revision;
         Ok(revision)
     }
@@ -261,6 +275,7 @@ impl Inner {
     }
 
     fn remove(&mut self, id: &SandboxId) {
+        self.deadlines_gone.remove(id);
         if let Some(old) = self.sandboxes.remove(id)
             && let Some(a) = self.allocated.get_mut(&old.node)
         {
@@ -290,7 +305,6 @@ impl Inner {
             node,
             state: record.state,
             demand,
-            expires_at_ms: record.expires_at_ms,
             created_at_ms: record.created_at_ms,
             revision,
             record: Some(Arc::new(record.clone())),
@@ -324,6 +338,14 @@ impl Inner {
                         self.nodes.remove(&id);
                     }
                 }
+            }
+        } else if let Some(deadline) = rest.strip_prefix("deadlines/") {
+            // Only sandbox deadlines are kept here; `{tenant}/{id}`.
+            if let Some(id) = deadline.rsplit('/').next().and_then(|s| SandboxId::parse(s).ok()) {
+                match kind {
+                    EventKind::Put => self.deadlines_gone.remove(&id),
+                    EventKind::Delete => self.sandboxes.contains_key(&id) && self.deadlines_gone.insert(id),
+                };
             }
         } else if rest.starts_with("sandboxes/") {
             match (kind, store::decode::<SandboxRecord>(&kv)) {

@@ -26,7 +26,7 @@ use corral_core::ids::{NodeId, SandboxId, TenantId};
 use corral_core::model::SandboxRecord;
 use corral_core::protocol::WorkReply;
 use corral_core::state::SandboxState;
-use corral_core::time::now_ms;
+use corral_core::time::now_ms_after;
 use tokio::sync::{Notify, watch};
 
 use crate::error::{ApiError, ApiResult};
@@ -142,7 +142,7 @@ impl Core {
     pub(crate) fn confirm_running(self: &Arc<Self>, reply: WorkReply, known: Versioned) -> SandboxRecord {
         let mut running = known.record.clone();
         running.state = SandboxState::Running;
-        running.started_at_ms = now_ms();
+        running.started_at_ms = now_ms_after(running.created_at_ms);
         let started_at_ms = running.started_at_ms;
         let id = running.spec.id.clone();
         let (writing, flush) = self.in_flight.begin(&id, started_at_ms);

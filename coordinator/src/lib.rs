@@ -3,7 +3,9 @@
 //!
 //! - [`api`]: the tonic services (validation and wire conversion at the edge);
 //! - [`service`]: sandbox operations in domain terms; [`records`]: CAS reads/writes of records;
-//! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement;
+//! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement; [`capacity`]: the
+//!   one node capacity model both placements reserve from;
+//! - [`deadlines`]: sandbox timeouts and batch deadlines on etcd lease timers (skew-proof);
 //! - [`dispatch`]: work, requests and output streams over the bus;
 //! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
 //! - [`leader`]: leader election (the leader runs the reconciler's sweeps);
@@ -16,6 +18,7 @@ pub mod capacity;
 pub mod cluster;
 pub mod config;
 pub mod confirm;
+pub mod deadlines;
 pub mod dispatch;
 pub mod error;
 pub mod jobs;
@@ -86,7 +89,8 @@ pub async fn run(
         since_ms: 0,
     };
     let election = OwnedTask::spawn("coordinator.election", leadership.clone().campaign(store.clone(), me));
-    let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership });
+    let deadlines = deadlines::DeadlineLeases::new(store.clone());
+    let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership, deadlines });
     let _reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
     let _scheduler = OwnedTask::spawn("coordinator.job_scheduler", jobs::schedule::run(core.clone()));
     let _results = OwnedTask::spawn("coordinator.job_results", jobs::commit::serve(core.clone()));

@@ -1,5 +1,5 @@
 //! Background loops that keep records honest: sandboxes of vanished nodes become LOST, sandboxes
-//! past their lifetime are destroyed as EXPIRED, creates stuck in SCHEDULED are re-published
+//! whose deadline key etcd deleted are destroyed as EXPIRED (see `deadlines.rs`), creates stuck in SCHEDULED are re-published
 //! (after one create timeout) and then fail (after two), and agent replies nobody waited for are
 //! applied.
 //!
@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_core::model::SandboxRecord;
 use corral_core::protocol::{Work, WorkReply};
 use corral_core::state::SandboxState;
 use corral_core::time::now_ms;
@@ -45,16 +44,7 @@ async fn sweep(core: &Core) {
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not mark sandbox lost"),
         }
     }
-    let now = now_ms();
-    for (tenant, id) in core.view.expired(now) {
-        // The record decides: a SetTimeout the view has not seen yet keeps the sandbox alive.
-        let due = |r: &SandboxRecord| r.expires_at_ms > 0 && r.expires_at_ms <= now;
-        match core.end_if(&tenant, &id, SandboxState::Expired, "its timeout was reached", due).await {
-            Ok(r) if r.state != SandboxState::Expired => tracing::debug!(sandbox_id = %id, "expiry postponed"),
-            Ok(_) => tracing::info!(sandbox_id = %id, "sandbox expired"),
-            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not expire sandbox"),
-        }
-    }
+    core.expire_due().await;
     let timeout = core.config.create_timeout().as_millis() as i64;
     for record in core.view.stuck_scheduled(now_ms() - timeout) {
         let (tenant, id) = (&record.spec.tenant, &record.spec.id);

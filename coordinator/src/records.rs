@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use corral_core::ids::{SandboxId, SandboxName, TenantId};
-use corral_core::keys::{NameKey, SandboxKey};
+use corral_core::keys::{DeadlineKey, NameKey, SandboxKey};
 use corral_core::model::SandboxRecord;
 use corral_core::state::SandboxState;
 use corral_core::store::{self, StateStore, Txn};
-use corral_core::time::now_ms;
+use corral_core::time::now_ms_after;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -82,11 +82,12 @@ pub fn apply_transition(
         return Ok(false);
     }
     record.state = record.state.check_transition(to)?;
+    // Clocks of different coordinators may disagree: keep created <= started <= ended.
     if to == SandboxState::Running && record.started_at_ms == 0 {
-        record.started_at_ms = now_ms();
+        record.started_at_ms = now_ms_after(record.created_at_ms);
     }
     if to.is_terminal() {
-        record.ended_at_ms = now_ms();
+        record.ended_at_ms = now_ms_after(record.started_at_ms.max(record.created_at_ms));
     }
     edit(record);
     Ok(true)
@@ -94,8 +95,9 @@ pub fn apply_transition(
 
 /// The one compare-and-swap loop every record update goes through. `change` edits a fresh copy of
 /// the record (state changes only through [`apply_transition`]) and returns whether to write it;
-/// `Ok(None)` when it declined. A record that became terminal frees its name in the same
-/// transaction.
+/// `Ok(None)` when it declined. A record that became terminal frees its name and drops its
+/// deadline key in the same transaction; a record whose `deadline_lease` changed puts its
+/// deadline key on the new lease in the same transaction (see [`crate::deadlines`]).
 pub async fn update(
     store: &Arc<dyn StateStore>,
     tenant: &TenantId,
@@ -110,16 +112,24 @@ pub async fn update(
             Some(v) => v,
             None => get(store.as_ref(), tenant, id).await?,
         };
-        let was_terminal = record.state.is_terminal();
+        let (was_terminal, old_lease) = (record.state.is_terminal(), record.deadline_lease);
         if !change(&mut record)? {
             return Ok(None);
         }
         let mut txn = Txn::new().when(&key, revision).put(&key, store::encode(&record));
-        if !was_terminal
-            && record.state.is_terminal()
-            && let Some(name) = &record.spec.name
-        {
-            txn = txn.delete(NameKey { tenant, name });
+        let deadline = DeadlineKey { tenant, id: id.as_str() };
+        if !was_terminal && record.state.is_terminal() {
+            if let Some(name) = &record.spec.name {
+                txn = txn.delete(NameKey { tenant, name });
+            }
+            if old_lease != 0 || record.deadline_lease != 0 {
+                txn = txn.delete(&deadline);
+            }
+        } else if record.deadline_lease != old_lease {
+            txn = match record.deadline_lease {
+                0 => txn.delete(&deadline),
+                lease => txn.put_with_lease(&deadline, id.as_str().as_bytes().to_vec(), lease),
+            };
         }
         let out = store.txn(txn).await?;
         if out.succeeded {

@@ -14,6 +14,7 @@ use corral_core::time::now_ms;
 use crate::cluster::ClusterView;
 use crate::config::CoordinatorConfig;
 use crate::confirm::InFlight;
+use crate::deadlines::DeadlineLeases;
 use crate::dispatch::Dispatcher;
 use crate::error::{ApiError, ApiResult};
 use crate::leader::Leadership;
@@ -30,6 +31,8 @@ pub struct Core {
     pub in_flight: InFlight,
     /// Whether this coordinator runs the reconciler now (see [`crate::leader`]).
     pub leadership: Leadership,
+    /// The leases sandbox and batch deadlines sit on (see [`crate::deadlines`]).
+    pub deadlines: DeadlineLeases,
 }
 
 /// Which sandboxes `list` returns.
@@ -64,11 +67,10 @@ impl Core {
         let now = now_ms();
         let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
         let demand = Demand::of_sandbox(&spec);
-        let node =
-            self.view.place_and_reserve(&spec.id, &spec.tenant, demand, now, expires_at_ms).map_err(|e| match e {
-                PlacementError::Full { .. } => ApiError::NoCapacity(e.to_string()),
-                _ => ApiError::FailedPrecondition(e.to_string()),
-            })?;
+        let node = self.view.place_and_reserve(&spec.id, &spec.tenant, demand, now).map_err(|e| match e {
+            PlacementError::Full { .. } => ApiError::NoCapacity(e.to_string()),
+            _ => ApiError::FailedPrecondition(e.to_string()),
+        })?;
         tracing::debug!(node = %node, "placed");
         let record = SandboxRecord {
             v: SandboxRecord::VERSION,
@@ -80,6 +82,7 @@ impl Core {
             ended_at_ms: 0,
             expires_at_ms,
             termination_reason: String::new(),
+            deadline_lease: 0,
         };
         let id = spec.id.clone();
         let work = |reply_to| Work::Create { spec, reply_to };
@@ -178,12 +181,22 @@ impl Core {
         };
         let updated = match outcome {
             Ok(()) => {
-                records::transition(&self.store, &tenant, &id, known, SandboxState::Running, |r| {
+                // Its timeout starts now, on a deadline key the new record carries.
+                let known = match known.or_else(|| self.known(&tenant, &id)) {
+                    Some(v) => v,
+                    None => records::get(self.store.as_ref(), &tenant, &id).await?,
+                };
+                let lease = self.deadline_lease(known.record.spec.timeout_seconds).await?;
+                let running = records::transition(&self.store, &tenant, &id, Some(known), SandboxState::Running, |r| {
                     if started_at_ms > 0 {
-                        r.started_at_ms = started_at_ms;
+                        r.started_at_ms = started_at_ms.max(r.created_at_ms);
                     }
-                })
-                .await?
+                    if r.deadline_lease == 0 && lease != 0 {
+                        r.deadline_lease = lease;
+                        r.expires_at_ms = r.started_at_ms + (r.spec.timeout_seconds as i64).saturating_mul(1000);
+                    }
+                });
+                self.forget_lost_lease(running.await)?
             }
             Err(error) => {
                 let reason = format!("failed to start on node {node}: {error}");
@@ -324,6 +337,7 @@ impl Core {
         timeout_seconds: u64,
     ) -> ApiResult<SandboxRecord> {
         self.in_flight.settled(id).await;
+        let lease = self.deadline_lease(timeout_seconds).await?;
         let updated = records::update(&self.store, tenant, id, self.known(tenant, id), |r| {
             if r.state.is_terminal() {
                 let why = format!("sandbox {id} is {}; only a live sandbox has a timeout to set", r.state);
@@ -331,9 +345,10 @@ impl Core {
             }
             r.spec.timeout_seconds = timeout_seconds;
             r.expires_at_ms = now_ms() + (timeout_seconds as i64).saturating_mul(1000);
+            r.deadline_lease = lease;
             Ok(true)
-        })
-        .await?;
+        });
+        let updated = self.forget_lost_lease(updated.await)?;
         let v = updated.ok_or_else(|| ApiError::Internal(format!("sandbox {id}: timeout update declined")))?;
         self.view.apply_record(&v.record, v.revision);
         Ok(v.record)

@@ -124,6 +124,30 @@ impl fmt::Display for NameKey<'_> {
     }
 }
 
+/// `deadlines/{tenant}/{id}`: present while the sandbox or batch `id` has time left. It sits on an
+/// etcd lease whose TTL is the time left, so etcd's clock, not any coordinator's or agent's,
+/// decides when the deadline passes: the key's deletion is the expiry.
+pub struct DeadlineKey<'a> {
+    pub tenant: &'a TenantId,
+    /// A sandbox or batch id (their prefixes tell them apart).
+    pub id: &'a str,
+}
+
+/// Prefix of all deadline keys (`deadlines/`).
+pub struct DeadlinesPrefix;
+
+impl fmt::Display for DeadlineKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}deadlines/{}/{}", self.tenant, self.id)
+    }
+}
+
+impl fmt::Display for DeadlinesPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}deadlines/")
+    }
+}
+
 /// `jobs/{tenant}/{job_id}`: a job record.
 pub struct JobKey<'a> {
     pub tenant: &'a TenantId,

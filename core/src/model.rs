@@ -63,8 +63,15 @@ pub struct SandboxRecord {
     pub created_at_ms: i64,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
+    /// When the sandbox is expected to expire, for display (the writer's clock). The deadline
+    /// itself is the lease of its `deadlines/` key.
     pub expires_at_ms: i64,
     pub termination_reason: String,
+    /// The lease holding the sandbox's deadline key; 0 while it has none (no timeout, or not yet
+    /// running). Written with the key in one transaction, so a live record with a lease and no
+    /// key has expired.
+    #[serde(default)]
+    pub deadline_lease: i64,
 }
 
 impl SandboxRecord {

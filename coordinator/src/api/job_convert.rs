@@ -250,8 +250,10 @@ pub fn batch_to_pb(r: BatchRecord, entry: Option<&BatchEntry>) -> pb::Batch {
     let (state, finished_at_ms, reason) = match (&r.cancelled, done) {
         // Cancelled wins: its items ended because of the cancel (a batch that had finished is
         // never marked cancelled).
-        (Some(c), _) => (pb::BatchState::Cancelled, c.at_ms, c.reason.clone()),
-        (None, true) => (pb::BatchState::Completed, entry.map_or(0, |e| e.finished_at_ms), String::new()),
+        (Some(c), _) => (pb::BatchState::Cancelled, c.at_ms.max(r.created_at_ms), c.reason.clone()),
+        (None, true) => {
+            (pb::BatchState::Completed, entry.map_or(0, |e| e.finished_at_ms.max(r.created_at_ms)), String::new())
+        }
         (None, false) => (pb::BatchState::Running, 0, String::new()),
     };
     // Items not written yet (an interrupted submit being finished) count as pending.

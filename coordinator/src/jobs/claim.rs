@@ -147,7 +147,8 @@ fn prepare_claims(core: &Core, group: Vec<(JobId, NodeId)>, now: i64) -> Vec<Cla
         next.state = JobState::Running;
         next.attempt += 1;
         next.node = Some(node);
-        next.started_at_ms = now;
+        // The submitting coordinator's clock may be ahead of this one.
+        next.started_at_ms = now.max(record.created_at_ms);
         next.reason.clear();
         let bytes = store::encode(&next);
         claims.push((entry.revision, next, bytes));

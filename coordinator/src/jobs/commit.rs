@@ -359,7 +359,7 @@ pub fn infra_failure(record: &JobRecord, why: &str, now: i64) -> JobRecord {
 fn finish(r: &mut JobRecord, state: JobState, why: &str, now: i64) {
     r.state = state;
     r.reason = why.to_owned();
-    r.finished_at_ms = now;
+    r.finished_at_ms = now.max(r.started_at_ms).max(r.created_at_ms);
 }
 
 #[cfg(test)]

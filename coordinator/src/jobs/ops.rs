@@ -10,7 +10,7 @@ use corral_core::jobs::{BatchId, BatchRecord, Cancelled, IdemRecord, JobId, JobR
 use corral_core::keys::{BatchKey, IdemKey, JobKey};
 use corral_core::protocol::RpcRequest;
 use corral_core::store::{self, KeyValue, StateStore, Txn};
-use corral_core::time::now_ms;
+use corral_core::time::{now_ms, now_ms_after};
 use futures::future::join_all;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -257,7 +257,7 @@ pub async fn cancel(core: &Core, tenant: &TenantId, id: &JobId, why: &str) -> Ap
         next.state =
             record.state.check_transition(JobState::Cancelled).map_err(|e| ApiError::Internal(e.to_string()))?;
         next.reason = why.to_owned();
-        next.finished_at_ms = now_ms();
+        next.finished_at_ms = now_ms_after(record.started_at_ms.max(record.created_at_ms));
         let key = JobKey { tenant, id };
         let out = core.store.txn(Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&next))).await?;
         if !out.succeeded {
