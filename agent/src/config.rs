@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub lease_ttl_seconds: u64,
     /// Heartbeat period (must be well under the TTL).
     pub heartbeat_seconds: u64,
+    /// Run the node watchdog (`corral-init --watchdog`), which kills every sandbox process when
+    /// the agent stops renewing it for [`AgentConfig::watchdog`] (an agent stopped past its lease).
+    pub watchdog: bool,
     /// Period of the check that destroys local sandboxes whose record ended or vanished.
     pub gc_interval_seconds: u64,
     /// Most lifecycle operations (create/destroy) handled at once.
@@ -84,6 +87,7 @@ impl Default for AgentConfig {
             labels: BTreeMap::new(),
             lease_ttl_seconds: 10,
             heartbeat_seconds: 3,
+            watchdog: true,
             gc_interval_seconds: 30,
             max_concurrent_work: 64,
             warm_pool: 2,
@@ -144,6 +148,14 @@ impl AgentConfig {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_seconds)
+    }
+
+    /// How long after its last renewal the node watchdog kills the sandboxes: the lease TTL less
+    /// up to a second (less half the gap to the heartbeat when that is smaller), so the kill
+    /// lands before the lease can expire, yet never between two healthy heartbeats.
+    pub fn watchdog(&self) -> Duration {
+        let margin = Duration::from_secs(1).min((self.lease_ttl() - self.heartbeat()) / 2);
+        self.lease_ttl() - margin
     }
 }
 

@@ -175,7 +175,16 @@ pub fn start(agent: &Arc<Agent>, jobs: Vec<JobWork>) {
             let outcome = match agent.jobs.abort_of(&work.job, work.attempt) {
                 Some(Abort::Cancelled) => JobOutcome::Infra("the job was cancelled while it ran".into()),
                 Some(Abort::Fenced) => JobOutcome::Infra(format!("node {} fenced itself", agent.node)),
-                None => outcome,
+                None => match outcome {
+                    // Killed by the node watchdog while the agent was stopped: not the job's fault.
+                    JobOutcome::Ran { status, .. }
+                        if status.signal == libc::SIGKILL
+                            && agent.watchdog.as_ref().is_some_and(|w| w.may_have_fired()) =>
+                    {
+                        JobOutcome::Infra(format!("node {} stalled past its watchdog deadline", agent.node))
+                    }
+                    outcome => outcome,
+                },
             };
             let report = JobReport {
                 job: work.job,

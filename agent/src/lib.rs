@@ -9,7 +9,8 @@
 //! - [`supervisor`]: background processes and shell sessions, on top of any runtime;
 //! - [`languages`]: the `run_code` languages each runtime can run, found at start-up;
 //! - [`gc`]: reaps local sandboxes whose record ended; [`adopt`]: takes back sandboxes that
-//!   survived an agent restart; [`config`].
+//!   survived an agent restart; [`watchdog`]: the node watchdog that kills the sandboxes of an
+//!   agent that stopped renewing it; [`config`].
 
 pub mod adopt;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod node;
 pub mod rpc;
 pub mod runtime;
 pub mod supervisor;
+pub mod watchdog;
 pub mod work;
 
 use std::collections::HashMap;
@@ -66,6 +68,8 @@ pub struct Agent {
     /// What [`languages::detect`] found at start-up, plus what probing Docker images found.
     languages: Mutex<Vec<LanguageOffer>>,
     lease: Mutex<Option<LeaseId>>,
+    /// The node watchdog, when enabled and the runtimes name their cgroups.
+    pub watchdog: Option<watchdog::Watchdog>,
 }
 
 impl Agent {
@@ -184,6 +188,7 @@ pub async fn run(
         return Err(AgentError::Config("the agent needs at least one runtime".into()));
     }
     let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
+    let watchdog = start_watchdog(&config, &runtimes)?;
     let (jobs, reports) = jobs::Jobs::new();
     let agent = Arc::new(Agent {
         languages: Mutex::new(languages::detect(&kinds)),
@@ -196,6 +201,7 @@ pub async fn run(
         jobs,
         sandboxes: Mutex::default(),
         lease: Mutex::default(),
+        watchdog,
     });
     adopt::recover(&agent).await?;
     // Serve before registering, so the node is ready when the coordinator first sees it.
@@ -226,8 +232,36 @@ pub async fn run(
         tracing::warn!(error = %e, "could not revoke the node lease; it will expire");
     }
     agent.fence().await;
+    if let Some(w) = &agent.watchdog {
+        w.stop();
+    }
     match failed {
         Some(name) => Err(AgentError::TaskEnded(name)),
         None => Ok(()),
     }
+}
+
+/// Starts (or joins) the node watchdog over the runtimes' sandbox cgroups.
+fn start_watchdog(
+    config: &AgentConfig,
+    runtimes: &[Arc<dyn Runtime>],
+) -> Result<Option<watchdog::Watchdog>, AgentError> {
+    let dirs: Vec<std::path::PathBuf> = runtimes.iter().flat_map(|r| r.process_cgroups()).collect();
+    if !config.watchdog {
+        return Ok(None);
+    }
+    if dirs.is_empty() {
+        tracing::warn!("no sandbox cgroups: the node watchdog cannot guard this node's sandboxes");
+        return Ok(None);
+    }
+    let init = if config.init_path.as_os_str().is_empty() {
+        runtime::bwrap::corral_init_path().map_err(|e| AgentError::Config(e.to_string()))?
+    } else {
+        config.init_path.clone()
+    };
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| AgentError::Config(format!("state dir {}: {e}", config.state_dir.display())))?;
+    let dog = watchdog::Watchdog::start(&config.state_dir, &init, dirs, config.watchdog())
+        .map_err(|e| AgentError::Config(format!("could not start the node watchdog ({}): {e}", init.display())))?;
+    Ok(Some(dog))
 }

@@ -1,6 +1,7 @@
 //! Node registration and heartbeat. The agent holds its NodeInfo on a lease and renews it; when
 //! it cannot renew for most of a TTL it fences itself (kills its sandboxes) before the
-//! coordinator can declare them LOST, then registers again.
+//! coordinator can declare them LOST, then registers again. Each renewal also renews the node
+//! watchdog ([`crate::watchdog`]), which kills the sandboxes of an agent too stalled to fence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +29,23 @@ pub async fn heartbeat(agent: Arc<Agent>) -> Result<(), StoreError> {
             }
         };
         agent.set_lease(Some(lease));
+        renew_watchdog(&agent);
         tracing::info!(node = %info.node_id, lease = format!("{lease:x}"), "node registered");
         let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(period).await;
+            if agent.watchdog.as_ref().is_some_and(|w| w.may_have_fired()) {
+                // Stopped past the watchdog's deadline (a SIGSTOP, a stuck host): the sandboxes
+                // were killed and the coordinator may re-queue their work; start over cleanly.
+                tracing::error!("the agent stalled past its watchdog deadline; fencing and registering again");
+                agent.fence().await;
+                let _ = agent.store.revoke_lease(lease).await;
+                break;
+            }
             match agent.store.keep_alive(lease).await {
                 Ok(()) => {
                     last_ok = Instant::now();
+                    renew_watchdog(&agent);
                     refresh(&agent, &mut info, lease).await;
                 }
                 Err(StoreError::LeaseNotFound(_)) => {
@@ -51,6 +62,13 @@ pub async fn heartbeat(agent: Arc<Agent>) -> Result<(), StoreError> {
             }
         }
         agent.set_lease(None);
+    }
+}
+
+/// Pushes the watchdog's deadline on: the lease was just renewed (its TTL is longer).
+fn renew_watchdog(agent: &Agent) {
+    if let Some(w) = &agent.watchdog {
+        w.renew();
     }
 }
 

@@ -6,7 +6,10 @@
 //! - [`files`]: sandbox path resolution and `openat2`-confined file operations (used by the agent
 //!   on the host for bubblewrap and by the init inside Docker containers).
 //! - [`server`]: the init's single-threaded `poll(2)` loop (std and libc only, no async runtime).
+//! - [`watchdog`]: the same binary's other role (`corral-init --watchdog SOCKET`): the node
+//!   watchdog that kills every sandbox process when the agent stops renewing it.
 
 pub mod files;
 pub mod protocol;
 pub mod server;
+pub mod watchdog;

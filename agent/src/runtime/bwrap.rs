@@ -428,6 +428,10 @@ impl Runtime for BwrapRuntime {
         Vec::new()
     }
 
+    fn process_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroups.bases()
+    }
+
     async fn run_once(
         &self,
         spec: &SandboxSpec,

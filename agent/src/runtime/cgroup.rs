@@ -114,6 +114,12 @@ impl Cgroups {
         self.hierarchies.iter().any(|h| h.controllers.iter().any(|c| *c != Controller::Freezer))
     }
 
+    /// This agent's directory in each hierarchy: every sandbox cgroup (pooled ones too) is a
+    /// child of each.
+    pub fn bases(&self) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| h.base.clone()).collect()
+    }
+
     /// The cgroup directories a sandbox has (or would have), e.g. to check they are gone.
     pub fn paths_for(&self, name: &str) -> Vec<PathBuf> {
         self.hierarchies.iter().map(|h| h.base.join(name)).collect()

@@ -158,6 +158,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Images this runtime can start (`repository:tag`); empty for runtimes without images.
     async fn images(&self) -> Vec<String>;
 
+    /// Cgroup directories under which every process of this runtime's sandboxes lives (for the
+    /// node watchdog, [`crate::watchdog`]); empty when the runtime cannot name them.
+    fn process_cgroups(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+
     /// Takes back a sandbox found by `list` after an agent restart, so it can be used again.
     async fn adopt(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
 
