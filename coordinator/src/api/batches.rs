@@ -37,7 +37,7 @@ const IN_PARTS: &str = "send the batch in parts: Batches.Submit with total_items
 fn check_request(cfg: &CoordinatorConfig, bytes: usize, items: usize) -> ApiResult<()> {
     request_bytes(cfg, bytes, IN_PARTS)?;
     if items == 0 {
-        return Err(ApiError::field("items", "a part holds at least one item"));
+        return Err(ApiError::field("items", "at least one item is required"));
     }
     if items > cfg.max_items_per_request {
         return Err(ApiError::OverLimit(format!(
