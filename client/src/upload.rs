@@ -161,12 +161,22 @@ impl Client {
                 return Err(ClientError::Count { declared: total, given: position + part.len() as u64 });
             }
             let req = pb::AppendBatchRequest { batch_id: batch_id.clone(), first_index: position as u32, items: part };
-            let resp = retrying(|| {
+            let sent = retrying(|| {
                 let mut batches = self.batches.clone();
                 let req = req.clone();
                 async move { batches.append(req).await.map(tonic::Response::into_inner) }
             })
-            .await?;
+            .await;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => {
+                    // The upload cannot go on: cancel the batch now (it never ran) rather than
+                    // leaving it to the server's upload timeout.
+                    let cancel = pb::CancelBatchRequest { batch_id: batch_id.clone() };
+                    let _ = self.batches.clone().cancel(cancel).await;
+                    return Err(e);
+                }
+            };
             position += req.items.len() as u64;
             received = resp.received;
             progress(received, total);

@@ -66,12 +66,20 @@ fn total(cfg: &CoordinatorConfig, total_items: u32, items: usize) -> ApiResult<u
     Ok(total as u32)
 }
 
-/// Validates every item of a part before anything is written (errors name `items[i].field`).
-fn specs(core: &Core, raw: Vec<pb::JobSpec>) -> ApiResult<Vec<JobSpec>> {
+/// Validates every item of a part starting at batch index `first` before anything is written;
+/// errors name `items[i].field` and, in a later part, the item's index in the batch.
+fn specs(core: &Core, first: u32, raw: Vec<pb::JobSpec>) -> ApiResult<Vec<JobSpec>> {
     let nodes = core.view.nodes();
+    let named = |i: usize, e: ApiError| match within(&format!("items[{i}]."), e) {
+        ApiError::InvalidField { field, why } if first > 0 => {
+            let index = thousands(u64::from(first) + i as u64);
+            ApiError::InvalidField { field, why: format!("{why} (item {index} of the batch)") }
+        }
+        other => other,
+    };
     raw.into_iter()
         .enumerate()
-        .map(|(i, item)| jc::job_spec(item, &core.config, &nodes).map_err(|e| within(&format!("items[{i}]."), e)))
+        .map(|(i, item)| jc::job_spec(item, &core.config, &nodes).map_err(|e| named(i, e)))
         .collect()
 }
 
@@ -125,7 +133,7 @@ impl Batches for BatchesApi {
         let hash = if idem.is_some() { jc::hash_of(&req) } else { String::new() };
         let total = total(cfg, req.total_items, req.items.len())?;
         let batch = new_batch(tenant, &req, total, hash)?;
-        let items = specs(&self.0, std::mem::take(&mut req.items))?;
+        let items = specs(&self.0, 0, std::mem::take(&mut req.items))?;
         let first = upload::item_records(&batch, 0, items)?;
         let (done, progress) = upload::create(&self.0, batch, first, idem).await?;
         Ok(Response::new(pb::SubmitBatchResponse {
@@ -143,7 +151,7 @@ impl Batches for BatchesApi {
         let req = req.into_inner();
         let id = batch_id(&req.batch_id)?;
         tracing::Span::current().record("batch_id", id.as_str());
-        let items = specs(&self.0, req.items)?;
+        let items = specs(&self.0, req.first_index, req.items)?;
         let progress = upload::append(&self.0, &tenant, &id, req.first_index, items).await?;
         Ok(Response::new(pb::AppendBatchResponse { received: progress.received, accepted: progress.accepted }))
     }
