@@ -16,6 +16,7 @@ mod raw;
 mod records;
 mod report;
 mod stats;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ struct Cli {
     /// Jobs per row of the job throughput table.
     #[arg(long, global = true, default_value_t = 1000)]
     jobs: usize,
+    /// Items of the batch `upload` submits in parts.
+    #[arg(long, global = true, default_value_t = 100_000)]
+    upload_items: usize,
     /// Jobs per mode for the scheduling throughput (noop runtime).
     #[arg(long, global = true, default_value_t = 20_000)]
     noop_jobs: usize,
@@ -71,6 +75,9 @@ enum What {
     Memory,
     /// Coordinator RSS with many sandbox records (cluster mode).
     Records,
+    /// A batch of --upload-items items submitted in parts (cluster mode): time and coordinator
+    /// peak RSS. Not part of `all`.
+    Upload,
     /// Docker: raw `docker run --rm` and `docker create` + `docker start` next to Corral's Docker
     /// runtime in dev and cluster mode.
     Docker,
@@ -141,6 +148,14 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         results.docker = Some(docker_rows(cli, engine).await?);
     }
 
+    if what == What::Upload {
+        let (md, value) = upload::run(cli.upload_items).await?;
+        println!("{md}");
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
+        }
+        return Ok(());
+    }
     let jobs = if has(What::Jobs) {
         Some(jobs::run(&jobs::Opts { jobs: cli.jobs, noop_jobs: cli.noop_jobs }).await?)
     } else {

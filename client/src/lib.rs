@@ -23,7 +23,10 @@ use corral_proto::v1::sessions_client::SessionsClient;
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 
+mod upload;
+
 pub use corral_proto::v1;
+pub use upload::{PART_BYTES, PART_ITEMS, Uploaded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -39,13 +42,44 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(#[from] tonic::Status),
     #[error("the server sent no {0}")]
     Missing(&'static str),
+    /// The items of a batch could not be read.
+    #[error("reading the batch's items: {0}")]
+    Items(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("item {index} is {bytes} bytes; an item can be at most {limit} bytes")]
+    ItemTooLarge { index: u64, bytes: usize, limit: usize },
+    #[error("the batch was declared with {declared} items but {given} were given")]
+    Count { declared: u32, given: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// The canonical name of a gRPC status code (`RESOURCE_EXHAUSTED`), as errors show it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
 
 /// Longest single server-side wait [`Client::wait_job_done`] asks for.
 const WAIT_SLICE: Duration = Duration::from_secs(60);
@@ -323,9 +357,14 @@ impl Client {
         Ok(self.jobs.clone().logs(pb::JobLogsRequest { job_id: job_id.to_owned() }).await?.into_inner())
     }
 
-    /// Submits a fan-out batch; returns its id.
-    pub async fn submit_batch(&self, req: pb::SubmitBatchRequest) -> Result<String> {
-        Ok(self.batches.clone().submit(req).await?.into_inner().batch_id)
+    /// Submits a fan-out batch; returns its id. A batch larger than one request is sent in
+    /// parts ([`Client::submit_batch_parts`]).
+    pub async fn submit_batch(&self, mut req: pb::SubmitBatchRequest) -> Result<String> {
+        let items = std::mem::take(&mut req.items);
+        let total = u32::try_from(items.len())
+            .map_err(|_| ClientError::Count { declared: u32::MAX, given: items.len() as u64 })?;
+        let items = items.into_iter().map(Ok::<_, std::convert::Infallible>);
+        Ok(self.submit_batch_parts(req, total, items, |_, _| {}).await?.batch_id)
     }
 
     pub async fn get_batch(&self, batch_id: &str) -> Result<pb::Batch> {

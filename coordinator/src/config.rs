@@ -38,7 +38,20 @@ pub struct CoordinatorConfig {
     pub max_running_jobs_per_tenant: usize,
     /// Most jobs of one tenant waiting to run; a submit beyond is RESOURCE_EXHAUSTED.
     pub max_queued_jobs_per_tenant: usize,
+    /// Most items in one batch (sent in parts of at most `max_items_per_request`).
+    pub max_batch_items: usize,
+    /// Most batch items in one request (`Batches.Submit` or `Batches.Append`).
+    pub max_items_per_request: usize,
+    /// Largest `Jobs`/`Batches` request; one up to twice this size is refused with a message
+    /// naming this setting, a larger one by the gRPC layer before it is read.
+    pub max_request_bytes: usize,
+    /// An unaccepted batch with no new part for this long is abandoned (cancelled, never run).
+    pub batch_upload_timeout_seconds: u64,
 }
+
+/// The part size the Corral clients send: servers must accept at least this.
+pub const CLIENT_PART_ITEMS: usize = 1000;
+pub const CLIENT_PART_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
@@ -59,6 +72,10 @@ impl Default for CoordinatorConfig {
             leader_lease_seconds: 10,
             max_running_jobs_per_tenant: 1000,
             max_queued_jobs_per_tenant: 100_000,
+            max_batch_items: 1_000_000,
+            max_items_per_request: 10_000,
+            max_request_bytes: 8 * 1024 * 1024,
+            batch_upload_timeout_seconds: 600,
         }
     }
 }
@@ -97,6 +114,29 @@ impl CoordinatorConfig {
         }
         if !(1..=10_000_000).contains(&self.max_queued_jobs_per_tenant) {
             return Err("coordinator.max_queued_jobs_per_tenant must be in 1..=10000000".into());
+        }
+        self.validate_batches()
+    }
+
+    fn validate_batches(&self) -> Result<(), String> {
+        let most = corral_core::jobs::MAX_BATCH_ITEMS;
+        if !(1..=most).contains(&self.max_batch_items) {
+            return Err(format!("coordinator.max_batch_items must be in 1..={most}"));
+        }
+        if !(CLIENT_PART_ITEMS..=1_000_000).contains(&self.max_items_per_request) {
+            return Err(format!(
+                "coordinator.max_items_per_request must be in {CLIENT_PART_ITEMS}..=1000000 (clients send parts of \
+                 {CLIENT_PART_ITEMS})"
+            ));
+        }
+        if !(CLIENT_PART_BYTES..=256 * 1024 * 1024).contains(&self.max_request_bytes) {
+            return Err(format!(
+                "coordinator.max_request_bytes must be in {CLIENT_PART_BYTES}..=268435456 (clients send parts of up \
+                 to {CLIENT_PART_BYTES} bytes)"
+            ));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.batch_upload_timeout_seconds) {
+            return Err("coordinator.batch_upload_timeout_seconds must be in 1..=604800".into());
         }
         Ok(())
     }

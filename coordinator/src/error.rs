@@ -26,6 +26,9 @@ pub enum ApiError {
     /// No node can take the sandbox right now.
     #[error("{0}")]
     NoCapacity(String),
+    /// A request over a configured size limit; the message names the limit and the way out.
+    #[error("{0}")]
+    OverLimit(String),
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
     #[error("the agent reported: {0}")]
@@ -62,7 +65,7 @@ impl ApiError {
             Self::SandboxNotFound(_) | Self::NameNotFound(_) | Self::NotFound(_) => Code::NotFound,
             Self::NameTaken(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) | Self::Transition(_) => Code::FailedPrecondition,
-            Self::NoCapacity(_) => Code::ResourceExhausted,
+            Self::NoCapacity(_) | Self::OverLimit(_) => Code::ResourceExhausted,
             Self::Agent(e) => match e.kind {
                 AgentErrorKind::NotFound => Code::NotFound,
                 AgentErrorKind::InvalidArgument => Code::InvalidArgument,

@@ -72,8 +72,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError> {
     config.validate().map_err(CoordinatorError::Config)?;
-    // Room for a Write of up to twice the file limit, so oversize files get a clear INVALID_ARGUMENT.
+    // Room for a Write of up to twice the file limit, so oversize files get a clear INVALID_ARGUMENT;
+    // likewise jobs and batches up to twice max_request_bytes get RESOURCE_EXHAUSTED naming it.
     let max_message = 2 * config.max_file_bytes as usize + 1024 * 1024;
+    let max_request = 2 * config.max_request_bytes;
     let view = ClusterView::default();
     // Supervised: a watch broken by an etcd restart would otherwise leave a frozen view; each
     // restart reloads the view from the store before watching again.
@@ -102,7 +104,7 @@ pub async fn run(
     health.set_serving::<SessionsServer<api::sessions::SessionsApi>>().await;
     health.set_serving::<LanguagesServer<api::code::LanguagesApi>>().await;
     health.set_serving::<JobsServer<api::jobs::JobsApi>>().await;
-    health.set_serving::<BatchesServer<api::jobs::BatchesApi>>().await;
+    health.set_serving::<BatchesServer<api::batches::BatchesApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(corral_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -116,8 +118,8 @@ pub async fn run(
         .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(core.clone())))
         .add_service(LanguagesServer::new(api::code::LanguagesApi(core.clone())))
-        .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_message))
-        .add_service(BatchesServer::new(api::jobs::BatchesApi(core.clone())).max_decoding_message_size(max_message))
+        .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_request))
+        .add_service(BatchesServer::new(api::batches::BatchesApi(core.clone())).max_decoding_message_size(max_request))
         .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -23,12 +23,18 @@ fn is_hex32(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Largest batch index + 1 (item ids carry the index in [`INDEX_DIGITS`] digits).
-pub const MAX_BATCH_ITEMS: usize = 10_000;
-const INDEX_DIGITS: usize = 5;
+/// Digits of the index in the item ids of batches written before batches could be sent in parts
+/// (at most 10,000 items); their records carry no `index_digits`.
+pub const LEGACY_INDEX_DIGITS: u8 = 5;
+/// Digits of the index in the item ids of new batches.
+pub const INDEX_DIGITS: u8 = 7;
+/// Largest number of items any batch can hold (item ids carry the index in [`INDEX_DIGITS`]
+/// digits); the configured limit is at most this.
+pub const MAX_BATCH_ITEMS: usize = 10_000_000;
 
-/// A job: `job-` and 32 hex digits; a batch item: the batch's hex, `-`, and its 5-digit index, so
-/// a batch's items are adjacent keys in index order.
+/// A job: `job-` and 32 hex digits; a batch item: the batch's hex, `-`, and its index in a fixed
+/// number of digits per batch (7, or 5 in batches written by older versions), so a batch's items
+/// are adjacent keys in index order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(String);
@@ -40,9 +46,16 @@ impl JobId {
         Self(format!("{}{}", Self::PREFIX, random_hex128()))
     }
 
-    /// The id of item `index` of `batch`.
+    /// The id of item `index` of a new batch.
     pub fn item(batch: &BatchId, index: u32) -> Self {
-        Self(format!("{}{}-{index:0INDEX_DIGITS$}", Self::PREFIX, batch.hex()))
+        Self::item_with(batch, index, INDEX_DIGITS)
+    }
+
+    /// The id of item `index` of `batch`, whose ids carry `digits` digits (its record's
+    /// `index_digits`).
+    pub fn item_with(batch: &BatchId, index: u32, digits: u8) -> Self {
+        let width = usize::from(digits);
+        Self(format!("{}{}-{index:0width$}", Self::PREFIX, batch.hex()))
     }
 
     /// The common start of every item id of `batch`.
@@ -56,11 +69,14 @@ impl JobId {
         let ok = match rest.split_once('-') {
             None => is_hex32(rest),
             Some((hex, index)) => {
-                is_hex32(hex) && index.len() == INDEX_DIGITS && index.bytes().all(|b| b.is_ascii_digit())
+                let width = [LEGACY_INDEX_DIGITS, INDEX_DIGITS].map(usize::from);
+                is_hex32(hex) && width.contains(&index.len()) && index.bytes().all(|b| b.is_ascii_digit())
             }
         };
         if !ok {
-            return Err(err("must be \"job-\" and 32 lowercase hex digits (and \"-\" and 5 digits for a batch item)"));
+            return Err(err(
+                "must be \"job-\" and 32 lowercase hex digits (and \"-\" and 7 or 5 digits for a batch item)",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -280,6 +296,17 @@ pub struct BatchRecord {
     pub created_at_ms: i64,
     /// False until every item record is written; the scheduler ignores the items until then.
     pub accepted: bool,
+    /// Items written so far: indexes `0..received` all have records (parts arrive in order).
+    /// Absent in records of batches written in one request (then `accepted` says all arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<u32>,
+    /// When the last part arrived (Unix ms); an unaccepted batch whose last part is older than
+    /// the upload timeout is abandoned.
+    #[serde(default)]
+    pub updated_at_ms: i64,
+    /// Digits of the index in its items' ids ([`LEGACY_INDEX_DIGITS`] when absent).
+    #[serde(default = "legacy_digits")]
+    pub index_digits: u8,
     /// Set when the batch was cancelled (by the client or its deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<Cancelled>,
@@ -287,8 +314,26 @@ pub struct BatchRecord {
     pub body_hash: String,
 }
 
+fn legacy_digits() -> u8 {
+    LEGACY_INDEX_DIGITS
+}
+
 impl BatchRecord {
     pub const VERSION: u32 = 1;
+
+    /// How many leading items have records.
+    pub fn received(&self) -> u32 {
+        match self.received {
+            Some(n) => n,
+            None if self.accepted => self.total,
+            None => 0,
+        }
+    }
+
+    /// The id of item `index` of this batch.
+    pub fn item_id(&self, index: u32) -> JobId {
+        JobId::item_with(&self.id, index, self.index_digits)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,6 +453,25 @@ mod tests {
         assert!(JobId::parse("job-xyz").is_err());
         assert!(JobId::parse(&format!("{a}0")).is_err());
         assert!(BatchId::parse(batch.as_str()).is_ok());
+        assert_eq!(JobId::item(&batch, 999_999).batch_item(), Some((batch.clone(), 999_999)));
+        assert!(JobId::item(&batch, 99_999) < JobId::item(&batch, 1_000_000));
+    }
+
+    #[test]
+    fn batches_of_older_versions_keep_their_five_digit_ids() {
+        let batch = BatchId::random();
+        let old = format!("{}{}-00042", JobId::PREFIX, &batch.as_str()[BatchId::PREFIX.len()..]);
+        let id = JobId::parse(&old).expect("a five-digit item id still parses");
+        assert_eq!(id.batch_item(), Some((batch.clone(), 42)));
+        // An old record (no index_digits, received or updated_at_ms) reads with the old width.
+        let json = format!(
+            r#"{{"v":1,"id":"{batch}","tenant":"default","total":3,"max_concurrency":2,"retries_per_item":0,
+            "deadline_at_ms":0,"created_at_ms":1,"accepted":true}}"#
+        );
+        let record: BatchRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(record.item_id(42), id);
+        assert_eq!(record.received(), 3);
+        assert!(JobId::parse(&format!("{old}0")).is_err(), "six digits are neither width");
     }
 
     #[test]

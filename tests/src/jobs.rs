@@ -259,8 +259,14 @@ pub async fn job_control(c: &Client) -> anyhow::Result<()> {
     let items = vec![shell_job("true"), pb::JobSpec::default()];
     let batch = pb::SubmitBatchRequest { items, ..Default::default() };
     expect_err(c.submit_batch(batch).await, Code::InvalidArgument, "items[1].argv")?;
+    // Over one request's item limit: refused unless sent in parts (as Client::submit_batch does).
     let huge = pb::SubmitBatchRequest { items: vec![shell_job("true"); 10_001], ..Default::default() };
-    expect_err(c.submit_batch(huge).await, Code::InvalidArgument, "items")?;
+    let sent = c.batches.clone().submit(huge).await.map_err(corral_client::ClientError::from);
+    expect_err(
+        sent,
+        Code::ResourceExhausted,
+        "10,001 items exceed max_items_per_request 10,000; send the batch in parts",
+    )?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use tonic::Code;
 pub use corral_testkit::corral::{Cluster, DevServer};
 
 pub mod jobs;
+pub mod uploads;
 
 /// The tails of a cluster's logs (coordinator, then each agent), printed when a test fails.
 pub fn cluster_logs(c: &Cluster) -> String {

@@ -191,3 +191,42 @@ async fn batch_run_summary_bad_items_and_cancel() -> anyhow::Result<()> {
     ensure!(watch.status.code() == Some(1) && text(&watch.stdout).contains("CANCELLED"), "{watch:?}");
     Ok(())
 }
+
+/// A file over one request is uploaded in parts while being streamed; bad bytes are named by
+/// line, field and byte; a batch over the server's max_batch_items is refused before the rest is
+/// sent, with the limit and the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_run_uploads_big_files_in_parts_and_names_bad_bytes() -> anyhow::Result<()> {
+    let server = DevServer::start_with_env(&[("CORRAL_COORDINATOR__MAX_BATCH_ITEMS", "1500")])?;
+    let client = ready_client(&server.endpoint).await?;
+    let ep = server.endpoint.as_str();
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("items.jsonl");
+    std::fs::write(&file, "{\"argv\": [\"true\"]}\n".repeat(1001))?;
+    let path = file.to_str().unwrap_or_default();
+    let run = corral(ep, &["-o", "json", "batch", "run", path, "--concurrency", "50"], "").await?;
+    let v = json(&run)?;
+    ensure!(run.status.success() && v["counts"]["completed"] == 1001, "{run:?}");
+    let id = v["batch_id"].as_str().unwrap_or_default().to_owned();
+    let b = client.get_batch(&id).await?;
+    ensure!((b.total, b.received) == (1001, 1001), "{b:?}");
+
+    let nul = "{\"argv\": [\"true\"]}\n{\"argv\": [\"hello\\u0000\"]}\n";
+    let refused = corral(ep, &["batch", "run", "-"], nul).await?;
+    let err = text(&refused.stderr);
+    ensure!(
+        !refused.status.success() && err.contains("line 2: field \"argv\": element 0 contains a NUL byte at byte 5"),
+        "{refused:?}"
+    );
+
+    let before = client.list_batches(Default::default()).await?.batches.len();
+    std::fs::write(&file, "{\"argv\": [\"true\"]}\n".repeat(2000))?;
+    let over = corral(ep, &["batch", "run", path], "").await?;
+    let err = text(&over.stderr);
+    let msg = "RESOURCE_EXHAUSTED: 2,000 items exceed max_batch_items 1,500; split the work into several batches";
+    ensure!(!over.status.success() && err.contains(msg), "{over:?}");
+    let after = client.list_batches(Default::default()).await?.batches.len();
+    ensure!(before == after, "an over-limit batch creates nothing ({before} batches before, {after} after)");
+    Ok(())
+}

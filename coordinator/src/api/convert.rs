@@ -24,6 +24,22 @@ pub const MAX_STDIN: usize = 256 * 1024;
 pub const MAX_CODE_BYTES: usize = 512 * 1024;
 pub const MIN_MEMORY_MB: i64 = 16;
 
+/// Refuses a NUL byte (no argv, environment, path or source file can carry one), saying where.
+pub fn no_nul(field: &str, raw: &str) -> ApiResult<()> {
+    match raw.bytes().position(|b| b == 0) {
+        Some(at) => Err(ApiError::field(field, format!("contains a NUL byte at byte {at}"))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a string longer than `max` bytes, saying how long it is.
+pub fn at_most(field: &str, raw: &str, max: usize) -> ApiResult<()> {
+    if raw.len() > max {
+        return Err(ApiError::field(field, format!("is {} bytes; at most {max}", raw.len())));
+    }
+    Ok(())
+}
+
 pub fn sandbox_id(field: &str, raw: &str) -> ApiResult<SandboxId> {
     if raw.is_empty() {
         return Err(ApiError::field(field, "is required"));
@@ -88,12 +104,8 @@ pub fn env(field: &str, env: &std::collections::HashMap<String, String>) -> ApiR
                 "names must match [A-Za-z_][A-Za-z0-9_]* (≤ 256)",
             ));
         }
-        if v.len() > MAX_ENV_VALUE || v.contains('\0') {
-            return Err(ApiError::field(
-                format!("{field}[{k}]"),
-                format!("values must be ≤ {MAX_ENV_VALUE} bytes without NUL"),
-            ));
-        }
+        at_most(&format!("{field}[{k}]"), v, MAX_ENV_VALUE)?;
+        no_nul(&format!("{field}[{k}]"), v)?;
         total += k.len() + v.len();
     }
     if total > MAX_ENV_TOTAL {
@@ -113,21 +125,16 @@ pub fn labels(field: &str, labels: &std::collections::HashMap<String, String>) -
         if !ok_key {
             return Err(ApiError::field(format!("{field}[{k:.64}]"), "keys must be 1-63 chars of [A-Za-z0-9-_./]"));
         }
-        if v.len() > MAX_LABEL_VALUE || v.contains('\0') {
-            return Err(ApiError::field(
-                format!("{field}[{k}]"),
-                format!("values must be ≤ {MAX_LABEL_VALUE} bytes without NUL"),
-            ));
-        }
+        at_most(&format!("{field}[{k}]"), v, MAX_LABEL_VALUE)?;
+        no_nul(&format!("{field}[{k}]"), v)?;
     }
     Ok(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 /// A directory inside the sandbox: absolute, under /workspace or /tmp, no `..`.
 pub fn sandbox_dir(field: &str, raw: &str) -> ApiResult<String> {
-    if raw.len() > MAX_PATH || raw.contains('\0') {
-        return Err(ApiError::field(field, format!("must be ≤ {MAX_PATH} bytes without NUL")));
-    }
+    at_most(field, raw, MAX_PATH)?;
+    no_nul(field, raw)?;
     let under_root = ["/workspace", "/tmp"].iter().any(|root| raw == *root || raw.starts_with(&format!("{root}/")));
     if !under_root {
         return Err(ApiError::field(field, format!("{raw:?} must be /workspace, /tmp or a directory below them")));
@@ -237,9 +244,8 @@ pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
         (true, true) => Err(ApiError::field("argv", "empty command: set argv or shell")),
         (false, false) => Err(ApiError::field("shell", "set either argv or shell, not both")),
         (true, false) => {
-            if shell.len() > MAX_COMMAND_BYTES || shell.contains('\0') {
-                return Err(ApiError::field("shell", format!("must be ≤ {MAX_COMMAND_BYTES} bytes without NUL")));
-            }
+            at_most("shell", &shell, MAX_COMMAND_BYTES)?;
+            no_nul("shell", &shell)?;
             Ok(Command::Shell(shell))
         }
         (false, true) => {
@@ -253,8 +259,8 @@ pub fn command(argv: Vec<String>, shell: String) -> ApiResult<Command> {
                     format!("must be ≤ {MAX_ARGV} arguments and ≤ {MAX_COMMAND_BYTES} bytes"),
                 ));
             }
-            if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
-                return Err(ApiError::field(format!("argv[{i}]"), "must not contain NUL"));
+            for (i, arg) in argv.iter().enumerate() {
+                no_nul(&format!("argv[{i}]"), arg)?;
             }
             Ok(Command::Argv(argv))
         }
@@ -275,11 +281,8 @@ pub fn code(raw: &str) -> ApiResult<()> {
     if raw.is_empty() {
         return Err(ApiError::field("code", "is required"));
     }
-    if raw.len() > MAX_CODE_BYTES || raw.contains('\0') {
-        let why = format!("{} bytes; must be 1..={MAX_CODE_BYTES} bytes without NUL", raw.len());
-        return Err(ApiError::field("code", why));
-    }
-    Ok(())
+    at_most("code", raw, MAX_CODE_BYTES)?;
+    no_nul("code", raw)
 }
 
 pub fn runtime_to_pb(r: RuntimeKind) -> pb::Runtime {

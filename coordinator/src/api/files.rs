@@ -19,9 +19,8 @@ fn path(raw: &str) -> ApiResult<String> {
     if raw.is_empty() {
         return Err(ApiError::field("path", "is required"));
     }
-    if raw.len() > convert::MAX_PATH || raw.contains('\0') {
-        return Err(ApiError::field("path", format!("must be ≤ {} bytes without NUL", convert::MAX_PATH)));
-    }
+    convert::at_most("path", raw, convert::MAX_PATH)?;
+    convert::no_nul("path", raw)?;
     if raw.split('/').any(|c| c == "..") {
         return Err(ApiError::field("path", format!("{raw:?} must not contain '..'")));
     }

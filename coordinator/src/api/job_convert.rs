@@ -18,6 +18,19 @@ const MAX_IDEM_KEY: usize = 128;
 /// Longest batch deadline.
 const MAX_DEADLINE_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
+/// A count with thousands separators, as error messages show limits (`1,200,000`).
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// Puts `prefix` in front of the field an error names (`items[3].` + `argv`).
 pub fn within(prefix: &str, e: ApiError) -> ApiError {
     match e {
@@ -258,7 +271,9 @@ pub fn batch_to_pb(r: BatchRecord, entry: Option<&BatchEntry>) -> pb::Batch {
     };
     // Items not written yet (an interrupted submit being finished) count as pending.
     let seen: u32 = c.iter().sum();
+    let received = r.received();
     pb::Batch {
+        received,
         id: r.id.to_string(),
         state: state as i32,
         total: r.total,
@@ -279,5 +294,33 @@ pub fn batch_to_pb(r: BatchRecord, entry: Option<&BatchEntry>) -> pb::Batch {
         finished_at_ms,
         tenant: r.tenant.to_string(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_thousands_separators() {
+        let cases = [(0, "0"), (999, "999"), (1000, "1,000"), (100_000, "100,000"), (1_200_000, "1,200,000")];
+        for (n, text) in cases {
+            assert_eq!(thousands(n), text);
+        }
+    }
+
+    #[test]
+    fn bad_bytes_are_named_by_field_and_place() {
+        let argv = vec!["echo".to_owned(), "hello\0world".to_owned()];
+        let e = within("items[3].", convert::command(argv, String::new()).unwrap_err());
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.to_string(), "items[3].argv[1]: contains a NUL byte at byte 5");
+        let e = convert::command(Vec::new(), "ls\0".to_owned()).unwrap_err();
+        assert_eq!(e.to_string(), "shell: contains a NUL byte at byte 2");
+        assert_eq!(convert::code("\0").unwrap_err().to_string(), "code: contains a NUL byte at byte 0");
+        let env = [("A".to_owned(), "x\0".to_owned())].into_iter().collect();
+        assert_eq!(convert::env("env", &env).unwrap_err().to_string(), "env[A]: contains a NUL byte at byte 1");
+        let long = "x".repeat(convert::MAX_CODE_BYTES + 1);
+        assert_eq!(convert::code(&long).unwrap_err().to_string(), "code: is 524289 bytes; at most 524288");
     }
 }

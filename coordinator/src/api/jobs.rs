@@ -1,22 +1,20 @@
 //! `corral.v1.Jobs` and `corral.v1.Batches`.
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_core::jobs::{BatchId, BatchRecord, JobId, JobLogs, JobRecord, JobState, MAX_BATCH_ITEMS};
-use corral_core::keys::{BatchesPrefix, JobLogsKey, JobsPrefix};
+use corral_core::jobs::{BatchId, JobId, JobLogs, JobRecord, JobState};
+use corral_core::keys::{JobLogsKey, JobsPrefix};
 use corral_core::store;
-use corral_core::time::now_ms;
 use corral_proto::v1 as pb;
-use corral_proto::v1::batches_server::Batches;
 use corral_proto::v1::jobs_server::Jobs;
-use futures::Stream;
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::job_convert::{self as jc, within};
 use super::{convert, tenant};
+use crate::config::CoordinatorConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::ops;
 use crate::service::Core;
@@ -27,17 +25,16 @@ const MAX_PAGE: i32 = 1000;
 const MAX_SCAN: usize = 10_000;
 const DEFAULT_WAIT: f64 = 60.0;
 const MAX_WAIT: f64 = 3600.0;
-const DEFAULT_CONCURRENCY: u32 = 20;
 
 fn job_id(raw: &str) -> ApiResult<JobId> {
     JobId::parse(raw).map_err(|e| ApiError::invalid_id("job_id", e))
 }
 
-fn batch_id(raw: &str) -> ApiResult<BatchId> {
+pub(super) fn batch_id(raw: &str) -> ApiResult<BatchId> {
     BatchId::parse(raw).map_err(|e| ApiError::invalid_id("batch_id", e))
 }
 
-fn page_size(raw: i32) -> ApiResult<usize> {
+pub(super) fn page_size(raw: i32) -> ApiResult<usize> {
     match raw {
         0 => Ok(DEFAULT_PAGE as usize),
         1..=MAX_PAGE => Ok(raw as usize),
@@ -46,7 +43,7 @@ fn page_size(raw: i32) -> ApiResult<usize> {
 }
 
 /// A page token is the last key of the previous page, which must lie under `prefix`.
-fn page_token<'a>(raw: &'a str, prefix: &str) -> ApiResult<Option<&'a str>> {
+pub(super) fn page_token<'a>(raw: &'a str, prefix: &str) -> ApiResult<Option<&'a str>> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -56,6 +53,19 @@ fn page_token<'a>(raw: &'a str, prefix: &str) -> ApiResult<Option<&'a str>> {
     Ok(Some(raw))
 }
 
+/// Refuses a request over `max_request_bytes` (the gRPC layer refuses those over twice that
+/// before reading them), naming the limit and what to do instead.
+pub(super) fn request_bytes(cfg: &CoordinatorConfig, size: usize, way_out: &str) -> ApiResult<()> {
+    if size > cfg.max_request_bytes {
+        return Err(ApiError::OverLimit(format!(
+            "the request is {} bytes and exceeds max_request_bytes {}; {way_out}",
+            jc::thousands(size as u64),
+            jc::thousands(cfg.max_request_bytes as u64)
+        )));
+    }
+    Ok(())
+}
+
 pub struct JobsApi(pub Arc<Core>);
 
 #[tonic::async_trait]
@@ -63,6 +73,8 @@ impl Jobs for JobsApi {
     #[tracing::instrument(name = "api.Jobs.Submit", skip_all)]
     async fn submit(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let tenant = tenant(&req);
+        let way_out = "a job's code, stdin, argv and env must fit in one stored record (about 1.2 MB); pass larger inputs as files";
+        request_bytes(&self.0.config, req.get_ref().encoded_len(), way_out)?;
         let mut req = req.into_inner();
         let key = std::mem::take(&mut req.idempotency_key);
         let idem = jc::idempotency_key(&key)?;
@@ -177,121 +189,5 @@ impl Jobs for JobsApi {
             (result.stdout, result.stderr)
         };
         Ok(Response::new(pb::JobLogsResponse { stdout, stderr, truncated: result.status.truncated }))
-    }
-}
-
-pub struct BatchesApi(pub Arc<Core>);
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::BatchEvent, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Batches for BatchesApi {
-    #[tracing::instrument(name = "api.Batches.Submit", skip_all)]
-    async fn submit(&self, req: Request<pb::SubmitBatchRequest>) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        let tenant = tenant(&req);
-        let mut req = req.into_inner();
-        let key = std::mem::take(&mut req.idempotency_key);
-        let idem = jc::idempotency_key(&key)?;
-        let hash = if idem.is_some() { jc::hash_of(&req) } else { String::new() };
-        if req.items.is_empty() || req.items.len() > MAX_BATCH_ITEMS {
-            let why = format!("{} items; a batch has 1..={MAX_BATCH_ITEMS}", req.items.len());
-            return Err(ApiError::field("items", why).into());
-        }
-        let max_concurrency = match req.max_concurrency {
-            0 => DEFAULT_CONCURRENCY,
-            n @ 1..=10_000 => n,
-            n => {
-                return Err(ApiError::field(
-                    "max_concurrency",
-                    format!("{n} is outside 1..=10000 (0 = {DEFAULT_CONCURRENCY})"),
-                )
-                .into());
-            }
-        };
-        let retries = jc::retries("retries_per_item", req.retries_per_item)?;
-        let now = now_ms();
-        let deadline_at_ms = jc::batch_deadline_ms(req.deadline_seconds, now)?;
-        let labels = convert::labels("labels", &req.labels)?;
-        let nodes = self.0.view.nodes();
-        let id = BatchId::random();
-        let mut items = Vec::with_capacity(req.items.len());
-        for (i, raw) in req.items.into_iter().enumerate() {
-            let mut spec = jc::job_spec(raw, &self.0.config, &nodes).map_err(|e| within(&format!("items[{i}]."), e))?;
-            ops::merge_labels(&labels, &mut spec.labels);
-            let item = ops::new_job(JobId::item(&id, i as u32), &tenant, spec, retries, String::new());
-            ops::check_record_size(&format!("items[{i}]"), &item)?;
-            items.push(item);
-        }
-        let batch = BatchRecord {
-            v: BatchRecord::VERSION,
-            id,
-            tenant: tenant.clone(),
-            total: items.len() as u32,
-            max_concurrency,
-            retries_per_item: retries,
-            deadline_at_ms,
-            labels,
-            created_at_ms: now,
-            accepted: false,
-            cancelled: None,
-            body_hash: hash,
-        };
-        let done = ops::submit_batch(&self.0, batch, items, idem).await?;
-        Ok(Response::new(pb::SubmitBatchResponse { batch_id: done.id, created: done.created }))
-    }
-
-    #[tracing::instrument(name = "api.Batches.Get", skip_all)]
-    async fn get(&self, req: Request<pb::GetBatchRequest>) -> Result<Response<pb::GetBatchResponse>, Status> {
-        let tenant = tenant(&req);
-        let id = batch_id(&req.get_ref().batch_id)?;
-        let (_, record) = ops::get_batch(&self.0, &tenant, &id).await?;
-        let entry = self.0.view.jobs.batch(&id);
-        Ok(Response::new(pb::GetBatchResponse { batch: Some(jc::batch_to_pb(record, entry.as_ref())) }))
-    }
-
-    type WatchStream = EventStream;
-
-    #[tracing::instrument(name = "api.Batches.Watch", skip_all)]
-    async fn watch(&self, req: Request<pb::WatchBatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let tenant = tenant(&req);
-        let req = req.into_inner();
-        let id = batch_id(&req.batch_id)?;
-        let (_, record) = ops::get_batch(&self.0, &tenant, &id).await?;
-        if req.from_seq > u64::from(record.total) {
-            let why = format!("{} is past the batch's {} items", req.from_seq, record.total);
-            return Err(ApiError::field("from_seq", why).into());
-        }
-        let stream = super::batch_watch::stream(self.0.clone(), tenant, id, req.from_seq);
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    #[tracing::instrument(name = "api.Batches.Cancel", skip_all)]
-    async fn cancel(&self, req: Request<pb::CancelBatchRequest>) -> Result<Response<pb::CancelBatchResponse>, Status> {
-        let tenant = tenant(&req);
-        let id = batch_id(&req.get_ref().batch_id)?;
-        let record = ops::cancel_batch(&self.0, &tenant, &id, "cancelled by client").await?;
-        let entry = self.0.view.jobs.batch(&id);
-        Ok(Response::new(pb::CancelBatchResponse { batch: Some(jc::batch_to_pb(record, entry.as_ref())) }))
-    }
-
-    #[tracing::instrument(name = "api.Batches.List", skip_all)]
-    async fn list(&self, req: Request<pb::ListBatchesRequest>) -> Result<Response<pb::ListBatchesResponse>, Status> {
-        let tenant = tenant(&req);
-        let req = req.into_inner();
-        let limit = page_size(req.page_size)?;
-        let labels = convert::labels("labels", &req.labels)?;
-        let prefix = BatchesPrefix(Some(&tenant)).to_string();
-        let after = page_token(&req.page_token, &prefix)?;
-        let page = self.0.store.range(&prefix, after, limit).await.map_err(ApiError::from)?;
-        let mut batches = Vec::new();
-        for kv in &page.kvs {
-            let record: BatchRecord = store::decode(kv).map_err(ApiError::from)?;
-            if labels.iter().all(|(k, v)| record.labels.get(k) == Some(v)) {
-                let entry = self.0.view.jobs.batch(&record.id);
-                batches.push(jc::batch_to_pb(record, entry.as_ref()));
-            }
-        }
-        let next = if page.more { page.kvs.last().map(|kv| kv.key.clone()).unwrap_or_default() } else { String::new() };
-        Ok(Response::new(pb::ListBatchesResponse { batches, next_page_token: next }))
     }
 }

@@ -1,6 +1,7 @@
 //! The tonic services: one file per service, thin — validate (in `convert`), call `Core`, convert back.
 
 pub mod batch_watch;
+pub mod batches;
 pub mod code;
 pub mod convert;
 pub mod exec;

@@ -7,7 +7,8 @@
 //!   items and batch deadlines;
 //! - [`claim`]: claims (fenced CAS, group-committed, or folded into a commit) and dispatch;
 //! - [`commit`]: the leader commits agents' reports, rejecting stale attempts;
-//! - [`ops`]: submit (idempotent), get, wait, cancel, for jobs and batches.
+//! - [`ops`]: submit (idempotent), get, wait, cancel, for jobs and batches;
+//! - [`upload`]: batches sent in parts (create, append, accept, abandon).
 
 pub mod claim;
 pub mod commit;
@@ -15,6 +16,7 @@ pub mod ops;
 pub mod place;
 pub mod schedule;
 pub mod table;
+pub mod upload;
 
 pub use table::JobTable;
 

@@ -1,7 +1,6 @@
 //! Job and batch operations in domain terms, served by every coordinator: submit (with
 //! idempotency keys), read, wait, cancel, and the batch sweeps the leader runs.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::schedule::GROUP;
+use crate::api::job_convert::thousands;
 use crate::error::{ApiError, ApiResult};
 use crate::service::Core;
 
@@ -60,12 +60,15 @@ pub fn new_job(id: JobId, tenant: &TenantId, spec: JobSpec, retries: u32, body_h
 }
 
 /// Refuses a submit that would push the tenant's queue over the configured limit.
-fn check_queue(core: &Core, tenant: &TenantId, adding: usize) -> ApiResult<()> {
+pub(crate) fn check_queue(core: &Core, tenant: &TenantId, adding: usize) -> ApiResult<()> {
     let queued = core.view.jobs.lock().queued(tenant);
     if queued + adding > core.config.max_queued_jobs_per_tenant {
         return Err(ApiError::NoCapacity(format!(
-            "tenant {tenant} has {queued} jobs queued; adding {adding} would exceed the limit of {}",
-            core.config.max_queued_jobs_per_tenant
+            "tenant {tenant} has {} jobs queued; adding {} would exceed the limit of {} \
+             (max_queued_jobs_per_tenant): wait for queued jobs to run, or submit fewer",
+            thousands(queued as u64),
+            thousands(adding as u64),
+            thousands(core.config.max_queued_jobs_per_tenant as u64)
         )));
     }
     Ok(())
@@ -73,7 +76,12 @@ fn check_queue(core: &Core, tenant: &TenantId, adding: usize) -> ApiResult<()> {
 
 /// What an idempotency key already maps to: `Ok(Some(id))` for the same body, a conflict
 /// error for a different one.
-async fn idem_lookup(store: &dyn StateStore, tenant: &TenantId, key: &str, hash: &str) -> ApiResult<Option<String>> {
+pub(crate) async fn idem_lookup(
+    store: &dyn StateStore,
+    tenant: &TenantId,
+    key: &str,
+    hash: &str,
+) -> ApiResult<Option<String>> {
     let Some(kv) = store.get(&IdemKey { tenant, key }.to_string()).await? else { return Ok(None) };
     let idem: IdemRecord = store::decode(&kv)?;
     if idem.body_hash != hash {
@@ -126,90 +134,6 @@ pub async fn submit(core: &Core, record: JobRecord, idem: Option<&str>) -> ApiRe
     }
     core.view.jobs.apply_job(record.clone(), out.revision, out.revision);
     Ok(Submitted { id: record.id.to_string(), created: true })
-}
-
-/// Writes a batch durably: its record (not yet accepted) with its idempotency key, then every
-/// item (in parallel transactions of [`GROUP`]), then marks it accepted. A retried submit with the
-/// same key finishes an interrupted one, so a batch is either fully written or resumable.
-pub async fn submit_batch(
-    core: &Core,
-    batch: BatchRecord,
-    items: Vec<JobRecord>,
-    idem: Option<&str>,
-) -> ApiResult<Submitted> {
-    let tenant = batch.tenant.clone();
-    let mut batch = batch;
-    let mut created = true;
-    if let Some(key) = idem
-        && let Some(id) = idem_lookup(core.store.as_ref(), &tenant, key, &batch.body_hash).await?
-    {
-        let existing = BatchId::parse(&id).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let kv = core.store.get(&BatchKey { tenant: &tenant, id: &existing }.to_string()).await?;
-        let record: BatchRecord = match &kv {
-            Some(kv) => store::decode(kv)?,
-            None => return Err(ApiError::Internal(format!("idempotency key points at missing batch {id}"))),
-        };
-        if record.accepted {
-            return Ok(Submitted { id, created: false });
-        }
-        // Finish the interrupted submit: same items, under the existing batch's ids.
-        created = false;
-        batch = record;
-    } else {
-        check_queue(core, &tenant, items.len())?;
-        let key = BatchKey { tenant: &tenant, id: &batch.id };
-        let mut txn = Txn::new().when(&key, 0).put(&key, store::encode(&batch));
-        if let Some(k) = idem {
-            let idem_record = IdemRecord { id: batch.id.to_string(), body_hash: batch.body_hash.clone() };
-            let k = IdemKey { tenant: &tenant, key: k };
-            txn = txn.when(&k, 0).put(&k, store::encode(&idem_record));
-        }
-        if !core.store.txn(txn).await?.succeeded {
-            return Err(ApiError::Conflict("batch submit with this idempotency_key".into()));
-        }
-    }
-    let items: Vec<JobRecord> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut r)| {
-            r.id = JobId::item(&batch.id, i as u32);
-            r
-        })
-        .collect();
-    let encoded: Vec<(JobRecord, Vec<u8>)> = items
-        .into_iter()
-        .map(|r| {
-            let b = store::encode(&r);
-            (r, b)
-        })
-        .collect();
-    let runs = super::split(encoded, GROUP, super::TXN_BYTES, |(_, bytes)| bytes.len());
-    let writes = runs.iter().map(|run| put_absent(core.store.as_ref(), run));
-    for result in join_all(writes).await {
-        result?;
-    }
-    let key = BatchKey { tenant: &tenant, id: &batch.id };
-    batch.accepted = true;
-    let out = core.store.txn(Txn::new().put(&key, store::encode(&batch))).await?;
-    core.view.jobs.apply_batch(batch.clone(), out.revision);
-    Ok(Submitted { id: batch.id.to_string(), created })
-}
-
-/// Writes records that do not exist yet (all in one transaction when none exists).
-async fn put_absent(store: &dyn StateStore, records: &[(JobRecord, Vec<u8>)]) -> ApiResult<()> {
-    let mut txn = Txn::new();
-    for (r, bytes) in records {
-        let key = JobKey { tenant: &r.tenant, id: &r.id };
-        txn = txn.when(&key, 0).put(&key, bytes.clone());
-    }
-    if store.txn(txn).await?.succeeded {
-        return Ok(());
-    }
-    for (r, bytes) in records {
-        let key = JobKey { tenant: &r.tenant, id: &r.id };
-        store.txn(Txn::new().when(&key, 0).put(&key, bytes.clone())).await?;
-    }
-    Ok(())
 }
 
 /// Reads a job record.
@@ -296,7 +220,7 @@ pub async fn cancel_batch(core: &Core, tenant: &TenantId, id: &BatchId, why: &st
         if record.cancelled.is_some() || done {
             break record;
         }
-        record.cancelled = Some(Cancelled { reason: why.to_owned(), at_ms: now_ms() });
+        super::upload::close(&mut record, why);
         let key = BatchKey { tenant, id };
         let out = core.store.txn(Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&record))).await?;
         if out.succeeded {
@@ -311,7 +235,7 @@ pub async fn cancel_batch(core: &Core, tenant: &TenantId, id: &BatchId, why: &st
 }
 
 /// Cancels every live item of a cancelled batch.
-async fn cancel_items(core: &Core, tenant: &TenantId, batch: &BatchId, why: &str) {
+pub(crate) async fn cancel_items(core: &Core, tenant: &TenantId, batch: &BatchId, why: &str) {
     let live: Vec<JobId> = {
         let inner = core.view.jobs.lock();
         inner
@@ -365,11 +289,6 @@ pub async fn sweep_batches(core: &Arc<Core>) {
     for (tenant, id, why) in unfinished {
         cancel_items(core, &tenant, &id, &why).await;
     }
-}
-
-/// Labels of a batch merged under an item's own.
-pub fn merge_labels(batch: &BTreeMap<String, String>, item: &mut BTreeMap<String, String>) {
-    for (k, v) in batch {
-        item.entry(k.clone()).or_insert_with(|| v.clone());
-    }
+    let upload_timeout = core.config.batch_upload_timeout_seconds.saturating_mul(1000);
+    super::upload::sweep_abandoned(core, i64::try_from(upload_timeout).unwrap_or(i64::MAX)).await;
 }

@@ -273,6 +273,9 @@ mod tests {
             labels: Default::default(),
             created_at_ms: 1,
             accepted: true,
+            received: None,
+            updated_at_ms: 0,
+            index_digits: corral_core::jobs::INDEX_DIGITS,
             cancelled: None,
             body_hash: String::new(),
         };

@@ -6,12 +6,6 @@ use std::collections::HashMap;
 use corral_client::v1 as pb;
 use serde_json::{Map, Value};
 
-/// The server's limit on the items of one batch.
-pub const MAX_ITEMS: usize = 10_000;
-
-/// At most this many bad lines are listed; the rest are only counted.
-const MAX_REPORTED: usize = 20;
-
 const FIELDS: &[&str] = &[
     "argv",
     "shell",
@@ -27,13 +21,6 @@ const FIELDS: &[&str] = &[
     "stdin",
     "labels",
 ];
-
-/// The items of a file, with the line each came from (`lines[i]` is item `i`'s 1-based line).
-#[derive(Debug, Default)]
-pub struct Items {
-    pub specs: Vec<pb::JobSpec>,
-    pub lines: Vec<usize>,
-}
 
 /// A bad line: where, which field (empty when the line as a whole is wrong), and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,39 +40,19 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// Parses every line of `text` (blank lines are skipped); all bad lines are reported together.
-pub fn parse(source: &str, text: &str) -> anyhow::Result<Items> {
-    let mut items = Items::default();
-    let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_line(i + 1, line) {
-            Ok(spec) => {
-                items.specs.push(spec);
-                items.lines.push(i + 1);
-            }
-            Err(e) => errors.push(e),
-        }
+/// Parses one line's raw bytes: `None` for a blank line.
+pub fn parse_bytes(line: usize, raw: &[u8]) -> Result<Option<pb::JobSpec>, LineError> {
+    let text = std::str::from_utf8(raw).map_err(|e| LineError {
+        line,
+        field: String::new(),
+        message: format!("not UTF-8: invalid byte at byte {}", e.valid_up_to()),
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Ok(None);
     }
-    if !errors.is_empty() {
-        let mut msg = format!("{source}: {} bad line(s), nothing was submitted", errors.len());
-        for e in errors.iter().take(MAX_REPORTED) {
-            msg.push_str(&format!("\n  {e}"));
-        }
-        if errors.len() > MAX_REPORTED {
-            msg.push_str(&format!("\n  … and {} more", errors.len() - MAX_REPORTED));
-        }
-        anyhow::bail!(msg);
-    }
-    anyhow::ensure!(!items.specs.is_empty(), "{source}: no items (one JSON object per line)");
-    anyhow::ensure!(
-        items.specs.len() <= MAX_ITEMS,
-        "{source}: {} items; a batch holds at most {MAX_ITEMS}",
-        items.specs.len()
-    );
-    Ok(items)
+    parse_line(line, text).map(Some)
 }
 
 /// One line: a JSON object with exactly one of `argv`, `shell` or `language` + `code`.
@@ -116,6 +83,7 @@ pub fn parse_line(line: usize, text: &str) -> Result<pb::JobSpec, LineError> {
     };
     spec.runtime = f.runtime()?;
     check_command(&obj, &spec).map_err(|(field, m)| err(field, m))?;
+    check_nul(&spec).map_err(|(field, m)| err(&field, m))?;
     if !spec.image.is_empty() && spec.runtime != pb::Runtime::Docker as i32 {
         return Err(err("image", "an image needs \"runtime\": \"docker\"".into()));
     }
@@ -144,6 +112,27 @@ fn check_command(obj: &Map<String, Value>, spec: &pb::JobSpec) -> Result<(), (&'
     if !spec.language.is_empty() && corral_core::languages::resolve(&spec.language).is_none() {
         let known: Vec<&str> = corral_core::languages::LANGUAGES.iter().map(|l| l.name).collect();
         return Err(("language", format!("unknown language {:?} (known: {})", spec.language, known.join(", "))));
+    }
+    Ok(())
+}
+
+/// No argv, command line, source, environment or label value can carry a NUL byte; says where.
+fn check_nul(spec: &pb::JobSpec) -> Result<(), (String, String)> {
+    let at = |s: &str| s.bytes().position(|b| b == 0);
+    for (i, arg) in spec.argv.iter().enumerate() {
+        if let Some(n) = at(arg) {
+            return Err(("argv".into(), format!("element {i} contains a NUL byte at byte {n}")));
+        }
+    }
+    for (field, value) in [("shell", &spec.shell), ("code", &spec.code)] {
+        if let Some(n) = at(value) {
+            return Err((field.into(), format!("contains a NUL byte at byte {n}")));
+        }
+    }
+    for (field, map) in [("env", &spec.env), ("labels", &spec.labels)] {
+        if let Some((k, n)) = map.iter().find_map(|(k, v)| at(v).map(|n| (k, n))) {
+            return Err((field.into(), format!("the value of {k:?} contains a NUL byte at byte {n}")));
+        }
     }
     Ok(())
 }
@@ -318,32 +307,14 @@ mod tests {
     }
 
     #[test]
-    fn a_file_keeps_line_numbers_and_skips_blank_lines() {
-        let items = parse("f", "{\"shell\": \"a\"}\n\n  \n{\"argv\": [\"b\"]}\n").unwrap();
-        assert_eq!(items.specs.len(), 2);
-        assert_eq!(items.lines, [1, 4]);
-    }
-
-    #[test]
-    fn a_file_reports_every_bad_line_at_once() {
-        let text = "{\"shell\": \"ok\"}\n{\"argv\": 1}\n{\"shell\": \"ok\"}\nnope\n";
-        let msg = parse("items.jsonl", text).unwrap_err().to_string();
-        assert!(msg.starts_with("items.jsonl: 2 bad line(s), nothing was submitted"), "{msg}");
-        assert!(msg.contains("line 2: field \"argv\"") && msg.contains("line 4: not JSON"), "{msg}");
-    }
-
-    #[test]
-    fn too_many_or_no_items_are_refused() {
-        assert!(parse("f", "\n\n").unwrap_err().to_string().contains("no items"));
-        let many = "{\"shell\": \"true\"}\n".repeat(MAX_ITEMS + 1);
-        let msg = parse("f", &many).unwrap_err().to_string();
-        assert!(msg.contains("10001 items") && msg.contains("at most 10000"), "{msg}");
-        assert_eq!(parse("f", &"{\"shell\": \"true\"}\n".repeat(MAX_ITEMS)).unwrap().specs.len(), MAX_ITEMS);
-    }
-
-    #[test]
-    fn many_bad_lines_are_summarised() {
-        let msg = parse("f", &"x\n".repeat(25)).unwrap_err().to_string();
-        assert!(msg.contains("25 bad line(s)") && msg.contains("and 5 more"), "{msg}");
+    fn nul_bytes_and_bad_utf8_are_named_exactly() {
+        let e = bad(r#"{"argv": ["echo", "hello\u0000"]}"#);
+        assert_eq!(e.to_string(), "line 7: field \"argv\": element 1 contains a NUL byte at byte 5");
+        let e = bad(r#"{"shell": "ls", "env": {"A": "\u0000"}}"#);
+        assert_eq!(e.to_string(), "line 7: field \"env\": the value of \"A\" contains a NUL byte at byte 0");
+        let e = parse_bytes(3, b"{\"shell\": \"caf\xe9\"}\n").unwrap_err();
+        assert_eq!(e.to_string(), "line 3: not UTF-8: invalid byte at byte 14");
+        assert_eq!(parse_bytes(4, b"  \r\n").unwrap(), None);
+        assert_eq!(parse_bytes(5, b"{\"shell\": \"a\"}\r\n").unwrap().unwrap().shell, "a");
     }
 }

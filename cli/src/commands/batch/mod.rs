@@ -1,11 +1,13 @@
 //! `corral batch run|get|watch|cancel|list`: fan-out batches of jobs.
 //!
-//! `items` reads and checks the JSON Lines file, `watch` follows results across reconnections,
+//! `items` checks one JSON Lines item, `source` streams the file (checked whole before anything
+//! is sent, then read again part by part while uploading), `watch` follows results across reconnections,
 //! `progress` counts them and draws the bar, `summary` prints the end, `run` ties them together.
 
 mod items;
 mod progress;
 mod run;
+mod source;
 mod summary;
 mod watch;
 
@@ -57,8 +59,11 @@ const RUN_HELP: &str = r#"Each line of the items file is one JSON object with ex
   "language": "python", "code": "print(1)" a snippet (`corral languages` lists the languages)
 and optionally "runtime" ("bwrap" or "docker"), "image", "env" (object), "timeout_seconds",
 "cpus", "memory_mb", "internet_access" (bool), "stdin" (string), "labels" (object).
-Blank lines are skipped; at most 10000 items. Every line is checked before anything is
-submitted: a bad line is reported with its line number and field.
+Blank lines are skipped. Every line is checked before anything is submitted: a bad line is
+reported with its line number, field and problem (e.g. a NUL byte and where it is). The file is
+never loaded whole: it is read once to check it and again to upload it in parts of 1,000 items
+(a bar shows the upload), so a batch can hold up to the server's max_batch_items (default
+1,000,000) items.
 
 On a terminal a progress bar on stderr shows done/failed/running items, the rate and an ETA;
 at the end come counts by state, wall time, rate and the failed items (index, line, state,

@@ -154,6 +154,25 @@ impl Progress {
         Self { bar: Some(bar) }
     }
 
+    /// A bar for an upload in parts: items stored out of `total`.
+    pub fn upload(total: u32, show: bool) -> Self {
+        if !show {
+            return Self { bar: None };
+        }
+        let bar = ProgressBar::with_draw_target(Some(u64::from(total)), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("uploading [{bar:20.cyan/blue}] {pos}/{len} items {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        Self { bar: Some(bar) }
+    }
+
+    pub fn uploaded(&self, received: u32) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(u64::from(received));
+        }
+    }
+
     pub fn shown(&self) -> bool {
         self.bar.is_some()
     }

@@ -1,7 +1,7 @@
-//! `corral batch run`: read and check items.jsonl, submit it as one batch, follow the results
-//! (live progress bar, or JSON Lines), then summarise.
+//! `corral batch run`: check items.jsonl, upload it as one batch in parts (streaming the file,
+//! with a progress bar), follow the results (live progress bar, or JSON Lines), then summarise.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -10,8 +10,8 @@ use clap::Args;
 use corral_client::Client;
 use corral_client::v1 as pb;
 
-use super::items::{self, Items};
 use super::progress::{Progress, Tally};
+use super::source::{self, Items};
 use super::summary::Summary;
 use super::watch::Watcher;
 use crate::commands::job::full_output;
@@ -47,27 +47,16 @@ pub struct RunArgs {
     pub idempotency_key: Option<String>,
 }
 
-fn read_items(file: &std::path::Path) -> anyhow::Result<(String, String)> {
-    if file.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
-        return Ok(("standard input".to_owned(), text));
-    }
-    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-    Ok((file.display().to_string(), text))
-}
-
-/// Reads and checks the items; the request to submit, and the items' lines.
+/// Checks every item (reading the file once, line by line); the items and the batch's options.
 pub fn prepare(args: RunArgs) -> anyhow::Result<(Items, pb::SubmitBatchRequest)> {
-    let (source, text) = read_items(&args.file)?;
-    let mut items = items::parse(&source, &text)?;
+    let items = source::scan(&args.file)?;
     let req = pb::SubmitBatchRequest {
-        items: std::mem::take(&mut items.specs),
         max_concurrency: args.concurrency,
         retries_per_item: args.retries,
         deadline_seconds: args.deadline.unwrap_or(0.0),
         labels: args.labels.into_iter().collect(),
         idempotency_key: args.idempotency_key.unwrap_or_default(),
+        ..Default::default()
     };
     Ok((items, req))
 }
@@ -80,11 +69,12 @@ pub async fn run(
     items: Items,
     req: pb::SubmitBatchRequest,
 ) -> anyhow::Result<ExitCode> {
-    let total = req.items.len() as u32;
+    let total = items.total();
     let concurrency = req.max_concurrency;
+    let show = out != OutputArg::Jsonl && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let batch_id = client.submit_batch(req).await?;
-    let progress = Progress::new(total, out != OutputArg::Jsonl && std::io::stderr().is_terminal());
+    let batch_id = upload(client, &items, req, show).await?;
+    let progress = Progress::new(total, show);
     progress.println(&format!("batch {batch_id}: {total} items, at most {concurrency} at once"));
 
     let mut tally = Tally::new(total);
@@ -126,6 +116,15 @@ pub async fn run(
     let wall = started.elapsed();
     progress.clear();
     finish(client, out, &batch_id, tally, wall, &items.lines).await
+}
+
+/// Uploads the items in parts, reading the file again as it goes (a bar shows the parts sent).
+async fn upload(client: &Client, items: &Items, req: pb::SubmitBatchRequest, show: bool) -> anyhow::Result<String> {
+    let total = items.total();
+    let bar = Progress::upload(total, show && total as usize > corral_client::PART_ITEMS);
+    let uploaded = client.submit_batch_parts(req, total, items.specs()?, |received, _| bar.uploaded(received)).await;
+    bar.clear();
+    Ok(uploaded?.batch_id)
 }
 
 /// Prints the summary (stdout, or stderr under JSON Lines) and picks the exit code.

@@ -183,6 +183,13 @@ mod tests {
             Err(tonic::Status::unimplemented("not in this test"))
         }
 
+        async fn append(
+            &self,
+            _: tonic::Request<pb::AppendBatchRequest>,
+        ) -> Result<tonic::Response<pb::AppendBatchResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
         async fn cancel(
             &self,
             _: tonic::Request<pb::CancelBatchRequest>,

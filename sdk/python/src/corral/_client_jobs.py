@@ -10,6 +10,7 @@ from typing import Any, Optional, Union
 
 import grpc.aio
 
+from . import _batch_upload
 from .errors import InvalidArgumentError
 from .job_types import (
     BatchEvent,
@@ -296,16 +297,19 @@ class _JobCalls:
     ) -> BatchSubmission:
         """``Batches.Submit``: one job per item (see :func:`item_spec`), at most ``max_concurrency``
         running at once (None = the server's 20); ``deadline`` (seconds) cancels what is unfinished
-        by then."""
-        req = batch_request(
-            items,
+        by then. A batch larger than one request is sent in parts of at most 1,000 items and
+        4 MiB (``Batches.Append``); it runs once the last part is stored. ``timeout`` applies to
+        each request."""
+        options = batch_request(
+            [],
             max_concurrency=max_concurrency,
             retries_per_item=retries_per_item,
             deadline=deadline,
             labels=labels,
             idempotency_key=idempotency_key,
         )
-        resp = await self._unary(self.batches.Submit, req, timeout)
+        specs = [item_spec(i, item) for i, item in enumerate(items)]
+        resp = await _batch_upload.upload(self._unary, self.batches, options, specs, timeout)
         return BatchSubmission(batch_id=resp.batch_id, created=resp.created)
 
     async def get_batch(self, batch_id: str, *, timeout: Optional[float] = None) -> BatchInfo:

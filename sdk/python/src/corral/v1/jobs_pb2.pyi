@@ -626,6 +626,15 @@ Global___JobLogsResponse: _TypeAlias = JobLogsResponse  # noqa: Y015
 
 @_typing.final
 class SubmitBatchRequest(_message.Message):
+    """A batch larger than one request is sent in parts: Submit creates it with `total_items` and the
+    first part; Append adds the following parts in order. It is accepted (its items become
+    schedulable) when the last part lands. Limits (server configuration, see
+    docs/CONFIGURATION.md): at most `max_items_per_request` items (default 10,000) and
+    `max_request_bytes` bytes (default 8 MiB) per request, at most `max_batch_items` items per batch
+    (default 1,000,000); over a limit is RESOURCE_EXHAUSTED naming it. Servers accept parts of at
+    least 1,000 items and 4 MiB, the size the Corral clients use.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -654,6 +663,7 @@ class SubmitBatchRequest(_message.Message):
     DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TOTAL_ITEMS_FIELD_NUMBER: _builtins.int
     max_concurrency: _builtins.int
     """At most this many items run at once (1..=10000; 0 = 20)."""
     retries_per_item: _builtins.int
@@ -661,10 +671,18 @@ class SubmitBatchRequest(_message.Message):
     deadline_seconds: _builtins.float
     """Seconds after which unfinished items are cancelled (0 = none; at most 7 days)."""
     idempotency_key: _builtins.str
-    """As for SubmitJob: a retried SubmitBatch with the same key returns the same batch."""
+    """As for SubmitJob: a retried SubmitBatch with the same key returns the same batch (and
+    `received` says where to resume an interrupted upload).
+    """
+    total_items: _builtins.int
+    """Items of the whole batch when more parts follow with Append (0 = `items` is the whole batch);
+    at most max_batch_items.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobSpec]:
-        """1..=10000 items; each is run as one job whose index is its position here."""
+        """The first part (or, with total_items 0, the whole batch): item i is run as one job whose
+        index is i. 1..=max_items_per_request items.
+        """
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -677,10 +695,11 @@ class SubmitBatchRequest(_message.Message):
         deadline_seconds: _builtins.float = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        total_items: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_seconds", b"deadline_seconds", "idempotency_key", b"idempotency_key", "items", b"items", "labels", b"labels", "max_concurrency", b"max_concurrency", "retries_per_item", b"retries_per_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_seconds", b"deadline_seconds", "idempotency_key", b"idempotency_key", "items", b"items", "labels", b"labels", "max_concurrency", b"max_concurrency", "retries_per_item", b"retries_per_item", "total_items", b"total_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,21 +711,82 @@ class SubmitBatchResponse(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     created: _builtins.bool
+    received: _builtins.int
+    """Items stored so far (indexes 0..received); the next Append starts here."""
+    accepted: _builtins.bool
+    """True once every item is stored: the batch runs."""
     def __init__(
         self,
         *,
         batch_id: _builtins.str = ...,
         created: _builtins.bool = ...,
+        received: _builtins.int = ...,
+        accepted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "created", b"created"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch_id", b"batch_id", "created", b"created", "received", b"received"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitBatchResponse: _TypeAlias = SubmitBatchResponse  # noqa: Y015
+
+@_typing.final
+class AppendBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    FIRST_INDEX_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    first_index: _builtins.int
+    """Index of items[0] in the batch; at most the batch's `received` (a part sent again is
+    harmless: indexes already stored keep their first item).
+    """
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobSpec]:
+        """1..=max_items_per_request items."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        first_index: _builtins.int = ...,
+        items: _abc.Iterable[Global___JobSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "first_index", b"first_index", "items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendBatchRequest: _TypeAlias = AppendBatchRequest  # noqa: Y015
+
+@_typing.final
+class AppendBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    received: _builtins.int
+    accepted: _builtins.bool
+    def __init__(
+        self,
+        *,
+        received: _builtins.int = ...,
+        accepted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "received", b"received"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendBatchResponse: _TypeAlias = AppendBatchResponse  # noqa: Y015
 
 @_typing.final
 class BatchCounts(_message.Message):
@@ -781,6 +861,7 @@ class Batch(_message.Message):
     FINISHED_AT_MS_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___BatchState.ValueType
     total: _builtins.int
@@ -793,7 +874,9 @@ class Batch(_message.Message):
     """When the last item finished (or the batch was cancelled); 0 while running."""
     tenant: _builtins.str
     reason: _builtins.str
-    """Why the batch was cancelled ("cancelled by client", "deadline passed")."""
+    """Why the batch was cancelled ("cancelled by client", "deadline passed", an abandoned upload)."""
+    received: _builtins.int
+    """Items stored so far; below `total` while its parts are being uploaded (not yet running)."""
     @_builtins.property
     def counts(self) -> Global___BatchCounts: ...
     @_builtins.property
@@ -813,10 +896,11 @@ class Batch(_message.Message):
         finished_at_ms: _builtins.int = ...,
         tenant: _builtins.str = ...,
         reason: _builtins.str = ...,
+        received: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at_ms", b"created_at_ms", "deadline_at_ms", b"deadline_at_ms", "finished_at_ms", b"finished_at_ms", "id", b"id", "labels", b"labels", "max_concurrency", b"max_concurrency", "reason", b"reason", "retries_per_item", b"retries_per_item", "state", b"state", "tenant", b"tenant", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at_ms", b"created_at_ms", "deadline_at_ms", b"deadline_at_ms", "finished_at_ms", b"finished_at_ms", "id", b"id", "labels", b"labels", "max_concurrency", b"max_concurrency", "reason", b"reason", "received", b"received", "retries_per_item", b"retries_per_item", "state", b"state", "tenant", b"tenant", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

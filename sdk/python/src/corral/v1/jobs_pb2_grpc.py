@@ -329,6 +329,11 @@ class BatchesStub:
                 request_serializer=corral_dot_v1_dot_jobs__pb2.SubmitBatchRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_jobs__pb2.SubmitBatchResponse.FromString,
                 _registered_method=True)
+        self.Append = channel.unary_unary(
+                '/corral.v1.Batches/Append',
+                request_serializer=corral_dot_v1_dot_jobs__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_jobs__pb2.AppendBatchResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/corral.v1.Batches/Get',
                 request_serializer=corral_dot_v1_dot_jobs__pb2.GetBatchRequest.SerializeToString,
@@ -356,6 +361,14 @@ class BatchesServicer:
 
     def Submit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Append(self, request, context):
+        """Adds the next part of a batch submitted with total_items; idempotent by index. An upload with
+        no part for batch_upload_timeout_seconds is abandoned: the batch is cancelled, never run.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -393,6 +406,11 @@ def add_BatchesServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=corral_dot_v1_dot_jobs__pb2.SubmitBatchRequest.FromString,
                     response_serializer=corral_dot_v1_dot_jobs__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'Append': grpc.unary_unary_rpc_method_handler(
+                    servicer.Append,
+                    request_deserializer=corral_dot_v1_dot_jobs__pb2.AppendBatchRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_jobs__pb2.AppendBatchResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -442,6 +460,33 @@ class Batches:
             '/corral.v1.Batches/Submit',
             corral_dot_v1_dot_jobs__pb2.SubmitBatchRequest.SerializeToString,
             corral_dot_v1_dot_jobs__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Append(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Batches/Append',
+            corral_dot_v1_dot_jobs__pb2.AppendBatchRequest.SerializeToString,
+            corral_dot_v1_dot_jobs__pb2.AppendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -111,6 +111,10 @@ class BatchesStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BatchesAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.SubmitBatchRequest, _jobs_pb2.SubmitBatchResponse]
+    Append: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.AppendBatchRequest, _jobs_pb2.AppendBatchResponse]
+    """Adds the next part of a batch submitted with total_items; idempotent by index. An upload with
+    no part for batch_upload_timeout_seconds is abandoned: the batch is cancelled, never run.
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetBatchRequest, _jobs_pb2.GetBatchResponse]
     Watch: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchBatchRequest, _jobs_pb2.BatchEvent]
     """Streams each item's result as it finishes, from `from_seq`; ends when every item finished."""
@@ -122,6 +126,10 @@ class BatchesStub:
 class BatchesAsyncStub(BatchesStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_jobs_pb2.SubmitBatchRequest, _jobs_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    Append: _aio.UnaryUnaryMultiCallable[_jobs_pb2.AppendBatchRequest, _jobs_pb2.AppendBatchResponse]  # type: ignore[assignment]
+    """Adds the next part of a batch submitted with total_items; idempotent by index. An upload with
+    no part for batch_upload_timeout_seconds is abandoned: the batch is cancelled, never run.
+    """
     Get: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetBatchRequest, _jobs_pb2.GetBatchResponse]  # type: ignore[assignment]
     Watch: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchBatchRequest, _jobs_pb2.BatchEvent]  # type: ignore[assignment]
     """Streams each item's result as it finishes, from `from_seq`; ends when every item finished."""
@@ -136,6 +144,16 @@ class BatchesServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.SubmitBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.SubmitBatchResponse, _abc.Awaitable[_jobs_pb2.SubmitBatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Append(
+        self,
+        request: _jobs_pb2.AppendBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.AppendBatchResponse, _abc.Awaitable[_jobs_pb2.AppendBatchResponse]]:
+        """Adds the next part of a batch submitted with total_items; idempotent by index. An upload with
+        no part for batch_upload_timeout_seconds is abandoned: the batch is cancelled, never run.
+        """
 
     @_abc_1.abstractmethod
     def Get(

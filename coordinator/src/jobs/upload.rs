@@ -1,0 +1,353 @@
+//! Batch uploads. A batch is created with its declared total and its first part; the following
+//! parts are appended in index order (idempotent by index: a part sent again is harmless); it is
+//! accepted (its items become schedulable) when the last part lands. The request path holds one
+//! part at a time, never the whole batch.
+//!
+//! An upload that stops is resumable: a retried Submit with the same idempotency key answers how
+//! many items arrived, and Append goes on from there. After `batch_upload_timeout_seconds`
+//! without a part the leader's sweep abandons it: the batch is cancelled with the items that
+//! arrived (which never ran), so its queue room is freed.
+
+use std::collections::BTreeMap;
+
+use corral_core::ids::TenantId;
+use corral_core::jobs::{BatchId, BatchRecord, Cancelled, IdemRecord, JobRecord, JobSpec};
+use corral_core::keys::{BatchKey, IdemKey, JobKey};
+use corral_core::store::{self, StateStore, Txn};
+use corral_core::time::now_ms;
+use futures::future::join_all;
+
+use super::ops::{self, Submitted};
+use super::schedule::GROUP;
+use crate::api::job_convert::thousands;
+use crate::error::{ApiError, ApiResult};
+use crate::service::Core;
+
+/// How far an upload got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Items stored: indexes `0..received`.
+    pub received: u32,
+    /// Every item is stored; the batch runs.
+    pub accepted: bool,
+}
+
+impl Progress {
+    fn of(batch: &BatchRecord) -> Self {
+        Self { received: batch.received(), accepted: batch.accepted }
+    }
+}
+
+/// The item records of a part starting at `first` (ids, retries and labels from the batch);
+/// refuses any item too large to store, naming it by its place in the request (`items[i]`).
+pub fn item_records(batch: &BatchRecord, first: u32, specs: Vec<JobSpec>) -> ApiResult<Vec<JobRecord>> {
+    let mut records = Vec::with_capacity(specs.len());
+    for (i, mut spec) in specs.into_iter().enumerate() {
+        merge_labels(&batch.labels, &mut spec.labels);
+        let id = batch.item_id(first + i as u32);
+        let record = ops::new_job(id, &batch.tenant, spec, batch.retries_per_item, String::new());
+        ops::check_record_size(&format!("items[{i}]"), &record)?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Labels of a batch merged under an item's own.
+fn merge_labels(batch: &BTreeMap<String, String>, item: &mut BTreeMap<String, String>) {
+    for (k, v) in batch {
+        item.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
+/// Creates `batch` (not accepted) with its idempotency key and stores its first part. When the
+/// key already made a batch, that one is returned; its first part is stored again where missing,
+/// so a retried Submit finishes an interrupted one.
+pub async fn create(
+    core: &Core,
+    batch: BatchRecord,
+    first: Vec<JobRecord>,
+    idem: Option<&str>,
+) -> ApiResult<(Submitted, Progress)> {
+    let tenant = batch.tenant.clone();
+    if let Some(key) = idem
+        && let Some(id) = ops::idem_lookup(core.store.as_ref(), &tenant, key, &batch.body_hash).await?
+    {
+        let existing = BatchId::parse(&id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (kv, record) = ops::get_batch(core, &tenant, &existing).await?;
+        if let Some(c) = &record.cancelled {
+            return Err(closed(&record, c));
+        }
+        let first: Vec<JobRecord> = first
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.id = record.item_id(i as u32);
+                r
+            })
+            .collect();
+        let progress = store_part(core, record, kv.mod_revision, 0, first).await?;
+        return Ok((Submitted { id, created: false }, progress));
+    }
+    ops::check_queue(core, &tenant, batch.total as usize)?;
+    let key = BatchKey { tenant: &tenant, id: &batch.id };
+    let mut txn = Txn::new().when(&key, 0).put(&key, store::encode(&batch));
+    if let Some(k) = idem {
+        let idem_record = IdemRecord { id: batch.id.to_string(), body_hash: batch.body_hash.clone() };
+        let k = IdemKey { tenant: &tenant, key: k };
+        txn = txn.when(&k, 0).put(&k, store::encode(&idem_record));
+    }
+    let out = core.store.txn(txn).await?;
+    if !out.succeeded {
+        return Err(ApiError::Conflict("batch submit with this idempotency_key".into()));
+    }
+    let id = batch.id.to_string();
+    let progress = store_part(core, batch, out.revision, 0, first).await?;
+    Ok((Submitted { id, created: true }, progress))
+}
+
+/// Checks that a part of `count` items from `first` may be appended to `batch`.
+pub fn check_append(batch: &BatchRecord, first: u32, count: usize) -> ApiResult<()> {
+    if let Some(c) = &batch.cancelled {
+        return Err(closed(batch, c));
+    }
+    let end = u64::from(first) + count as u64;
+    if end > u64::from(batch.total) {
+        return Err(ApiError::field(
+            "items",
+            format!(
+                "{} items from first_index {} go past the batch's total of {} (the last index is {})",
+                thousands(count as u64),
+                thousands(first.into()),
+                thousands(batch.total.into()),
+                thousands(u64::from(batch.total.saturating_sub(1)))
+            ),
+        ));
+    }
+    let received = batch.received();
+    if first > received {
+        return Err(ApiError::FailedPrecondition(format!(
+            "first_index {} would leave a gap: batch {} has received {} of {} items; append from index {}",
+            thousands(first.into()),
+            batch.id,
+            thousands(received.into()),
+            thousands(batch.total.into()),
+            thousands(received.into())
+        )));
+    }
+    Ok(())
+}
+
+fn closed(batch: &BatchRecord, c: &Cancelled) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "batch {} was cancelled ({}) and takes no more items; submit it again with a new idempotency_key",
+        batch.id, c.reason
+    ))
+}
+
+/// Appends a part to a batch being uploaded (after [`check_append`]).
+pub async fn append(
+    core: &Core,
+    tenant: &TenantId,
+    id: &BatchId,
+    first: u32,
+    specs: Vec<JobSpec>,
+) -> ApiResult<Progress> {
+    let (kv, batch) = ops::get_batch(core, tenant, id).await?;
+    check_append(&batch, first, specs.len())?;
+    let records = item_records(&batch, first, specs)?;
+    store_part(core, batch, kv.mod_revision, first, records).await
+}
+
+/// Stores the items of a part that are not stored yet, then advances the batch's `received`
+/// (accepting it when the last part landed) with a compare-and-swap on its revision.
+async fn store_part(
+    core: &Core,
+    mut batch: BatchRecord,
+    mut revision: i64,
+    first: u32,
+    records: Vec<JobRecord>,
+) -> ApiResult<Progress> {
+    let end = first + records.len() as u32;
+    let skip = batch.received().saturating_sub(first) as usize;
+    let fresh: Vec<(JobRecord, Vec<u8>)> = records
+        .into_iter()
+        .skip(skip)
+        .map(|r| {
+            let b = store::encode(&r);
+            (r, b)
+        })
+        .collect();
+    let runs = super::split(fresh, GROUP, super::TXN_BYTES, |(_, bytes)| bytes.len());
+    for result in join_all(runs.iter().map(|run| put_absent(core.store.as_ref(), run))).await {
+        result?;
+    }
+    drop(runs);
+    for _ in 0..32 {
+        if let Some(c) = &batch.cancelled {
+            return Err(closed(&batch, c));
+        }
+        if batch.received() >= end {
+            return Ok(Progress::of(&batch));
+        }
+        batch.received = Some(end);
+        batch.accepted = end == batch.total;
+        batch.updated_at_ms = now_ms();
+        let key = BatchKey { tenant: &batch.tenant, id: &batch.id };
+        let out = core.store.txn(Txn::new().when(&key, revision).put(&key, store::encode(&batch))).await?;
+        if out.succeeded {
+            let progress = Progress::of(&batch);
+            core.view.jobs.apply_batch(batch, out.revision);
+            return Ok(progress);
+        }
+        let (kv, now) = ops::get_batch(core, &batch.tenant.clone(), &batch.id.clone()).await?;
+        (batch, revision) = (now, kv.mod_revision);
+    }
+    Err(ApiError::Conflict(format!("batch {}", batch.id)))
+}
+
+/// Writes records that do not exist yet (all in one transaction when none exists).
+async fn put_absent(store: &dyn StateStore, records: &[(JobRecord, Vec<u8>)]) -> ApiResult<()> {
+    let mut txn = Txn::new();
+    for (r, bytes) in records {
+        let key = JobKey { tenant: &r.tenant, id: &r.id };
+        txn = txn.when(&key, 0).put(&key, bytes.clone());
+    }
+    if store.txn(txn).await?.succeeded {
+        return Ok(());
+    }
+    for (r, bytes) in records {
+        let key = JobKey { tenant: &r.tenant, id: &r.id };
+        store.txn(Txn::new().when(&key, 0).put(&key, bytes.clone())).await?;
+    }
+    Ok(())
+}
+
+/// Leader sweep: abandons uploads with no part for `timeout_ms`: cancels the batch (its total
+/// becomes what arrived, none of which ran) and its items.
+pub async fn sweep_abandoned(core: &Core, timeout_ms: i64) {
+    let now = now_ms();
+    let stale: Vec<(TenantId, BatchId)> = {
+        let inner = core.view.jobs.lock();
+        inner
+            .batches
+            .values()
+            .filter(|b| b.revision > 0 && !b.record.accepted && b.record.cancelled.is_none())
+            .filter(|b| b.record.updated_at_ms.max(b.record.created_at_ms) + timeout_ms <= now)
+            .map(|b| (b.record.tenant.clone(), b.record.id.clone()))
+            .collect()
+    };
+    for (tenant, id) in stale {
+        if let Err(e) = abandon(core, &tenant, &id, timeout_ms).await {
+            tracing::warn!(batch = %id, error = %e, "could not abandon a stalled batch upload; the sweep retries");
+        }
+    }
+}
+
+async fn abandon(core: &Core, tenant: &TenantId, id: &BatchId, timeout_ms: i64) -> ApiResult<()> {
+    let (kv, mut batch) = ops::get_batch(core, tenant, id).await?;
+    let last = batch.updated_at_ms.max(batch.created_at_ms);
+    if batch.accepted || batch.cancelled.is_some() || last + timeout_ms > now_ms() {
+        return Ok(());
+    }
+    let reason = format!(
+        "upload abandoned: no part for {} s after {} of {} items",
+        timeout_ms / 1000,
+        thousands(batch.received().into()),
+        thousands(batch.total.into())
+    );
+    close(&mut batch, &reason);
+    let key = BatchKey { tenant, id };
+    let out = core.store.txn(Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&batch))).await?;
+    if out.succeeded {
+        tracing::info!(batch = %id, %reason, "batch upload abandoned");
+        core.view.jobs.apply_batch(batch, out.revision);
+        ops::cancel_items(core, tenant, id, &reason).await;
+    }
+    Ok(())
+}
+
+/// Marks a batch cancelled; one still uploading shrinks to the items that arrived, so it ends
+/// (and its watchers finish) once those are cancelled.
+pub fn close(batch: &mut BatchRecord, reason: &str) {
+    batch.cancelled = Some(Cancelled { reason: reason.to_owned(), at_ms: now_ms() });
+    if !batch.accepted {
+        batch.total = batch.received();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(total: u32, received: u32) -> BatchRecord {
+        BatchRecord {
+            v: BatchRecord::VERSION,
+            id: BatchId::random(),
+            tenant: TenantId::default_tenant(),
+            total,
+            max_concurrency: 1,
+            retries_per_item: 0,
+            deadline_at_ms: 0,
+            labels: BTreeMap::new(),
+            created_at_ms: 1,
+            accepted: received == total,
+            received: Some(received),
+            updated_at_ms: 1,
+            index_digits: corral_core::jobs::INDEX_DIGITS,
+            cancelled: None,
+            body_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn parts_must_follow_on_and_stay_within_the_total() {
+        let b = batch(2500, 1000);
+        assert!(check_append(&b, 1000, 1000).is_ok(), "the next part");
+        assert!(check_append(&b, 0, 1000).is_ok(), "a part sent again");
+        assert!(check_append(&b, 500, 1000).is_ok(), "an overlapping part");
+        let gap = check_append(&b, 2000, 500).unwrap_err();
+        assert_eq!(gap.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            gap.to_string(),
+            format!(
+                "first_index 2,000 would leave a gap: batch {} has received 1,000 of 2,500 items; append from index 1,000",
+                b.id
+            )
+        );
+        let past = check_append(&b, 2000, 501).unwrap_err();
+        assert_eq!(past.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            past.to_string(),
+            "items: 501 items from first_index 2,000 go past the batch's total of 2,500 (the last index is 2,499)"
+        );
+    }
+
+    #[test]
+    fn a_closed_upload_takes_no_more_parts_and_shrinks_to_what_arrived() {
+        let mut b = batch(3000, 1000);
+        close(&mut b, "cancelled by client");
+        assert_eq!((b.total, b.received()), (1000, 1000));
+        let e = check_append(&b, 1000, 10).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("was cancelled (cancelled by client)"), "{e}");
+        let mut done = batch(10, 10);
+        close(&mut done, "x");
+        assert_eq!(done.total, 10, "an accepted batch keeps its total");
+    }
+
+    #[test]
+    fn items_take_the_batch_labels_retries_and_ids() {
+        let mut b = batch(10, 0);
+        b.retries_per_item = 2;
+        b.labels.insert("suite".into(), "nightly".into());
+        let spec = crate::jobs::test_record(b.item_id(0), corral_core::jobs::JobState::Pending).spec;
+        let mut own = spec.clone();
+        own.labels.insert("suite".into(), "mine".into());
+        let records = item_records(&b, 4, vec![spec, own]).unwrap();
+        assert_eq!(records[0].id, b.item_id(4));
+        assert_eq!(records[1].batch_item(), Some((b.id.clone(), 5)));
+        assert_eq!(records[0].retries, 2);
+        assert_eq!(records[0].spec.labels["suite"], "nightly");
+        assert_eq!(records[1].spec.labels["suite"], "mine", "an item's own label wins");
+    }
+}
