@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_node_without_disk_figures_is_not_limited_by_disk() {
-        let cap = Capacity { cpus: 1.0, memory_mb: 10, sandboxes: 1, disk_mb: 0, pids: 10 };
+        let cap = Capacity { cpus: 1.0, memory_mb: 10, sandboxes: 1, disk_mb: 0, max_sandbox_disk_mb: 0, pids: 10 };
         assert_eq!(Resources::of_node(&cap).disk_mb, u64::MAX);
     }
 
