@@ -133,6 +133,9 @@ impl Agent {
                 self.specs().remove(&id);
                 self.supervisor.forget(&id);
             }
+            // A destroy interrupted half-way (the work task aborted at shutdown) may have removed
+            // a container but not yet its storage.
+            rt.sweep().await;
         }
     }
 

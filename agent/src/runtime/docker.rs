@@ -37,6 +37,8 @@ use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
 
 /// The engine socket used when none is configured.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// How long a destroy waits for a removal already under way.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 /// How long connecting to the engine may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -247,10 +249,30 @@ impl DockerRuntime {
     async fn remove_container(&self, id: &SandboxId) -> RuntimeResult<()> {
         let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         match self.docker.remove_container(&Self::container_name(id), Some(opts)).await {
+            // Another removal (a destroy interrupted at shutdown) is under way: wait for it, so
+            // the storage is released only once the container no longer uses it.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+                if self.container_gone_within(id, REMOVAL_WAIT).await =>
+            {
+                self.release_storage(id).await;
+                Ok(())
+            }
             Err(e) if !is_not_found(&e) => Err(engine_error(format!("removing the container of {id}"), e)),
             _ => {
                 self.release_storage(id).await;
                 Ok(())
+            }
+        }
+    }
+
+    /// Whether the sandbox's container is gone (404) within `wait`.
+    async fn container_gone_within(&self, id: &SandboxId, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.docker.inspect_container(&Self::container_name(id), None).await {
+                Err(e) if is_not_found(&e) => return true,
+                _ if tokio::time::Instant::now() >= deadline => return false,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
