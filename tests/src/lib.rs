@@ -12,7 +12,10 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+mod disk;
 pub mod jobs;
+
+pub use disk::disk_quota;
 
 /// The tails of a cluster's logs (coordinator, then each agent), printed when a test fails.
 pub fn cluster_logs(c: &Cluster) -> String {

@@ -24,6 +24,7 @@ mod args;
 mod oneshot;
 mod sandbox;
 mod spawn;
+mod sweep;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -476,6 +477,22 @@ impl Runtime for BwrapRuntime {
 
     fn disk_quotas(&self) -> bool {
         self.config.disk.enforced()
+    }
+
+    async fn sweep(&self) {
+        for dir in self.stray_dirs() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            tracing::info!(path = %dir.display(), "removing a sandbox directory no sandbox owns");
+            let cgroups = self.cgroups.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                cgroups.remove_named(&name);
+                sandbox::cleanup(&dir, None);
+            })
+            .await;
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, "sweeping a sandbox directory failed");
+            }
+        }
     }
 
     async fn disk_usage(&self, sandbox: &SandboxId) -> RuntimeResult<Option<DiskUsage>> {

@@ -155,6 +155,23 @@ pub mod specific {
         rt.shutdown().await;
     }
 
+    /// A destroy cut short after the sandbox left the runtime's books (its task aborted at agent
+    /// shutdown) leaves its directory and disk; the sweep (GC, fencing) removes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bwrap_the_sweep_removes_what_an_interrupted_destroy_left() {
+        use futures::FutureExt;
+        let state = tempfile::tempdir().unwrap();
+        let rt = bwrap_with_quotas(state.path(), 1);
+        let s = SandboxSpec { disk_mb: DISK_MB, ..spec() };
+        rt.create(&s).await.unwrap();
+        let dir = rt.sandbox_dir(&s.id);
+        assert!(rt.destroy(&s.id).now_or_never().is_none(), "the destroy is still under way when dropped");
+        assert!(!storage_leftovers(&dir).is_empty(), "its disk is still mounted");
+        rt.sweep().await;
+        wait_until_released(&dir).await;
+        rt.shutdown().await;
+    }
+
     /// A container removed while its agent was down leaves storage that the next agent removes;
     /// the storage of a surviving container is kept for its adoption.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
