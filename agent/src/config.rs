@@ -59,6 +59,30 @@ pub struct AgentConfig {
     pub noop_runtime: bool,
     /// Most processes inside one job's sandbox.
     pub job_pids_limit: u32,
+    /// Kernel-enforced disk quotas for sandboxes (a loop-mounted ext4 image each): `auto` (when
+    /// the agent may attach loop devices and finds `mkfs.ext4`), `on` (required) or `off`.
+    pub disk_quota: DiskQuotaMode,
+    /// Disk (MiB) offered to sandboxes' quotas; 0 = nine tenths of the state directory's free
+    /// space at start-up. Not counted when quotas are off.
+    pub disk_mb: u64,
+    /// Disk (MiB) of a sandbox that asks for none, and of warm-pool sandboxes.
+    pub sandbox_disk_mb: u64,
+    /// Inodes of a sandbox disk of `sandbox_disk_mb`; other sizes get the same ratio.
+    pub sandbox_inodes: u64,
+    /// Largest disk (MiB) one sandbox may ask for on this node.
+    pub max_sandbox_disk_mb: u64,
+}
+
+/// The `agent.disk_quota` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskQuotaMode {
+    /// On when loop devices and `mkfs.ext4` are usable at start-up; otherwise off, with a warning.
+    #[default]
+    Auto,
+    /// Required: the agent fails to start without them.
+    On,
+    Off,
 }
 
 /// The `agent.docker` setting.
@@ -97,6 +121,11 @@ impl Default for AgentConfig {
             docker_socket: PathBuf::new(),
             noop_runtime: false,
             job_pids_limit: 1024,
+            disk_quota: DiskQuotaMode::Auto,
+            disk_mb: 0,
+            sandbox_disk_mb: 1024,
+            sandbox_inodes: 100_000,
+            max_sandbox_disk_mb: 16 * 1024,
         }
     }
 }
@@ -130,6 +159,16 @@ impl AgentConfig {
         if self.max_pids != 0 && self.max_pids < 64 {
             return Err("agent.max_pids must be 0 (derived from the host) or at least 64".into());
         }
+        let min_disk = crate::runtime::disk::MIN_DISK_MB;
+        if self.sandbox_disk_mb < min_disk || self.sandbox_disk_mb > self.max_sandbox_disk_mb {
+            return Err(format!("agent.sandbox_disk_mb must be in {min_disk}..=max_sandbox_disk_mb"));
+        }
+        if self.sandbox_inodes < 1024 {
+            return Err("agent.sandbox_inodes must be at least 1024".into());
+        }
+        if self.disk_mb != 0 && self.disk_mb < self.sandbox_disk_mb {
+            return Err("agent.disk_mb must be 0 (derived) or at least sandbox_disk_mb".into());
+        }
         if self.state_dir.as_os_str().is_empty() {
             return Err("agent.state_dir must be set".into());
         }
@@ -157,6 +196,36 @@ impl AgentConfig {
         let margin = Duration::from_secs(1).min((self.lease_ttl() - self.heartbeat()) / 2);
         self.lease_ttl() - margin
     }
+    /// The per-sandbox disk settings.
+    pub fn disk_settings(&self) -> crate::runtime::disk::DiskSettings {
+        crate::runtime::disk::DiskSettings {
+            default_mb: self.sandbox_disk_mb,
+            default_inodes: self.sandbox_inodes,
+            max_mb: self.max_sandbox_disk_mb,
+        }
+    }
+
+    /// Disk (MiB) offered to quotas: `disk_mb`, or nine tenths of the free space of the file
+    /// system holding `state_dir` now.
+    pub fn disk_offered_mb(&self) -> u64 {
+        if self.disk_mb > 0 {
+            return self.disk_mb;
+        }
+        free_mb(&self.state_dir) / 10 * 9
+    }
+}
+
+/// Free space (MiB) for unprivileged users on the file system holding `path`; 0 if unknown.
+#[allow(unsafe_code)] // statvfs(2)
+fn free_mb(path: &std::path::Path) -> u64 {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return 0 };
+    // SAFETY: statvfs is plain old data; zeroed is a valid value for it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    st.f_bavail * st.f_frsize / (1 << 20)
 }
 
 /// The host's core count and total memory (MiB), for capacities left at 0.
@@ -194,7 +263,28 @@ mod tests {
         let off = AgentConfig { docker: DockerMode::Off, ..ok };
         assert!(off.validate().unwrap_err().contains("agent.docker"));
         let mode: DockerMode = serde_json::from_str("\"on\"").unwrap();
+        let quota: DiskQuotaMode = serde_json::from_str("\"off\"").unwrap();
+        assert_eq!(quota, DiskQuotaMode::Off);
         assert_eq!(mode, DockerMode::On);
         assert!(serde_json::from_str::<DockerMode>("\"maybe\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    #[test]
+    fn disk_settings_are_validated() {
+        assert!(AgentConfig::default().validate().is_ok());
+        let big = AgentConfig { sandbox_disk_mb: 32 * 1024, ..AgentConfig::default() };
+        assert!(big.validate().unwrap_err().contains("agent.sandbox_disk_mb"));
+        let tiny = AgentConfig { sandbox_disk_mb: 1, ..AgentConfig::default() };
+        assert!(tiny.validate().unwrap_err().contains("agent.sandbox_disk_mb"));
+        let node = AgentConfig { disk_mb: 10, ..AgentConfig::default() };
+        assert!(node.validate().unwrap_err().contains("agent.disk_mb"));
+        let inodes = AgentConfig { sandbox_inodes: 10, ..AgentConfig::default() };
+        assert!(inodes.validate().unwrap_err().contains("agent.sandbox_inodes"));
+        assert_eq!(AgentConfig { disk_mb: 5000, ..AgentConfig::default() }.disk_offered_mb(), 5000);
     }
 }

@@ -55,5 +55,8 @@ async fn sweep(agent: &Agent, unrecorded: &mut HashSet<SandboxId>) -> Result<(),
         }
     }
     *unrecorded = still_unrecorded;
+    for rt in &agent.runtimes {
+        rt.sweep().await;
+    }
     Ok(())
 }

@@ -253,6 +253,7 @@ async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
         labels: [("corral.job".to_owned(), work.job.to_string())].into(),
         workdir: "/workspace".into(),
         image: spec.image.clone(),
+        disk_mb: 0,
     };
     let exec = ExecSpec {
         command,

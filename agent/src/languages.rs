@@ -76,6 +76,8 @@ async fn probe_image(agent: &Agent, rt: &dyn Runtime, image: &str) -> RuntimeRes
         labels: Default::default(),
         workdir: "/workspace".to_owned(),
         image: image.to_owned(),
+        // The smallest disk: the probe only lists programs.
+        disk_mb: crate::runtime::disk::MIN_DISK_MB,
     };
     agent.specs().insert(spec.id.clone(), spec.clone());
     let found = match rt.create(&spec).await {

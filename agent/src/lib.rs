@@ -70,6 +70,8 @@ pub struct Agent {
     lease: Mutex<Option<LeaseId>>,
     /// The node watchdog, when enabled and the runtimes name their cgroups.
     pub watchdog: Option<watchdog::Watchdog>,
+    /// Disk (MiB) offered to sandbox quotas, fixed at start-up.
+    disk_offered_mb: u64,
 }
 
 impl Agent {
@@ -135,6 +137,9 @@ impl Agent {
                 self.specs().remove(&id);
                 self.supervisor.forget(&id);
             }
+            // A destroy interrupted half-way (the work task aborted at shutdown) may have removed
+            // a container but not yet its storage.
+            rt.sweep().await;
         }
     }
 
@@ -147,6 +152,7 @@ impl Agent {
         images.sort();
         images.dedup();
         let c = &self.config;
+        let quotas = self.runtimes.iter().any(|r| r.disk_quotas());
         NodeInfo {
             v: NodeInfo::VERSION,
             node_id: self.node.clone(),
@@ -154,7 +160,8 @@ impl Agent {
                 cpus: if c.cpus > 0.0 { c.cpus } else { host_cpus },
                 memory_mb: ((if c.memory_mb > 0 { c.memory_mb } else { host_mem }) as f64 * c.memory_overcommit) as u64,
                 sandboxes: c.max_sandboxes,
-                disk_mb: 0,
+                disk_mb: if quotas { self.disk_offered_mb } else { 0 },
+                max_sandbox_disk_mb: if quotas { c.max_sandbox_disk_mb } else { 0 },
                 pids: ((if c.max_pids > 0 { c.max_pids } else { config::host_pids() }) as f64 * c.pids_overcommit)
                     as u64,
             },
@@ -192,6 +199,7 @@ pub async fn run(
     let (jobs, reports) = jobs::Jobs::new();
     let agent = Arc::new(Agent {
         languages: Mutex::new(languages::detect(&kinds)),
+        disk_offered_mb: config.disk_offered_mb(),
         node,
         config,
         runtimes,

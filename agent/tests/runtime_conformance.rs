@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
+use corral_agent::runtime::disk::{self, DiskSettings, Disks};
 use corral_agent::runtime::docker::{DockerConfig, DockerRuntime};
 use corral_agent::runtime::{ExecEvent, Runtime, RuntimeError};
 use corral_core::ids::{ExecId, NodeId, SandboxId, TenantId};
@@ -42,28 +43,53 @@ async fn make_bwrap() -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = BwrapConfig::with_state_dir(dir.path()).expect("bwrap config (run `cargo build -p corral-init`)");
     config.warm_pool = 2;
+    config.disk = disk_quotas(dir.path());
     let rt = Arc::new(BwrapRuntime::new(config).expect("bwrap runtime"));
     let probe = rt.clone();
     let leftovers: Leftovers = Box::new(move |id| {
+        let sandbox_dir = probe.sandbox_dir(id);
         let mut left: Vec<PathBuf> = probe.cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
-        left.extend(Some(probe.sandbox_dir(id)).filter(|d| d.exists()));
-        left.iter().map(|p| p.display().to_string()).collect()
+        left.extend(Some(sandbox_dir.clone()).filter(|d| d.exists()));
+        let mut left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+        left.extend(storage_leftovers(&sandbox_dir));
+        left
     });
     Harness { rt, kind: RuntimeKind::Bwrap, image: "", leftovers, _guard: Box::new(dir) }
 }
 
 /// The images the docker tests run.
-const DOCKER_IMAGES: [&str; 2] = ["corral/python:latest", "corral/base:latest"];
+pub const DOCKER_IMAGES: [&str; 2] = ["corral/python:latest", "corral/base:latest"];
 
 /// Whether the docker tests were explicitly switched off (`CORRAL_REQUIRE_DOCKER=0`).
-fn docker_opted_out() -> bool {
+pub fn docker_opted_out() -> bool {
     std::env::var_os("CORRAL_REQUIRE_DOCKER").is_some_and(|v| v == "0")
+}
+
+/// Kernel-enforced disk quotas with the default settings; the tests run as root, so quotas
+/// that cannot be enforced are a failure, not a skip.
+pub fn disk_quotas(state_dir: &std::path::Path) -> Disks {
+    Disks::on(DiskSettings::default(), state_dir).expect("disk quotas (loop devices and mkfs.ext4, as root)")
+}
+
+/// Mounts and loop devices of a sandbox's storage that are still there.
+pub fn storage_leftovers(sandbox_dir: &std::path::Path) -> Vec<String> {
+    let mut left: Vec<String> =
+        disk::mounts_under(sandbox_dir).iter().map(|p| format!("mount {}", p.display())).collect();
+    left.extend(disk::loop_devices_under(sandbox_dir).iter().map(|p| format!("loop device {}", p.display())));
+    left
+}
+
+/// A Docker runtime config for a test node, with disk quotas.
+pub fn docker_config(node: &NodeId, dir: &std::path::Path) -> DockerConfig {
+    let mut config = DockerConfig::new(node.clone(), dir).expect("docker config (run `cargo build -p corral-init`)");
+    config.disk = disk_quotas(dir);
+    config
 }
 
 /// A Docker runtime on a fresh node id; fails (never skips silently) when the engine or the
 /// images are missing.
-async fn docker_runtime(node: &NodeId, dir: &std::path::Path) -> DockerRuntime {
-    let config = DockerConfig::new(node.clone(), dir).expect("docker config (run `cargo build -p corral-init`)");
+pub async fn docker_runtime(node: &NodeId, dir: &std::path::Path) -> DockerRuntime {
+    let config = docker_config(node, dir);
     let rt = DockerRuntime::connect(config).await.unwrap_or_else(|e| {
         panic!("the docker conformance tests need a Docker engine: {e} (set CORRAL_REQUIRE_DOCKER=0 to skip them explicitly)")
     });
@@ -77,7 +103,7 @@ async fn docker_runtime(node: &NodeId, dir: &std::path::Path) -> DockerRuntime {
     rt
 }
 
-fn test_node() -> NodeId {
+pub fn test_node() -> NodeId {
     NodeId::parse(&format!("test-{:016x}", rand_u64())).unwrap()
 }
 
@@ -86,11 +112,13 @@ fn rand_u64() -> u64 {
     t ^ (u64::from(std::process::id()) << 32) ^ (SandboxId::random().as_str().len() as u64).wrapping_mul(0x9e37_79b9)
 }
 
-/// Removes every container and volume of a test node, even when the test failed.
-struct DockerCleanup(NodeId);
+/// Removes every container and volume of a test node, and the storage mounts under its state
+/// directory, even when the test failed (a failed test destroys nothing).
+pub struct DockerCleanup(pub NodeId, pub PathBuf);
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
+        let _unmount_after_removal = ReapStorage(self.1.clone());
         let label = format!("label=corral.node_id={}", self.0);
         for (list, remove) in
             [(vec!["ps", "-aq"], vec!["rm", "-fv"]), (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"])]
@@ -102,8 +130,17 @@ impl Drop for DockerCleanup {
     }
 }
 
+/// Unmounts whatever storage is left under a state directory when dropped.
+struct ReapStorage(PathBuf);
+
+impl Drop for ReapStorage {
+    fn drop(&mut self) {
+        disk::reap(&self.0);
+    }
+}
+
 /// Runs the docker CLI; its output lines.
-fn docker_cli(args: &[&str]) -> Vec<String> {
+pub fn docker_cli(args: &[&str]) -> Vec<String> {
     let out = std::process::Command::new("docker").args(args).output().expect("docker CLI");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
@@ -124,8 +161,15 @@ async fn make_docker() -> Option<Harness> {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = test_node();
     let rt = Arc::new(docker_runtime(&node, dir.path()).await);
-    let guard = (DockerCleanup(node), dir);
-    let leftovers: Leftovers = Box::new(docker_leftovers);
+    let probe = rt.clone();
+    let guard = (DockerCleanup(node, dir.path().to_owned()), dir);
+    let leftovers: Leftovers = Box::new(move |id| {
+        let storage = probe.storage_dir(id);
+        let mut left = docker_leftovers(id);
+        left.extend(storage_leftovers(&storage));
+        left.extend(Some(storage).filter(|d| d.exists()).map(|d| d.display().to_string()));
+        left
+    });
     Some(Harness { rt, kind: RuntimeKind::Docker, image: DOCKER_IMAGES[0], leftovers, _guard: Box::new(guard) })
 }
 
@@ -151,6 +195,7 @@ pub fn spec() -> SandboxSpec {
         labels: BTreeMap::new(),
         workdir: "/workspace".into(),
         image: String::new(),
+        disk_mb: 0,
     }
 }
 
@@ -232,7 +277,8 @@ macro_rules! conformance {
             create_is_idempotent, destroy_is_idempotent, unknown_sandbox_is_not_found,
             signal_exec_reaches_the_process_group, side_channel_is_apart_from_output,
             background_processes_are_buffered_followed_and_signalled, sessions_keep_cd_and_export,
-            syscall_filter_refuses_the_deny_list, ordinary_programs_still_work);
+            syscall_filter_refuses_the_deny_list, ordinary_programs_still_work,
+            disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported);
     };
     (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
         mod $name {
@@ -372,7 +418,7 @@ mod bwrap_specific {
         rt.write_file(&a.id, "/workspace/f", b"a", 0o644).await.unwrap();
         assert_eq!(sh(&rt, &b.id, "cat /workspace/f 2>&1 || echo none").await.out().lines().last(), Some("none"));
         assert_eq!(sh(&rt, &a.id, "cat /workspace/f").await.out(), "a");
-        assert!(da.join("workspace/f").is_file() && !db.join("workspace/f").exists());
+        assert!(da.join("disk/workspace/f").is_file() && !db.join("disk/workspace/f").exists());
 
         let out = sh(&rt, &a.id, "for i in $(seq 100); do sleep 2 & done; wait").await;
         assert_ne!(out.status.exit_code, 0, "the pids limit stops a fork bomb: {}", out.err());
@@ -419,7 +465,7 @@ mod bwrap_specific {
         let out = sh(&rt, &s.id, "nohup sleep 300 >/dev/null 2>&1 & echo started").await;
         assert_eq!(out.out(), "started\n");
         rt.write_file(&s.id, "/workspace/f", b"x", 0o644).await.unwrap();
-        assert!(rt.sandbox_dir(&s.id).join("workspace/f").is_file());
+        assert!(rt.sandbox_dir(&s.id).join("disk/workspace/f").is_file());
         rt.destroy(&s.id).await.unwrap();
         assert!(!rt.sandbox_dir(&s.id).exists(), "sandbox dir removed");
         for d in rt.cgroup_dirs(&s.id) {
@@ -545,7 +591,7 @@ mod bwrap_specific {
             sh(&rt, &s.id, "echo y > made; stat -c %u:%g api api/file made").await.out(),
             "1000:1000\n".repeat(3)
         );
-        let ws = rt.sandbox_dir(&s.id).join("workspace");
+        let ws = rt.sandbox_dir(&s.id).join("disk/workspace");
         for p in ["api", "api/file", "made"] {
             let meta = std::fs::metadata(ws.join(p)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (1_000_000, 1_000_000), "{p} on the host");
@@ -620,7 +666,7 @@ mod docker_specific {
         let dir = tempfile::tempdir().unwrap();
         let node = test_node();
         let rt = docker_runtime(&node, dir.path()).await;
-        Some((rt, node.clone(), (DockerCleanup(node), dir)))
+        Some((rt, node.clone(), (DockerCleanup(node, dir.path().to_owned()), dir)))
     }
 
     fn docker_spec() -> SandboxSpec {
@@ -640,7 +686,7 @@ mod docker_specific {
         assert!(matches!(handle.events.recv().await, Some(ExecEvent::Stdout(_))));
         drop(rt);
         let dir = guard.1.path().to_owned();
-        let rt = DockerRuntime::connect(DockerConfig::new(node, &dir).unwrap()).await.unwrap();
+        let rt = DockerRuntime::connect(docker_config(&node, &dir)).await.unwrap();
         assert_eq!(rt.list().await, vec![s.id.clone()], "the container survived and is found by label");
         rt.adopt(&s).await.expect("adopt");
         let out = sh(&rt, &s.id, "pgrep -x sleep >/dev/null && echo sleeping; cat /workspace/mark").await;
@@ -708,11 +754,16 @@ mod docker_specific {
 }
 
 /// The test bodies, runtime-agnostic: each takes a fresh [`Harness`].
+#[path = "conformance/disk_quota.rs"]
+mod disk_quota;
 #[path = "conformance/syscalls.rs"]
 mod syscalls;
 
 mod suite {
     use super::*;
+    pub use crate::disk_quota::{
+        disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported,
+    };
     pub use crate::syscalls::{ordinary_programs_still_work, syscall_filter_refuses_the_deny_list};
 
     fn shell(script: &str) -> ExecSpec {

@@ -57,6 +57,7 @@ fn spec() -> SandboxSpec {
         labels: BTreeMap::new(),
         workdir: "/workspace".to_owned(),
         image: String::new(),
+        disk_mb: 0,
     }
 }
 

@@ -7,6 +7,7 @@
 //! this one): `cargo build --release -p corral-bench -p corral-cli -p corral-init`, then
 //! `target/release/corral-bench all`. Progress goes to stderr, the report to stdout.
 
+mod disk;
 mod docker;
 mod jobs;
 mod latency;
@@ -84,6 +85,9 @@ enum What {
     /// Jobs: 1,000 × `true` and × python next to the same bare bwrap spawns at the same
     /// parallelism, scheduling throughput with the noop runtime, batch accept time, CPU per job.
     Jobs,
+    /// Disk quotas: create-to-ready with the per-sandbox disk on and off (bubblewrap and Docker,
+    /// the runtimes alone, no warm pool), as a ratio.
+    Disk,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +160,12 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let disk = if has(What::Disk) {
+        let docker_n = if engine_ok(has(What::Docker) || what == What::Disk) { cli.docker_iterations } else { 0 };
+        Some(disk::run(cli.warmup, cli.iterations, docker_n).await?)
+    } else {
+        None
+    };
     let jobs = if has(What::Jobs) {
         Some(jobs::run(&jobs::Opts { jobs: cli.jobs, noop_jobs: cli.noop_jobs }).await?)
     } else {
@@ -168,10 +178,16 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some((md, _)) = &jobs {
         println!("{md}");
     }
+    if let Some((md, _)) = &disk {
+        println!("{md}");
+    }
     if let Some(path) = &cli.json {
         let mut value = results.to_json();
         if let Some((_, j)) = jobs {
             value["jobs"] = j;
+        }
+        if let Some((_, d)) = disk {
+            value["disk"] = d;
         }
         let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -317,4 +333,9 @@ fn machine() -> Machine {
         load_start: loadavg(),
         load_end: String::new(),
     }
+}
+
+/// Whether the Docker part of a benchmark runs: the engine must answer when asked for.
+fn engine_ok(wanted: bool) -> bool {
+    wanted && docker::check_engine().is_ok()
 }

@@ -78,6 +78,7 @@ fn record(tenant: &TenantId, node: &NodeId, now: i64) -> SandboxRecord {
         labels: BTreeMap::from([("bench".to_owned(), "records".to_owned())]),
         workdir: "/workspace".to_owned(),
         image: String::new(),
+        disk_mb: 0,
     };
     SandboxRecord {
         v: SandboxRecord::VERSION,
@@ -100,7 +101,14 @@ async fn register_node(store: Arc<EtcdStore>) -> anyhow::Result<OwnedTask> {
     let info = NodeInfo {
         v: NodeInfo::VERSION,
         node_id: node.clone(),
-        capacity: Capacity { cpus: 1_000_000.0, memory_mb: 1 << 40, sandboxes: 1_000_000, disk_mb: 0, pids: u64::MAX },
+        capacity: Capacity {
+            cpus: 1_000_000.0,
+            memory_mb: 1 << 40,
+            sandboxes: 1_000_000,
+            disk_mb: 0,
+            max_sandbox_disk_mb: 0,
+            pids: u64::MAX,
+        },
         runtimes: vec![RuntimeKind::Bwrap],
         images: Vec::new(),
         languages: Vec::new(),

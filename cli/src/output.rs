@@ -80,6 +80,13 @@ pub fn sandbox_json(s: &pb::Sandbox) -> Value {
         "node_id": s.node_id,
         "cpus": s.cpus,
         "memory_mb": s.memory_mb,
+        "disk_mb": s.disk_mb,
+        "disk_usage": s.disk_usage.as_ref().map(|u| json!({
+            "used_bytes": u.used_bytes,
+            "total_bytes": u.total_bytes,
+            "used_inodes": u.used_inodes,
+            "total_inodes": u.total_inodes,
+        })),
         "timeout_seconds": s.timeout_seconds,
         "internet_access": s.internet_access,
         "labels": s.labels,
@@ -100,8 +107,24 @@ pub fn print_sandbox(format: Format, s: &pb::Sandbox) {
             if !s.termination_reason.is_empty() {
                 println!("  reason: {}", s.termination_reason);
             }
+            if let Some(line) = disk_line(s) {
+                println!("  {line}");
+            }
         }
     }
+}
+
+/// "disk: 1.5 MiB of 1020.0 MiB used, 14 of 100096 inodes" when Get reported the disk use.
+pub fn disk_line(s: &pb::Sandbox) -> Option<String> {
+    let u = s.disk_usage.as_ref()?;
+    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+    Some(format!(
+        "disk: {:.1} MiB of {:.1} MiB used, {} of {} inodes",
+        mib(u.used_bytes),
+        mib(u.total_bytes),
+        u.used_inodes,
+        u.total_inodes
+    ))
 }
 
 pub fn print_table(list: &[pb::Sandbox]) {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use corral_agent::config::DockerMode;
+use corral_agent::config::{DiskQuotaMode, DockerMode};
 use corral_agent::runtime::Runtime;
 use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
+use corral_agent::runtime::disk::Disks;
 use corral_agent::runtime::docker::{DockerConfig, DockerRuntime};
 use corral_core::bus::Bus;
 use corral_core::bus::mem::MemBus;
@@ -36,14 +37,35 @@ async fn bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 /// The node's runtimes: bubblewrap, plus Docker unless `agent.docker` is off (with `auto`, only
 /// when the engine answers).
 async fn runtimes(config: &Config, node: &NodeId) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
-    let mut runtimes = vec![bwrap(config)?];
-    if let Some(docker) = docker(config, node).await? {
+    let disks = disks(config)?;
+    let mut runtimes = vec![bwrap(config, &disks)?];
+    if let Some(docker) = docker(config, node, &disks).await? {
         runtimes.push(docker);
     }
     Ok(runtimes)
 }
 
-async fn docker(config: &Config, node: &NodeId) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
+/// Sandboxes' storage: kernel-enforced quotas unless `agent.disk_quota` is off (with `auto`,
+/// only when loop devices and `mkfs.ext4` are usable).
+fn disks(config: &Config) -> anyhow::Result<Disks> {
+    let a = &config.agent;
+    let settings = a.disk_settings();
+    if a.disk_quota == DiskQuotaMode::Off {
+        return Ok(Disks::off(settings));
+    }
+    std::fs::create_dir_all(&a.state_dir)
+        .with_context(|| format!("creating agent.state_dir {}", a.state_dir.display()))?;
+    match Disks::on(settings, &a.state_dir) {
+        Ok(disks) => Ok(disks),
+        Err(e) if a.disk_quota == DiskQuotaMode::Auto => {
+            tracing::warn!(error = %e, "agent.disk_quota = \"auto\": sandboxes' disks have no quota on this node");
+            Ok(Disks::off(settings))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("agent.disk_quota = \"on\"")),
+    }
+}
+
+async fn docker(config: &Config, node: &NodeId, disks: &Disks) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
     let a = &config.agent;
     if a.docker == DockerMode::Off {
         return Ok(None);
@@ -55,6 +77,7 @@ async fn docker(config: &Config, node: &NodeId) -> anyhow::Result<Option<Arc<dyn
     if !a.docker_socket.as_os_str().is_empty() {
         dc.socket = Some(a.docker_socket.clone());
     }
+    dc.disk = disks.clone();
     match DockerRuntime::connect(dc).await {
         Ok(rt) => Ok(Some(Arc::new(rt))),
         Err(e) if a.docker == DockerMode::Auto => {
@@ -65,7 +88,7 @@ async fn docker(config: &Config, node: &NodeId) -> anyhow::Result<Option<Arc<dyn
     }
 }
 
-fn bwrap(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
+fn bwrap(config: &Config, disks: &Disks) -> anyhow::Result<Arc<dyn Runtime>> {
     let a = &config.agent;
     let mut bw = BwrapConfig::with_state_dir(a.state_dir.clone()).context("configuring the bubblewrap runtime")?;
     if !a.bwrap_path.as_os_str().is_empty() {
@@ -75,6 +98,7 @@ fn bwrap(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
         bw.init_path = a.init_path.clone();
     }
     bw.warm_pool = a.warm_pool;
+    bw.disk = disks.clone();
     let rt = BwrapRuntime::new(bw).context("starting the bubblewrap runtime")?;
     Ok(Arc::new(rt))
 }

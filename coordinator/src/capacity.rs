@@ -39,7 +39,7 @@ impl Resources {
 
     /// What one sandbox reserves.
     pub fn of_sandbox(s: &SandboxSpec) -> Self {
-        Self { cpus: s.cpus, memory_mb: s.memory_mb, disk_mb: 0, pids: u64::from(s.pids_limit), slots: 1 }
+        Self { cpus: s.cpus, memory_mb: s.memory_mb, disk_mb: s.disk_mb, pids: u64::from(s.pids_limit), slots: 1 }
     }
 
     /// What one running job reserves (its files live in memory, counted in `memory_mb`).
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_node_without_disk_figures_is_not_limited_by_disk() {
-        let cap = Capacity { cpus: 1.0, memory_mb: 10, sandboxes: 1, disk_mb: 0, pids: 10 };
+        let cap = Capacity { cpus: 1.0, memory_mb: 10, sandboxes: 1, disk_mb: 0, max_sandbox_disk_mb: 0, pids: 10 };
         assert_eq!(Resources::of_node(&cap).disk_mb, u64::MAX);
     }
 
@@ -190,7 +190,7 @@ mod tests {
                     if sandbox {
                         let d = Demand { runtime: RuntimeKind::Bwrap, image: String::new(), need: need(shape) };
                         let cands: Vec<Candidate<'_>> = ids.iter().enumerate().map(|(i, id)| Candidate {
-                            id, capacity: caps[i], runtimes: BWRAP, images: &[], used: used[i],
+                            id, capacity: caps[i], runtimes: BWRAP, images: &[], used: used[i], max_disk_mb: 0,
                         }).collect();
                         if let Ok(id) = scheduler::place(&cands, &d) {
                             let i = ids.iter().position(|x| x == id).unwrap();

@@ -76,6 +76,7 @@ impl ClusterView {
                 Candidate {
                     id: &n.node_id,
                     capacity: Resources::of_node(&n.capacity),
+                    max_disk_mb: n.capacity.max_sandbox_disk_mb,
                     runtimes: &n.runtimes,
                     images: &n.images,
                     used: sandboxes.plus(&jobs.get(&n.node_id).copied().unwrap_or_default()),

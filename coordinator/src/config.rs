@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Smallest disk quota (MiB): the file system needs room for its own metadata (the agents' minimum).
+pub const MIN_DISK_MB: u64 = 8;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
@@ -20,6 +23,12 @@ pub struct CoordinatorConfig {
     pub default_memory_mb: u64,
     pub max_cpus: f64,
     pub max_memory_mb: u64,
+    /// Disk quota (MiB) of a sandbox when a request sets none (keep it equal to the agents'
+    /// `sandbox_disk_mb`, the size their warm pools prepare).
+    pub default_disk_mb: u64,
+    /// Largest disk quota a request may ask for (a node may allow less: its
+    /// `max_sandbox_disk_mb`, which placement respects).
+    pub max_disk_mb: u64,
     /// Process limit inside each sandbox.
     pub pids_limit: u32,
     /// Command timeout when an exec sets none.
@@ -63,6 +72,8 @@ impl Default for CoordinatorConfig {
             default_memory_mb: 512,
             max_cpus: 64.0,
             max_memory_mb: 256 * 1024,
+            default_disk_mb: 1024,
+            max_disk_mb: 16 * 1024,
             pids_limit: 1024,
             default_exec_timeout_seconds: 300.0,
             max_exec_timeout_seconds: 24.0 * 3600.0,
@@ -88,6 +99,9 @@ impl CoordinatorConfig {
         }
         if !(self.default_cpus > 0.0 && self.default_cpus <= self.max_cpus) {
             return Err("coordinator.default_cpus must be in (0, max_cpus]".into());
+        }
+        if self.default_disk_mb < MIN_DISK_MB || self.default_disk_mb > self.max_disk_mb {
+            return Err(format!("coordinator.default_disk_mb must be in {MIN_DISK_MB}..=max_disk_mb"));
         }
         if self.default_memory_mb == 0 || self.default_memory_mb > self.max_memory_mb {
             return Err("coordinator.default_memory_mb must be in 1..=max_memory_mb".into());

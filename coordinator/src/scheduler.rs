@@ -34,6 +34,19 @@ pub struct Candidate<'a> {
     pub images: &'a [String],
     /// Reserved by the node's sandboxes and running jobs.
     pub used: Resources,
+    /// Largest disk one sandbox may have on the node; 0 = no limit.
+    pub max_disk_mb: u64,
+}
+
+impl Candidate<'_> {
+    /// The first hard resource the node lacks for `need` (a disk above its per-sandbox maximum
+    /// counts as disk).
+    fn short_of(&self, need: &Resources) -> Option<Shortage> {
+        if self.max_disk_mb != 0 && need.disk_mb > self.max_disk_mb {
+            return Some(Shortage::Disk);
+        }
+        self.capacity.short_of(&self.used, need)
+    }
 }
 
 /// Why nothing could be placed.
@@ -53,7 +66,7 @@ pub enum PlacementError {
 }
 
 fn fits(c: &Candidate<'_>, d: &Demand) -> bool {
-    c.capacity.fits(&c.used, &d.need)
+    c.short_of(&d.need).is_none()
 }
 
 /// Chooses the node for one sandbox.
@@ -80,7 +93,7 @@ pub fn place<'a>(candidates: &[Candidate<'a>], d: &Demand) -> Result<&'a NodeId,
         return Ok(best.id);
     }
     // The resource most nodes are short of names the problem.
-    let shorts: Vec<Shortage> = eligible.iter().filter_map(|c| c.capacity.short_of(&c.used, &d.need)).collect();
+    let shorts: Vec<Shortage> = eligible.iter().filter_map(|c| c.short_of(&d.need)).collect();
     let count = |s: &Shortage| shorts.iter().filter(|x| *x == s).count();
     let short = shorts.iter().copied().max_by_key(|s| (count(s), std::cmp::Reverse(*s))).unwrap_or(Shortage::Slots);
     Err(PlacementError::Full {
@@ -124,13 +137,13 @@ mod tests {
         let c = cap(2.0, 1024, 10);
         let d = demand(1.0, 100);
         let cands = [
-            Candidate { id: &a, capacity: c, runtimes: BWRAP, images: &[], used: used(1.0, 500, 5) },
-            Candidate { id: &b, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default() },
+            Candidate { id: &a, capacity: c, runtimes: BWRAP, images: &[], used: used(1.0, 500, 5), max_disk_mb: 0 },
+            Candidate { id: &b, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default(), max_disk_mb: 0 },
         ];
         assert_eq!(place(&cands, &d).unwrap(), &b);
         let tie = [
-            Candidate { id: &b, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default() },
-            Candidate { id: &a, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default() },
+            Candidate { id: &b, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default(), max_disk_mb: 0 },
+            Candidate { id: &a, capacity: c, runtimes: BWRAP, images: &[], used: Resources::default(), max_disk_mb: 0 },
         ];
         assert_eq!(place(&tie, &d).unwrap(), &a);
     }
@@ -140,12 +153,25 @@ mod tests {
         let a = node(1);
         let d = demand(1.0, 100);
         assert_eq!(place(&[], &d), Err(PlacementError::NoNodes));
-        let cands =
-            [Candidate { id: &a, capacity: cap(1.0, 1000, 1), runtimes: BWRAP, images: &[], used: used(0.0, 0, 1) }];
+        let cands = [Candidate {
+            id: &a,
+            capacity: cap(1.0, 1000, 1),
+            runtimes: BWRAP,
+            images: &[],
+            used: used(0.0, 0, 1),
+            max_disk_mb: 0,
+        }];
         let err = place(&cands, &d).unwrap_err();
         assert!(matches!(err, PlacementError::Full { eligible: 1, short: Shortage::Slots, .. }), "{err}");
         let pids = Resources { pids: 32, ..cap(1.0, 1000, 4) };
-        let cands = [Candidate { id: &a, capacity: pids, runtimes: BWRAP, images: &[], used: Resources::default() }];
+        let cands = [Candidate {
+            id: &a,
+            capacity: pids,
+            runtimes: BWRAP,
+            images: &[],
+            used: Resources::default(),
+            max_disk_mb: 0,
+        }];
         let err = place(&cands, &d).unwrap_err().to_string();
         assert!(err.contains("short of process ids"), "{err}");
         let none: &[RuntimeKind] = &[];
@@ -155,8 +181,35 @@ mod tests {
             runtimes: none,
             images: &[],
             used: Resources::default(),
+            max_disk_mb: 0,
         }];
         assert!(matches!(place(&cands, &d), Err(PlacementError::NoRuntime { .. })));
+    }
+
+    #[test]
+    fn disk_is_reserved_and_a_node_maximum_per_sandbox_is_respected() {
+        let (a, b) = (node(1), node(2));
+        let disk = |disk_mb| Resources { disk_mb, ..cap(4.0, 100_000, 10) };
+        let need = Resources { disk_mb: 2048, ..demand(1.0, 64).need };
+        let d = Demand { need, ..demand(1.0, 64) };
+        // a has room in total but allows only 1 GiB per sandbox; b is full.
+        let used = Resources { disk_mb: 3000, ..Resources::default() };
+        let cands = [
+            Candidate {
+                id: &a,
+                capacity: disk(10_000),
+                runtimes: BWRAP,
+                images: &[],
+                used: Resources::default(),
+                max_disk_mb: 1024,
+            },
+            Candidate { id: &b, capacity: disk(4096), runtimes: BWRAP, images: &[], used, max_disk_mb: 0 },
+        ];
+        let err = place(&cands, &d).unwrap_err();
+        assert!(matches!(err, PlacementError::Full { short: Shortage::Disk, disk_mb: 2048, .. }), "{err}");
+        assert!(err.to_string().contains("short of disk"), "{err}");
+        let cands = [Candidate { max_disk_mb: 4096, ..cands[0].clone() }, cands[1].clone()];
+        assert_eq!(place(&cands, &d).unwrap(), &a);
     }
 
     #[test]
@@ -166,8 +219,22 @@ mod tests {
         const DOCKER: &[RuntimeKind] = &[RuntimeKind::Bwrap, RuntimeKind::Docker];
         let (base, py) = (vec!["corral/base:latest".to_owned()], vec!["corral/python:latest".to_owned()]);
         let cands = [
-            Candidate { id: &a, capacity: c, runtimes: DOCKER, images: &base, used: Resources::default() },
-            Candidate { id: &b, capacity: c, runtimes: DOCKER, images: &py, used: Resources::default() },
+            Candidate {
+                id: &a,
+                capacity: c,
+                runtimes: DOCKER,
+                images: &base,
+                used: Resources::default(),
+                max_disk_mb: 0,
+            },
+            Candidate {
+                id: &b,
+                capacity: c,
+                runtimes: DOCKER,
+                images: &py,
+                used: Resources::default(),
+                max_disk_mb: 0,
+            },
         ];
         let d = Demand { runtime: RuntimeKind::Docker, image: "corral/python:latest".into(), ..demand(1.0, 64) };
         assert_eq!(place(&cands, &d).unwrap(), &b);
@@ -199,6 +266,7 @@ mod tests {
                     runtimes: if caps[i].4 { BWRAP } else { &[] },
                     images: &[],
                     used: alloc[i],
+                    max_disk_mb: 0,
                 }).collect();
                 match place(&cands, &d) {
                     Ok(id) => {

@@ -19,7 +19,14 @@ fn node(id: &str) -> anyhow::Result<NodeInfo> {
     Ok(NodeInfo {
         v: 1,
         node_id: NodeId::parse(id)?,
-        capacity: Capacity { cpus: 2.0, memory_mb: 1024, sandboxes: 4, disk_mb: 0, pids: 1 << 20 },
+        capacity: Capacity {
+            cpus: 2.0,
+            memory_mb: 1024,
+            sandboxes: 4,
+            disk_mb: 0,
+            max_sandbox_disk_mb: 0,
+            pids: 1 << 20,
+        },
         runtimes: vec![RuntimeKind::Bwrap],
         images: Vec::new(),
         languages: Vec::new(),

@@ -51,6 +51,19 @@ pub struct SandboxSpec {
     /// The image of a Docker sandbox (a local image of the node); empty for bubblewrap.
     #[serde(default)]
     pub image: String,
+    /// Disk quota (MiB) of `/workspace` and `/tmp` together; 0 = the node's default (records
+    /// written before quotas existed decode as 0).
+    #[serde(default)]
+    pub disk_mb: u64,
+}
+
+/// Space and inodes a sandbox uses on its disk (`statfs` of its file system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub used_inodes: u64,
+    pub total_inodes: u64,
 }
 
 /// `sandboxes/{tenant}/{id}`.
@@ -85,9 +98,12 @@ pub struct Capacity {
     pub memory_mb: u64,
     /// Maximum number of sandboxes and jobs at once.
     pub sandboxes: u32,
-    /// Disk (MiB) the node offers to sandboxes' quotas; 0 = not counted (older agents).
+    /// Disk (MiB) the node offers to sandboxes' quotas; 0 = not counted (older agents, quotas off).
     #[serde(default)]
     pub disk_mb: u64,
+    /// Largest disk (MiB) one sandbox may ask for on this node; 0 = no limit (older agents).
+    #[serde(default)]
+    pub max_sandbox_disk_mb: u64,
     /// Process ids the node promises to sandboxes and jobs (the sum of their pids limits);
     /// records written before it existed decode as unlimited.
     #[serde(default = "unlimited")]

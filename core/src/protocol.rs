@@ -158,6 +158,10 @@ pub enum RpcRequest {
     },
     /// Liveness and identity check.
     Ping,
+    /// Space and inodes the sandbox uses on its disk. Replied with `DiskUsage`.
+    DiskUsage {
+        sandbox: SandboxId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +190,8 @@ pub enum RpcReply {
         node: NodeId,
     },
     Error(AgentError),
+    /// `None` when the node enforces no disk quotas.
+    DiskUsage(Option<crate::model::DiskUsage>),
 }
 
 /// One frame of an exec's output stream.

@@ -12,8 +12,11 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+mod disk;
 pub mod jobs;
 pub mod uploads;
+
+pub use disk::disk_quota;
 
 /// The tails of a cluster's logs (coordinator, then each agent), printed when a test fails.
 pub fn cluster_logs(c: &Cluster) -> String {

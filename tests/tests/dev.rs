@@ -59,3 +59,23 @@ async fn pause_resume_docker() -> anyhow::Result<()> {
     let (_server, client) = dev().await?;
     pause_resume(&client, corral_client::v1::Runtime::Docker).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_quota_bwrap() -> anyhow::Result<()> {
+    let (server, client) = dev().await?;
+    let result = disk_quota(&client, corral_client::v1::Runtime::Bwrap).await;
+    if result.is_err() {
+        eprintln!("--- corral dev log:\n{}", server.proc.log_tail(6000));
+    }
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_quota_docker() -> anyhow::Result<()> {
+    let (server, client) = dev().await?;
+    let result = disk_quota(&client, corral_client::v1::Runtime::Docker).await;
+    if result.is_err() {
+        eprintln!("--- corral dev log:\n{}", server.proc.log_tail(6000));
+    }
+    result
+}

@@ -82,6 +82,9 @@ async fn handle(agent: &Arc<Agent>, uploads: &Uploads, req: RpcRequest) -> RpcRe
                 RpcReply::Ok
             }
             RpcRequest::Ping => RpcReply::Pong { node: agent.node.clone() },
+            RpcRequest::DiskUsage { sandbox } => {
+                RpcReply::DiskUsage(agent.runtime_of(&sandbox)?.disk_usage(&sandbox).await?)
+            }
         })
     }
     .await;

@@ -9,8 +9,10 @@
 //! - [`spawn`]: the fork-to-exec hook: join cgroups, drop inherited descriptors, become the
 //!   unprivileged host user that sandboxes run as.
 //!
-//! Sandboxes live in `{state_dir}/sandboxes/{id}/{workspace,tmp}`; a new runtime removes whatever
-//! a previous run left there (directories and cgroups), since the agent re-registers fresh.
+//! Sandboxes live in `{state_dir}/sandboxes/{id}`, their `/workspace` and `/tmp` in its `disk`
+//! (with quotas, a loop-mounted ext4 image; see [`super::disk`]); a new runtime removes whatever
+//! a previous run left there (mounts, loop devices, directories and cgroups), since the agent
+//! re-registers fresh.
 //!
 //! Warm pool: the runtime keeps `warm_pool` started, never-used sandboxes of the default shape
 //! (no network), each in `{state_dir}/sandboxes/pool-{n}` with cgroups named `pool-{n}`. A create
@@ -22,6 +24,7 @@ mod args;
 mod oneshot;
 mod sandbox;
 mod spawn;
+mod sweep;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -31,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use corral_core::ids::{ExecId, SandboxId};
-use corral_core::model::{ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
+use corral_core::model::{DiskUsage, ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
 use std::time::Duration;
 
 use corral_core::task::OwnedTask;
@@ -40,6 +43,7 @@ use tokio::sync::{Notify, OnceCell};
 use self::sandbox::{Sandbox, Warm};
 use super::cgroup::{CgroupMode, Cgroups};
 pub use super::client::DEFAULT_MAX_OUTPUT;
+use super::disk::{DiskSettings, Disks};
 use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
 
 /// How the bubblewrap runtime runs.
@@ -61,11 +65,14 @@ pub struct BwrapConfig {
     pub cgroup: CgroupMode,
     /// Started, never-used sandboxes (no network) kept ready for creates; 0 disables the pool.
     pub warm_pool: usize,
+    /// Sandboxes' storage and its quotas.
+    pub disk: Disks,
 }
 
 impl BwrapConfig {
     /// Defaults: `bwrap` from `PATH` (or `/usr/bin/bwrap`), the init from [`corral_init_path`],
-    /// uid/gid 1000 inside, 1000000 on the host, cgroup version detected, no warm pool.
+    /// uid/gid 1000 inside, 1000000 on the host, cgroup version detected, no warm pool, no disk
+    /// quotas.
     pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
         let bwrap_path = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
         Ok(Self {
@@ -78,6 +85,7 @@ impl BwrapConfig {
             host_gid: 1_000_000,
             cgroup: CgroupMode::Auto,
             warm_pool: 0,
+            disk: Disks::off(DiskSettings::default()),
         })
     }
 }
@@ -176,7 +184,14 @@ impl Pool {
                 continue;
             };
             let limits = super::cgroup::Limits::default();
-            match Warm::start(&self.config, self.owner, &self.cgroups, &name, &limits, false).await {
+            let quota = match self.config.disk.quota(0, 0) {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(error = %e, "warm pool: the default disk is refused; no pool");
+                    return Ok(());
+                }
+            };
+            match Warm::start(&self.config, self.owner, &self.cgroups, &name, &limits, &quota, false).await {
                 Ok(warm) => {
                     failures = 0;
                     let mut st = self.state();
@@ -236,6 +251,10 @@ impl BwrapRuntime {
         args::prepare_etc(&config).map_err(|e| RuntimeError::io("preparing the sandbox /etc", e))?;
         let cgroups = Cgroups::setup(config.cgroup, &instance_name(&canonical));
         cgroups.reap_leftovers();
+        let reaped = super::disk::reap(&sandboxes_dir);
+        if reaped > 0 {
+            tracing::info!(count = reaped, "unmounted storage (mounts, loop devices) left by a previous run");
+        }
         for entry in std::fs::read_dir(&sandboxes_dir).map_err(state_err)?.flatten() {
             tracing::info!(path = %entry.path().display(), "removing a sandbox left by a previous run");
             sandbox::cleanup(&entry.path(), None);
@@ -315,14 +334,23 @@ impl BwrapRuntime {
     }
 
     /// Binds a pooled sandbox to `spec` and writes its limits; `None` when the spec needs the
-    /// normal path (internet access), the pool is empty, or the limits could not be applied.
+    /// normal path (internet access, a disk of another size), the pool is empty, or the limits
+    /// could not be applied.
     async fn take_pooled(&self, spec: &SandboxSpec) -> Option<Sandbox> {
-        if spec.internet_access {
+        let default_mb = self.config.disk.settings().default_mb;
+        if spec.internet_access || (spec.disk_mb != 0 && spec.disk_mb != default_mb) {
             return None;
         }
+        let quota = self.config.disk.quota(spec.disk_mb, spec.memory_mb).ok()?;
         let warm = self.pool.as_ref()?.take()?;
         let limits = sandbox::limits_of(spec);
-        let applied = warm.cgroup().map_or(Ok(()), |cg| cg.set_limits(&limits));
+        let applied =
+            warm.cgroup().map_or(Ok(()), |cg| cg.set_limits(&limits)).map_err(|e| e.to_string()).and_then(|()| {
+                match warm.dir() {
+                    Some(dir) => self.config.disk.resize_shm(dir, &quota).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+            });
         let sandbox = warm.bind(spec, self.owner);
         match applied {
             Ok(()) => Some(sandbox),
@@ -449,6 +477,33 @@ impl Runtime for BwrapRuntime {
 
     fn kind(&self) -> RuntimeKind {
         RuntimeKind::Bwrap
+    }
+
+    fn disk_quotas(&self) -> bool {
+        self.config.disk.enforced()
+    }
+
+    async fn sweep(&self) {
+        for dir in self.stray_dirs() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            tracing::info!(path = %dir.display(), "removing a sandbox directory no sandbox owns");
+            let cgroups = self.cgroups.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                cgroups.remove_named(&name);
+                sandbox::cleanup(&dir, None);
+            })
+            .await;
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, "sweeping a sandbox directory failed");
+            }
+        }
+    }
+
+    async fn disk_usage(&self, sandbox: &SandboxId) -> RuntimeResult<Option<DiskUsage>> {
+        let dir = self.get(sandbox)?.dir.clone();
+        tokio::task::spawn_blocking(move || super::disk::usage(&dir))
+            .await
+            .map_err(|e| RuntimeError::io("reading disk use", io::Error::other(e)))
     }
 
     #[tracing::instrument(name = "runtime.create", skip_all, fields(sandbox_id = %spec.id))]

@@ -137,6 +137,18 @@ impl Cgroups {
         }
     }
 
+    /// Kills and removes the cgroups named `name` (a sandbox no one owns any more). Blocking.
+    pub fn remove_named(&self, name: &str) {
+        for h in &self.hierarchies {
+            let dir = h.base.join(name);
+            if !dir.is_dir() {
+                continue;
+            }
+            let freezer = (h.v2 || h.controllers.contains(&Controller::Freezer)).then(|| (dir.clone(), h.v2));
+            SandboxCgroup { dirs: vec![(dir, h.v2)], controllers: Vec::new(), memory: None, freezer }.remove();
+        }
+    }
+
     /// Removes the pooled one-shot cgroups and this agent's (then empty) subtree directories.
     pub fn remove_bases(&self) {
         let idle = std::mem::take(&mut self.pool.lock().unwrap_or_else(|e| e.into_inner()).idle);

@@ -28,14 +28,17 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use corral_core::ids::{ExecId, NodeId, SandboxId};
-use corral_core::model::{ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
+use corral_core::model::{DiskUsage, ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
 use tokio::sync::OnceCell;
 
 use self::attach::Container;
+use super::disk::{self, DiskSettings, Disks};
 use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
 
 /// The engine socket used when none is configured.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// How long a destroy waits for a removal already under way.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 /// How long connecting to the engine may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,11 +58,14 @@ pub struct DockerConfig {
     /// Identity of sandbox processes (the images' `sandbox` user).
     pub sandbox_uid: u32,
     pub sandbox_gid: u32,
+    /// Sandboxes' storage: with quotas, each container's `/workspace`, `/tmp` and `/dev/shm` are
+    /// bind mounts of `{state_dir}/docker/{id}` (see [`super::disk`]).
+    pub disk: Disks,
 }
 
 impl DockerConfig {
     /// Defaults: the init from [`super::bwrap::corral_init_path`], the default socket,
-    /// `corral/base:latest`, uid/gid 1000.
+    /// `corral/base:latest`, uid/gid 1000, no disk quotas.
     pub fn new(node_id: NodeId, state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
         Ok(Self {
             node_id,
@@ -69,6 +75,7 @@ impl DockerConfig {
             default_image: "corral/base:latest".into(),
             sandbox_uid: 1000,
             sandbox_gid: 1000,
+            disk: Disks::off(DiskSettings::default()),
         })
     }
 }
@@ -121,7 +128,77 @@ impl DockerRuntime {
         }
         config.init_path = install_init(&config.state_dir, &config.init_path)
             .map_err(|e| RuntimeError::io("installing corral-init for Docker", e))?;
-        Ok(Self { docker, config, containers: Mutex::new(HashMap::new()) })
+        let rt = Self { docker, config, containers: Mutex::new(HashMap::new()) };
+        rt.sweep_storage().await;
+        Ok(rt)
+    }
+
+    /// The host directory of a sandbox's storage (with quotas).
+    pub fn storage_dir(&self, id: &SandboxId) -> PathBuf {
+        self.config.state_dir.join("docker").join(id.as_str())
+    }
+
+    /// Prepares the sandbox's disk when quotas are on; `None` when they are off.
+    async fn prepare_storage(&self, spec: &SandboxSpec) -> RuntimeResult<Option<PathBuf>> {
+        if !self.config.disk.enforced() {
+            return Ok(None);
+        }
+        let quota = self.config.disk.quota(spec.disk_mb, spec.memory_mb).map_err(|e| match e {
+            disk::DiskError::TooLarge { .. } | disk::DiskError::TooSmall { .. } => {
+                RuntimeError::Invalid { what: "disk_mb", why: e.to_string() }
+            }
+            other => RuntimeError::StartFailed { sandbox: spec.id.clone(), why: other.to_string() },
+        })?;
+        let (disks, dir) = (self.config.disk.clone(), self.storage_dir(&spec.id));
+        let owner = (self.config.sandbox_uid, self.config.sandbox_gid);
+        let task_dir = dir.clone();
+        let prepared = tokio::task::spawn_blocking(move || disks.prepare(&task_dir, &quota, Some(owner)))
+            .await
+            .map_err(|e| RuntimeError::io("preparing the sandbox's disk", io::Error::other(e)))?;
+        match prepared {
+            Ok(()) => Ok(Some(dir)),
+            Err(e) => {
+                self.release_storage(&spec.id).await;
+                Err(RuntimeError::StartFailed { sandbox: spec.id.clone(), why: e.to_string() })
+            }
+        }
+    }
+
+    /// Unmounts and removes a sandbox's storage (nothing to do without quotas).
+    async fn release_storage(&self, id: &SandboxId) {
+        let dir = self.storage_dir(id);
+        let released = tokio::task::spawn_blocking(move || {
+            if !dir.exists() {
+                return Ok(());
+            }
+            disk::release(&dir).map_err(|e| e.to_string())?;
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))
+        })
+        .await;
+        match released {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => tracing::warn!(sandbox_id = %id, %why, "sandbox storage not released"),
+            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "sandbox storage not released"),
+        }
+    }
+
+    /// Removes the storage of sandboxes that have no container (left by a crash, or by a container
+    /// removed behind the agent's back) and are not being created.
+    async fn sweep_storage(&self) {
+        let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("docker")) else { return };
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().and_then(|n| SandboxId::parse(n).ok()) else { continue };
+            if self.map().contains_key(&id) {
+                continue;
+            }
+            match self.docker.inspect_container(&Self::container_name(&id), None).await {
+                Err(e) if is_not_found(&e) => {
+                    tracing::info!(sandbox_id = %id, "removing the storage of a sandbox without a container");
+                    self.release_storage(&id).await;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The engine client (for tests and diagnostics).
@@ -167,12 +244,36 @@ impl DockerRuntime {
         }
     }
 
-    /// Force-removes the container and its anonymous volumes; a missing container is fine.
+    /// Force-removes the container and its anonymous volumes, then its storage; a missing
+    /// container is fine.
     async fn remove_container(&self, id: &SandboxId) -> RuntimeResult<()> {
         let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         match self.docker.remove_container(&Self::container_name(id), Some(opts)).await {
+            // Another removal (a destroy interrupted at shutdown) is under way: wait for it, so
+            // the storage is released only once the container no longer uses it.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+                if self.container_gone_within(id, REMOVAL_WAIT).await =>
+            {
+                self.release_storage(id).await;
+                Ok(())
+            }
             Err(e) if !is_not_found(&e) => Err(engine_error(format!("removing the container of {id}"), e)),
-            _ => Ok(()),
+            _ => {
+                self.release_storage(id).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the sandbox's container is gone (404) within `wait`.
+    async fn container_gone_within(&self, id: &SandboxId, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.docker.inspect_container(&Self::container_name(id), None).await {
+                Err(e) if is_not_found(&e) => return true,
+                _ if tokio::time::Instant::now() >= deadline => return false,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
     }
 
@@ -214,7 +315,31 @@ impl Runtime for DockerRuntime {
 
     #[tracing::instrument(name = "runtime.create", skip_all, fields(sandbox_id = %spec.id))]
     async fn create(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
-        self.register(&spec.id, || attach::create(&self.docker, &self.config, spec)).await
+        self.register(&spec.id, || async {
+            let storage = self.prepare_storage(spec).await?;
+            let created = attach::create(&self.docker, &self.config, spec, storage.as_deref()).await;
+            if created.is_err() {
+                self.release_storage(&spec.id).await;
+            }
+            created
+        })
+        .await
+    }
+
+    fn disk_quotas(&self) -> bool {
+        self.config.disk.enforced()
+    }
+
+    async fn disk_usage(&self, sandbox: &SandboxId) -> RuntimeResult<Option<DiskUsage>> {
+        self.get(sandbox)?;
+        let dir = self.storage_dir(sandbox);
+        tokio::task::spawn_blocking(move || disk::usage(&dir))
+            .await
+            .map_err(|e| RuntimeError::io("reading disk use", io::Error::other(e)))
+    }
+
+    async fn sweep(&self) {
+        self.sweep_storage().await;
     }
 
     #[tracing::instrument(name = "runtime.exec", skip_all, fields(sandbox_id = %sandbox, exec_id = %exec))]

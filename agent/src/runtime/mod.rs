@@ -7,13 +7,14 @@ pub mod bwrap;
 pub mod cgroup;
 pub mod client;
 pub mod conn;
+pub mod disk;
 pub mod docker;
 pub mod files;
 pub mod seccomp;
 
 use async_trait::async_trait;
 use corral_core::ids::{ExecId, SandboxId};
-use corral_core::model::{ExecSpec, ExitStatus, FileEntry, RuntimeKind, SandboxSpec};
+use corral_core::model::{DiskUsage, ExecSpec, ExitStatus, FileEntry, RuntimeKind, SandboxSpec};
 use corral_core::protocol::{AgentError, AgentErrorKind};
 use tokio::sync::mpsc;
 
@@ -142,6 +143,22 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list_files(&self, sandbox: &SandboxId, path: &str) -> RuntimeResult<Vec<FileEntry>>;
 
     async fn remove_file(&self, sandbox: &SandboxId, path: &str, recursive: bool) -> RuntimeResult<()>;
+
+    /// Whether this runtime's sandboxes have kernel-enforced disk quotas.
+    fn disk_quotas(&self) -> bool {
+        false
+    }
+
+    /// Space and inodes the sandbox uses on its disk; `None` when this node does not enforce
+    /// disk quotas (its storage is then not a file system of its own).
+    async fn disk_usage(&self, sandbox: &SandboxId) -> RuntimeResult<Option<DiskUsage>> {
+        let _ = sandbox;
+        Ok(None)
+    }
+
+    /// Removes what sandboxes no longer running left behind (storage of a container removed
+    /// behind the agent's back); called by the agent's GC every period.
+    async fn sweep(&self) {}
 
     /// Kills everything in the sandbox and removes its files and cgroups. Idempotent.
     async fn destroy(&self, sandbox: &SandboxId) -> RuntimeResult<()>;

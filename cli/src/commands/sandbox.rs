@@ -23,6 +23,10 @@ pub struct CreateOpts {
     /// Memory limit in MiB [default: server's, 512].
     #[arg(long, value_name = "MIB")]
     pub memory_mb: Option<i64>,
+    /// Disk quota in MiB of /workspace and /tmp together (inodes in proportion); writes past it
+    /// fail with "No space left on device" [default: server's, 1024].
+    #[arg(long, value_name = "MIB")]
+    pub disk_mb: Option<i64>,
     /// Lifetime in seconds, after which the sandbox is destroyed as EXPIRED [default: server's, 300].
     #[arg(long = "ttl", value_name = "SECONDS")]
     pub ttl_seconds: Option<i64>,
@@ -53,6 +57,7 @@ impl CreateOpts {
             image: self.image.clone().unwrap_or_default(),
             cpus: self.cpus.unwrap_or(0.0),
             memory_mb: self.memory_mb.unwrap_or(0),
+            disk_mb: self.disk_mb.unwrap_or(0),
             timeout_seconds: self.ttl_seconds.unwrap_or(0),
             internet_access: self.internet,
             env: self.env.iter().cloned().collect(),

@@ -199,6 +199,13 @@ pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &Coordi
             format!("{} is outside {MIN_MEMORY_MB}..={max_mem} (0 = default {})", req.memory_mb, cfg.default_memory_mb),
         ));
     }
+    let (min_disk, max_disk) = (crate::config::MIN_DISK_MB as i64, cfg.max_disk_mb as i64);
+    if req.disk_mb < 0 || (req.disk_mb != 0 && req.disk_mb < min_disk) || req.disk_mb > max_disk {
+        return Err(ApiError::field(
+            "disk_mb",
+            format!("{} is outside {min_disk}..={max_disk} (0 = default {})", req.disk_mb, cfg.default_disk_mb),
+        ));
+    }
     let max_t = cfg.max_timeout_seconds as i64;
     if req.timeout_seconds < 0 || req.timeout_seconds > max_t {
         return Err(ApiError::field(
@@ -226,6 +233,7 @@ pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &Coordi
         labels: labels("labels", &req.labels)?,
         workdir,
         image,
+        disk_mb: if req.disk_mb == 0 { cfg.default_disk_mb } else { req.disk_mb as u64 },
     })
 }
 
@@ -352,6 +360,8 @@ pub fn sandbox_to_pb(r: SandboxRecord) -> pb::Sandbox {
         node_id: r.node.map(|n| n.to_string()).unwrap_or_default(),
         cpus: spec.cpus,
         memory_mb: spec.memory_mb as i64,
+        disk_mb: spec.disk_mb as i64,
+        disk_usage: None,
         timeout_seconds: spec.timeout_seconds as i64,
         internet_access: spec.internet_access,
         labels: spec.labels.into_iter().collect(),
@@ -361,5 +371,37 @@ pub fn sandbox_to_pb(r: SandboxRecord) -> pb::Sandbox {
         ended_at_ms: r.ended_at_ms,
         expires_at_ms: r.expires_at_ms,
         termination_reason: r.termination_reason,
+    }
+}
+
+/// A sandbox's disk use, for the API.
+pub fn disk_usage_to_pb(u: corral_core::model::DiskUsage) -> pb::DiskUsage {
+    pb::DiskUsage {
+        used_bytes: u.used_bytes as i64,
+        total_bytes: u.total_bytes as i64,
+        used_inodes: u.used_inodes as i64,
+        total_inodes: u.total_inodes as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(disk_mb: i64) -> ApiResult<SandboxSpec> {
+        let req = pb::CreateSandboxRequest { disk_mb, ..Default::default() };
+        create_spec(req, TenantId::default_tenant(), &CoordinatorConfig::default())
+    }
+
+    #[test]
+    fn disk_mb_defaults_and_is_bounded() {
+        assert_eq!(create(0).unwrap().disk_mb, CoordinatorConfig::default().default_disk_mb);
+        assert_eq!(create(64).unwrap().disk_mb, 64);
+        for bad in [-1, 1, 16 * 1024 + 1] {
+            let err = create(bad).expect_err("out of range");
+            let status = tonic::Status::from(err);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains("disk_mb"), "{}", status.message());
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! `corral.v1.Sandboxes`.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use corral_core::model::{DiskUsage, SandboxRecord};
+use corral_core::protocol::{RpcReply, RpcRequest};
 
 use corral_core::state::SandboxState;
 use corral_proto::v1 as pb;
@@ -14,6 +18,30 @@ use crate::service::{Core, ListFilter};
 pub struct SandboxesApi(pub Arc<Core>);
 
 const DEFAULT_PAGE: i32 = 100;
+/// How long Get waits for a node's disk figures before answering without them.
+const USAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The disk use of a live sandbox, asked from its node; `None` when it has ended, its node
+/// enforces no quotas, or the node does not answer in time (Get still answers).
+async fn disk_usage(core: &Core, record: &SandboxRecord) -> Option<DiskUsage> {
+    if !matches!(record.state, SandboxState::Running | SandboxState::Paused) {
+        return None;
+    }
+    let node = record.node.as_ref()?;
+    let req = RpcRequest::DiskUsage { sandbox: record.spec.id.clone() };
+    match tokio::time::timeout(USAGE_TIMEOUT, core.dispatch.rpc(node, &req)).await {
+        Ok(Ok(RpcReply::DiskUsage(usage))) => usage,
+        Ok(Ok(other)) => {
+            tracing::warn!(sandbox_id = %record.spec.id, reply = ?other, "unexpected reply to a disk usage request");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(sandbox_id = %record.spec.id, error = %e, "no disk usage from the node");
+            None
+        }
+        Err(_) => None,
+    }
+}
 const MAX_PAGE: i32 = 1000;
 
 #[tonic::async_trait]
@@ -34,7 +62,10 @@ impl Sandboxes for SandboxesApi {
         let tenant = tenant(&req);
         let id = convert::sandbox_id("id", &req.get_ref().id)?;
         let record = self.0.get(&tenant, &id).await?;
-        Ok(Response::new(pb::GetSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+        let usage = disk_usage(&self.0, &record).await;
+        let mut sandbox = convert::sandbox_to_pb(record);
+        sandbox.disk_usage = usage.map(convert::disk_usage_to_pb);
+        Ok(Response::new(pb::GetSandboxResponse { sandbox: Some(sandbox) }))
     }
 
     #[tracing::instrument(name = "api.Sandboxes.GetByName", skip_all)]

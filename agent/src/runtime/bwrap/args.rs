@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::BwrapConfig;
 use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
+use crate::runtime::disk;
 use crate::runtime::seccomp;
 
 /// Host directories mounted read-only (or recreated as symlinks where the host has a symlink).
@@ -100,8 +101,9 @@ pub fn bwrap_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Pat
 
 /// Where a sandbox's `/workspace` and `/tmp` live.
 pub enum Scratch<'a> {
-    /// `workspace` and `tmp` under this host directory (long-lived sandboxes: the files API,
-    /// snapshots and the agent's restarts need them on the host).
+    /// `/workspace` and `/tmp` on this sandbox directory's disk, and with quotas `/dev/shm` its
+    /// tmpfs (long-lived sandboxes: the files API, snapshots and the agent's restarts need them
+    /// on the host; see [`crate::runtime::disk`]).
     Dir(&'a Path),
     /// A tmpfs each, of at most `bytes`, made by bwrap inside the sandbox's mount namespace, so
     /// they vanish with it and the host's filesystem is never touched (one-shot jobs). Their
@@ -170,8 +172,11 @@ fn base_args(
     push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
     match scratch {
         Scratch::Dir(dir) => {
-            push(&[&"--bind", &dir.join("workspace"), &"/workspace"]);
-            push(&[&"--bind", &dir.join("tmp"), &"/tmp"]);
+            push(&[&"--bind", &disk::workspace(dir), &"/workspace"]);
+            push(&[&"--bind", &disk::tmp(dir), &"/tmp"]);
+            if config.disk.enforced() {
+                push(&[&"--bind", &disk::shm(dir), &"/dev/shm"]);
+            }
         }
         Scratch::Tmpfs { bytes, files } => {
             let size = bytes.to_string();
@@ -221,6 +226,7 @@ mod tests {
             host_gid: 1_000_000,
             cgroup: CgroupMode::Off,
             warm_pool: 0,
+            disk: crate::runtime::disk::Disks::off(Default::default()),
         };
         bwrap_args(&config, internet_access, Path::new("/state/sandboxes/s"))
             .iter()

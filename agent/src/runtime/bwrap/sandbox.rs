@@ -19,6 +19,7 @@ use crate::runtime::RuntimeResult;
 use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
 use crate::runtime::client::{InitClient, REPLY_TIMEOUT as START_TIMEOUT};
 use crate::runtime::conn::{self, Conn, OomCounter};
+use crate::runtime::disk::{self, Quota};
 use crate::runtime::files::SandboxFs;
 use crate::runtime::seccomp;
 
@@ -76,19 +77,26 @@ pub fn limits_of(spec: &SandboxSpec) -> Limits {
 }
 
 impl Warm {
-    /// Starts bwrap with the init inside in `{state_dir}/sandboxes/{name}` (cgroups named `name`)
-    /// and waits for its ready frame. On failure (or cancellation) everything created is removed.
+    /// Starts bwrap with the init inside in `{state_dir}/sandboxes/{name}` (cgroups named `name`,
+    /// storage limited to `quota`) and waits for its ready frame. On failure (or cancellation)
+    /// everything created is removed.
     pub async fn start(
         config: &BwrapConfig,
         owner: Option<(u32, u32)>,
         cgroups: &Cgroups,
         name: &str,
         limits: &Limits,
+        quota: &Quota,
         internet_access: bool,
     ) -> Result<Self, String> {
         let dir = config.state_dir.join("sandboxes").join(name);
         let mut guard = CleanupGuard { dir: dir.clone(), cgroup: None, armed: true };
-        guard.cgroup = prepare(&dir, owner, cgroups, name, limits).map_err(|e| e.to_string())?.map(Arc::new);
+        guard.cgroup = prepare(&dir, cgroups, name, limits).map_err(|e| e.to_string())?.map(Arc::new);
+        let (disks, disk_dir, quota) = (config.disk.clone(), dir.clone(), *quota);
+        tokio::task::spawn_blocking(move || disks.prepare(&disk_dir, &quota, owner))
+            .await
+            .map_err(|e| format!("preparing the sandbox's disk: {e}"))?
+            .map_err(|e| e.to_string())?;
         let cgroup = guard.cgroup.clone();
         let oom: Option<OomCounter> = cgroup.clone().map(|cg| Box::new(move || cg.oom_kills()) as OomCounter);
         match launch(config, owner, internet_access, &dir, cgroup.as_deref(), oom).await {
@@ -98,6 +106,11 @@ impl Warm {
             }
             Err(e) => Err(format!("{e}; bwrap said: {}", read_log(&dir))),
         }
+    }
+
+    /// The sandbox's directory (its storage is under it, see [`disk`]).
+    pub fn dir(&self) -> Option<&Path> {
+        self.parts.as_ref().map(|p| p.dir.as_path())
     }
 
     /// Whether bwrap still runs (a pooled sandbox may have died while it waited).
@@ -115,7 +128,7 @@ impl Warm {
         let Parts { dir, conn, child, reader, cgroup } = self.parts.take().expect("a warm sandbox has its parts");
         Sandbox {
             id: spec.id.clone(),
-            fs: SandboxFs::new(dir.join("workspace"), dir.join("tmp"), owner),
+            fs: SandboxFs::new(disk::workspace(&dir), disk::tmp(&dir), owner),
             dir,
             client: InitClient::new(spec, conn.clone()),
             conn,
@@ -144,7 +157,9 @@ impl Sandbox {
         cgroups: &Cgroups,
         spec: &SandboxSpec,
     ) -> RuntimeResult<Self> {
-        let warm = Warm::start(config, owner, cgroups, spec.id.as_str(), &limits_of(spec), spec.internet_access)
+        let quota = config.disk.quota(spec.disk_mb, spec.memory_mb).map_err(|e| disk_refusal(spec, e))?;
+        let limits = limits_of(spec);
+        let warm = Warm::start(config, owner, cgroups, spec.id.as_str(), &limits, &quota, spec.internet_access)
             .await
             .map_err(|why| RuntimeError::StartFailed { sandbox: spec.id.clone(), why })?;
         Ok(warm.bind(spec, owner))
@@ -221,30 +236,23 @@ fn has_exited(pid: u32) -> bool {
     stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
-/// Creates the sandbox's `workspace` and `tmp` directories, owned by the sandbox user.
-pub(super) fn make_dirs(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
-    for area in ["workspace", "tmp"] {
-        std::fs::create_dir_all(dir.join(area))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(dir.join(area), Some(uid), Some(gid))?;
-        }
-    }
-    Ok(())
-}
-
-/// Creates the sandbox directories and cgroups (named `name`).
-pub(super) fn prepare(
-    dir: &Path,
-    owner: Option<(u32, u32)>,
-    cgroups: &Cgroups,
-    name: &str,
-    limits: &Limits,
-) -> io::Result<Option<SandboxCgroup>> {
-    make_dirs(dir, owner)?;
+/// Creates the sandbox directory and its cgroups (named `name`); its storage comes after.
+pub(super) fn prepare(dir: &Path, cgroups: &Cgroups, name: &str, limits: &Limits) -> io::Result<Option<SandboxCgroup>> {
+    std::fs::create_dir_all(dir)?;
     if !cgroups.is_enabled() {
         return Ok(None);
     }
     cgroups.create(name, limits).map(Some)
+}
+
+/// A spec whose disk this node cannot give.
+pub fn disk_refusal(spec: &SandboxSpec, e: disk::DiskError) -> RuntimeError {
+    match e {
+        disk::DiskError::TooLarge { .. } | disk::DiskError::TooSmall { .. } => {
+            RuntimeError::Invalid { what: "disk_mb", why: e.to_string() }
+        }
+        other => RuntimeError::StartFailed { sandbox: spec.id.clone(), why: other.to_string() },
+    }
 }
 
 /// Spawns bwrap (inside the cgroups from its first instruction) and waits for the init's ready
@@ -296,10 +304,14 @@ fn read_log(dir: &Path) -> String {
     if text.is_empty() { "(nothing)".to_owned() } else { text }
 }
 
-/// Removes the cgroups (killing anything left in them) and the sandbox directory. Blocking.
+/// Removes the cgroups (killing anything left in them), the sandbox's storage mounts and its
+/// directory. Blocking.
 pub fn cleanup(dir: &Path, cgroup: Option<&SandboxCgroup>) {
     if let Some(cg) = cgroup {
         cg.remove();
+    }
+    if let Err(e) = disk::release(dir) {
+        tracing::warn!(path = %dir.display(), error = %e, "sandbox storage not released");
     }
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != io::ErrorKind::NotFound

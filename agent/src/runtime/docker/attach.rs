@@ -29,9 +29,14 @@ pub struct Container {
     _reader: OwnedTask,
 }
 
-/// Creates, attaches and starts the container, and waits for the init's ready frame. On failure
-/// the container is removed again.
-pub async fn create(docker: &Docker, config: &DockerConfig, s: &SandboxSpec) -> RuntimeResult<Container> {
+/// Creates, attaches and starts the container (on the prepared `storage`, with disk quotas), and
+/// waits for the init's ready frame. On failure the container is removed again.
+pub async fn create(
+    docker: &Docker,
+    config: &DockerConfig,
+    s: &SandboxSpec,
+    storage: Option<&std::path::Path>,
+) -> RuntimeResult<Container> {
     let failed = |why: String| RuntimeError::StartFailed { sandbox: s.id.clone(), why };
     let image = spec::image(config, s);
     match docker.inspect_image(&image).await {
@@ -43,7 +48,10 @@ pub async fn create(docker: &Docker, config: &DockerConfig, s: &SandboxSpec) -> 
     }
     let name = DockerRuntime::container_name(&s.id);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-    docker.create_container(Some(opts), spec::container(config, s)).await.map_err(|e| failed(e.to_string()))?;
+    docker
+        .create_container(Some(opts), spec::container(config, s, storage))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     match start(docker, &name, s).await {
         Ok(c) => Ok(c),
         Err(e) => {

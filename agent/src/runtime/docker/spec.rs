@@ -1,19 +1,23 @@
 //! The settings of a sandbox's container.
 //!
-//! Storage: the root filesystem is read-only; `/workspace` is an anonymous volume (on the
-//! engine's disk, initialised from the image's `/workspace`, so owned by the sandbox user; removed
-//! with the container) and `/tmp` a tmpfs owned by the sandbox user. tmpfs pages are charged to
-//! the container's memory cgroup, so what a sandbox keeps in `/tmp` counts against its memory
-//! limit (its size is capped at that limit); files in `/workspace` cost disk, not memory.
+//! Storage: the root filesystem is read-only. With disk quotas, `/workspace` and `/tmp` are bind
+//! mounts of the sandbox's disk on the host (a loop-mounted ext4 image of `disk_mb`, see
+//! [`crate::runtime::disk`]) and `/dev/shm` of its size-limited tmpfs, exactly as bubblewrap
+//! sandboxes get them. Without quotas, `/workspace` is an anonymous volume (on the engine's disk,
+//! initialised from the image's `/workspace`, so owned by the sandbox user; removed with the
+//! container) and `/tmp` a tmpfs owned by the sandbox user, capped at the memory limit (tmpfs
+//! pages are charged to the container's memory cgroup).
 
 use std::collections::HashMap;
+
+use std::path::Path;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions};
 use corral_core::model::SandboxSpec;
 
 use super::DockerConfig;
 use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
-use crate::runtime::seccomp;
+use crate::runtime::{disk, seccomp};
 
 pub const LABEL_SANDBOX: &str = "corral.sandbox_id";
 pub const LABEL_NODE: &str = "corral.node_id";
@@ -37,7 +41,8 @@ fn labels(config: &DockerConfig, spec: &SandboxSpec) -> HashMap<String, String> 
 
 /// The container: `corral-init` as its command, attached stdin/stdout (stdin stays open across
 /// attaches so the container outlives the agent's connection), no TTY (a binary-safe stream).
-pub fn container(config: &DockerConfig, spec: &SandboxSpec) -> ContainerCreateBody {
+/// `storage` is the sandbox's prepared directory when disk quotas are on.
+pub fn container(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Path>) -> ContainerCreateBody {
     // Only the base environment: the spec's variables travel with each exec (as with bubblewrap),
     // so they are not visible in the engine's container metadata.
     let env = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
@@ -57,21 +62,27 @@ pub fn container(config: &DockerConfig, spec: &SandboxSpec) -> ContainerCreateBo
         open_stdin: Some(true),
         stdin_once: Some(false),
         tty: Some(false),
-        host_config: Some(host_config(config, spec)),
+        host_config: Some(host_config(config, spec, storage)),
         ..Default::default()
     }
 }
 
-fn host_config(config: &DockerConfig, spec: &SandboxSpec) -> HostConfig {
+fn host_config(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Path>) -> HostConfig {
     let memory = (spec.memory_mb > 0).then(|| (spec.memory_mb * 1024 * 1024) as i64);
-    let tmp_bytes = memory.map_or(TMP_DEFAULT_BYTES, |m| m as u64);
-    let (uid, gid) = (config.sandbox_uid, config.sandbox_gid);
-    let tmp = format!("rw,exec,nosuid,nodev,size={tmp_bytes},uid={uid},gid={gid},mode=1777");
-    let workspace = Mount {
-        target: Some("/workspace".to_owned()),
-        typ: Some(MountType::VOLUME),
-        volume_options: Some(MountVolumeOptions { labels: Some(labels(config, spec)), ..Default::default() }),
-        ..Default::default()
+    let (mounts, tmpfs) = match storage {
+        Some(dir) => (quota_mounts(dir), None),
+        None => {
+            let tmp_bytes = memory.map_or(TMP_DEFAULT_BYTES, |m| m as u64);
+            let (uid, gid) = (config.sandbox_uid, config.sandbox_gid);
+            let tmp = format!("rw,exec,nosuid,nodev,size={tmp_bytes},uid={uid},gid={gid},mode=1777");
+            let workspace = Mount {
+                target: Some("/workspace".to_owned()),
+                typ: Some(MountType::VOLUME),
+                volume_options: Some(MountVolumeOptions { labels: Some(labels(config, spec)), ..Default::default() }),
+                ..Default::default()
+            };
+            (vec![workspace], Some(HashMap::from([("/tmp".to_owned(), tmp)])))
+        }
     };
     HostConfig {
         cap_drop: Some(vec!["ALL".to_owned()]),
@@ -87,14 +98,26 @@ fn host_config(config: &DockerConfig, spec: &SandboxSpec) -> HostConfig {
         nano_cpus: (spec.cpus > 0.0).then_some((spec.cpus * 1e9) as i64),
         pids_limit: (spec.pids_limit > 0).then_some(i64::from(spec.pids_limit)),
         binds: Some(vec![format!("{}:{INIT_IN_SANDBOX}:ro", config.init_path.display())]),
-        mounts: Some(vec![workspace]),
-        tmpfs: Some(HashMap::from([("/tmp".to_owned(), tmp)])),
+        mounts: Some(mounts),
+        tmpfs,
         // The control stream is binary and private: nothing is logged.
         log_config: Some(HostConfigLogConfig { typ: Some("none".to_owned()), config: None }),
         init: Some(false),
         auto_remove: Some(false),
         ..Default::default()
     }
+}
+
+/// Bind mounts of the sandbox's disk (`/workspace`, `/tmp`) and `/dev/shm` tmpfs from the host.
+fn quota_mounts(dir: &Path) -> Vec<Mount> {
+    let bind = |source: std::path::PathBuf, target: &str| Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(false),
+        ..Default::default()
+    };
+    vec![bind(disk::workspace(dir), "/workspace"), bind(disk::tmp(dir), "/tmp"), bind(disk::shm(dir), "/dev/shm")]
 }
 
 #[cfg(test)]
@@ -116,6 +139,7 @@ mod tests {
             default_image: "corral/base:latest".into(),
             sandbox_uid: 1000,
             sandbox_gid: 1000,
+            disk: disk::Disks::off(Default::default()),
         };
         let spec = SandboxSpec {
             id: SandboxId::random(),
@@ -131,8 +155,14 @@ mod tests {
             labels: BTreeMap::new(),
             workdir: "/workspace".into(),
             image: String::new(),
+            disk_mb: 0,
         };
-        let c = container(&config, &spec);
+        let quota = container(&config, &spec, Some(Path::new("/s/docker/x")));
+        let mounts = quota.host_config.and_then(|h| h.mounts).unwrap();
+        let targets: Vec<_> = mounts.iter().filter_map(|m| m.target.as_deref()).collect();
+        assert_eq!(targets, ["/workspace", "/tmp", "/dev/shm"]);
+        assert_eq!(mounts[0].source.as_deref(), Some("/s/docker/x/disk/workspace"));
+        let c = container(&config, &spec, None);
         let h = c.host_config.clone().unwrap();
         assert_eq!(c.image.as_deref(), Some("corral/base:latest"));
         assert_eq!(c.user.as_deref(), Some("1000:1000"));

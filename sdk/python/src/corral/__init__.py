@@ -79,6 +79,7 @@ from .sync import (
 )
 from .types import (
     CommandResult,
+    DiskUsage,
     ExecResult,
     FileInfo,
     ResourceLimits,
@@ -107,6 +108,7 @@ __all__ = [
     "SandboxStatus",
     "ResourceLimits",
     "SandboxInfo",
+    "DiskUsage",
     "ExecResult",
     "CommandResult",
     "FileInfo",

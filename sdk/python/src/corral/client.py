@@ -280,10 +280,13 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
         workdir: Optional[str] = None,
         image: Optional[str] = None,
         timeout: Optional[float] = None,
+        disk_mb: Optional[int] = None,
     ) -> SandboxInfo:
         """``Sandboxes.Create``: returns once the sandbox is RUNNING (or raises).
 
         Unset values use the server's defaults. ``timeout`` is the gRPC deadline of the call.
+        ``disk_mb`` is the disk quota of ``/workspace`` and ``/tmp`` together (inodes in
+        proportion); writes past it fail with ENOSPC inside the sandbox.
         """
         req = sandbox_pb2.CreateSandboxRequest()
         rt = RuntimeType.parse(runtime)
@@ -293,6 +296,8 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
             _set(req, "cpus", float(cpus) if isinstance(cpus, int) else cpus)
         if memory_mb is not None:
             _set(req, "memory_mb", memory_mb)
+        if disk_mb is not None:
+            _set(req, "disk_mb", disk_mb)
         if timeout_seconds is not None:
             _set(req, "timeout_seconds", timeout_seconds)
         _set(req, "internet_access", bool(internet_access))

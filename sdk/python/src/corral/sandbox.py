@@ -267,6 +267,7 @@ class AsyncSandbox(_SandboxProcesses):
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
         client: Optional[AsyncSandboxClient] = None,
+        disk_mb: Optional[int] = None,
     ) -> SandboxCreation:
         """Creates a sandbox and returns once it is RUNNING.
 
@@ -278,7 +279,9 @@ class AsyncSandbox(_SandboxProcesses):
         ``timeout_seconds`` (alias ``timeout``) is the sandbox's lifetime, after which the server
         destroys it (EXPIRED). ``env_vars`` (alias ``env``) apply to every command. ``resources``
         is an alternative way to give cpus/memory/lifetime. ``image`` (alias ``template``) is the
-        local image of a ``RuntimeType.DOCKER`` sandbox. Unset values use server defaults.
+        local image of a ``RuntimeType.DOCKER`` sandbox. ``disk_mb`` is the disk quota of
+        ``/workspace`` and ``/tmp`` together (writes past it fail with ENOSPC inside the sandbox;
+        ``info()`` reports the use). Unset values use server defaults.
         """
         kwargs = _create_kwargs(
             image=image,
@@ -295,6 +298,7 @@ class AsyncSandbox(_SandboxProcesses):
             name=name,
             workdir=workdir,
             resources=resources,
+            disk_mb=disk_mb,
         )
         return SandboxCreation(lambda: cls._create(kwargs, endpoint, api_key, client))
 
@@ -756,6 +760,7 @@ def _create_kwargs(
     resources: Optional[ResourceLimits] = None,
     image: Optional[str] = None,
     template: Optional[str] = None,
+    disk_mb: Optional[int] = None,
 ) -> dict[str, Any]:
     if image is not None and template is not None and image != template:
         raise InvalidArgumentError("image: give image or its alias template, not both")
@@ -792,6 +797,7 @@ def _create_kwargs(
         name=name,
         workdir=workdir,
         image=image if image is not None else template,
+        disk_mb=disk_mb,
     )
 
 

@@ -105,6 +105,7 @@ class Sandbox(_SyncProcesses):
         template: Optional[str] = None,
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
+        disk_mb: Optional[int] = None,
     ) -> "Sandbox":
         """Creates a sandbox; ``with Sandbox.create(...) as sb:`` destroys it on exit."""
         creation = AsyncSandbox.create(
@@ -121,6 +122,7 @@ class Sandbox(_SyncProcesses):
             workdir=workdir,
             resources=resources,
             image=image,
+            disk_mb=disk_mb,
             template=template,
             endpoint=endpoint,
             api_key=api_key,

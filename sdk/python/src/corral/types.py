@@ -186,6 +186,16 @@ def _ms_to_dt(ms: int) -> Optional[_dt.datetime]:
 
 
 @dataclass(frozen=True)
+class DiskUsage(_Record):
+    """Space and inodes a sandbox uses on its disk (``/workspace`` and ``/tmp``)."""
+
+    used_bytes: int
+    total_bytes: int
+    used_inodes: int
+    total_inodes: int
+
+
+@dataclass(frozen=True)
 class SandboxInfo(_Record):
     """What the server knows about a sandbox (``Sandboxes.Get``)."""
 
@@ -208,6 +218,10 @@ class SandboxInfo(_Record):
     termination_reason: str
     #: The image of a Docker sandbox (empty for bubblewrap).
     image: str = ""
+    #: Disk quota in MiB of ``/workspace`` and ``/tmp`` together.
+    disk_mb: int = 0
+    #: What the sandbox uses of it, when ``info()`` asked a node that enforces quotas.
+    disk_usage: Optional[DiskUsage] = None
 
     _aliases: ClassVar[dict[str, str]] = {"id": "sandbox_id", "state": "status", "template": "image"}
 
@@ -244,6 +258,17 @@ class SandboxInfo(_Record):
             expires_at=_ms_to_dt(sb.expires_at_ms),
             termination_reason=sb.termination_reason,
             image=sb.image,
+            disk_mb=sb.disk_mb,
+            disk_usage=(
+                DiskUsage(
+                    used_bytes=sb.disk_usage.used_bytes,
+                    total_bytes=sb.disk_usage.total_bytes,
+                    used_inodes=sb.disk_usage.used_inodes,
+                    total_inodes=sb.disk_usage.total_inodes,
+                )
+                if sb.HasField("disk_usage")
+                else None
+            ),
         )
 
 

@@ -135,6 +135,7 @@ class CreateSandboxRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     WORKDIR_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    DISK_MB_FIELD_NUMBER: _builtins.int
     runtime: Global___Runtime.ValueType
     cpus: _builtins.float
     """CPU cores (fractions allowed); 0 = server default."""
@@ -150,6 +151,10 @@ class CreateSandboxRequest(_message.Message):
     image: _builtins.str
     """Image for RUNTIME_DOCKER (a local image of the node, e.g. "corral/python"); default
     "corral/base". Must be empty for RUNTIME_BWRAP (which uses the host's read-only system).
+    """
+    disk_mb: _builtins.int
+    """Disk quota in MiB of /workspace and /tmp together (bytes, and inodes in proportion); 0 =
+    server default. Writing past it fails with ENOSPC inside the sandbox only.
     """
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -170,14 +175,45 @@ class CreateSandboxRequest(_message.Message):
         name: _builtins.str = ...,
         workdir: _builtins.str = ...,
         image: _builtins.str = ...,
+        disk_mb: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "env", b"env", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "runtime", b"runtime", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "disk_mb", b"disk_mb", "env", b"env", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "runtime", b"runtime", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateSandboxRequest: _TypeAlias = CreateSandboxRequest  # noqa: Y015
+
+@_typing.final
+class DiskUsage(_message.Message):
+    """Space and inodes a sandbox uses on its disk (/workspace and /tmp)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    USED_INODES_FIELD_NUMBER: _builtins.int
+    TOTAL_INODES_FIELD_NUMBER: _builtins.int
+    used_bytes: _builtins.int
+    total_bytes: _builtins.int
+    used_inodes: _builtins.int
+    total_inodes: _builtins.int
+    def __init__(
+        self,
+        *,
+        used_bytes: _builtins.int = ...,
+        total_bytes: _builtins.int = ...,
+        used_inodes: _builtins.int = ...,
+        total_inodes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["total_bytes", b"total_bytes", "total_inodes", b"total_inodes", "used_bytes", b"used_bytes", "used_inodes", b"used_inodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskUsage: _TypeAlias = DiskUsage  # noqa: Y015
 
 @_typing.final
 class Sandbox(_message.Message):
@@ -221,6 +257,8 @@ class Sandbox(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
     TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    DISK_MB_FIELD_NUMBER: _builtins.int
+    DISK_USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     tenant: _builtins.str
@@ -240,8 +278,14 @@ class Sandbox(_message.Message):
     termination_reason: _builtins.str
     """Why a sandbox reached its terminal state (e.g. "destroyed by client", "node n1 lease expired")."""
     image: _builtins.str
+    disk_mb: _builtins.int
+    """Disk quota in MiB (0 on records from before quotas: the node's default)."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def disk_usage(self) -> Global___DiskUsage:
+        """Set by Get for a RUNNING or PAUSED sandbox on a node that enforces disk quotas."""
+
     def __init__(
         self,
         *,
@@ -263,10 +307,12 @@ class Sandbox(_message.Message):
         expires_at_ms: _builtins.int = ...,
         termination_reason: _builtins.str = ...,
         image: _builtins.str = ...,
+        disk_mb: _builtins.int = ...,
+        disk_usage: Global___DiskUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disk_usage", b"disk_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "created_at_ms", b"created_at_ms", "ended_at_ms", b"ended_at_ms", "expires_at_ms", b"expires_at_ms", "id", b"id", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "node_id", b"node_id", "runtime", b"runtime", "started_at_ms", b"started_at_ms", "state", b"state", "tenant", b"tenant", "termination_reason", b"termination_reason", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "created_at_ms", b"created_at_ms", "disk_mb", b"disk_mb", "disk_usage", b"disk_usage", "ended_at_ms", b"ended_at_ms", "expires_at_ms", b"expires_at_ms", "id", b"id", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "node_id", b"node_id", "runtime", b"runtime", "started_at_ms", b"started_at_ms", "state", b"state", "tenant", b"tenant", "termination_reason", b"termination_reason", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
