@@ -4,13 +4,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use corral_core::ids::{NodeId, SandboxId, TenantId};
+use corral_core::jobs::BatchId;
 use corral_core::keys::{BatchesPrefix, DeadlinesPrefix, JobsPrefix, NodesPrefix, SandboxesPrefix};
 use corral_core::model::{NodeInfo, SandboxRecord};
 use corral_core::state::SandboxState;
 use corral_core::store::{self, EventKind, KeyValue, StateStore, StoreError};
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use crate::capacity::Resources;
 use crate::scheduler::{self, Candidate, Demand};
@@ -22,7 +25,9 @@ pub struct Placed {
     pub node: NodeId,
     pub state: SandboxState,
     pub demand: Demand,
-    pub created_at_ms: i64,
+    /// When this coordinator first saw it (its own monotonic clock: no other clock's skew
+    /// matters for how long it has been waiting).
+    pub seen: Instant,
     /// mod_revision of the record this entry reflects (older events are ignored); 0 while only
     /// reserved.
     pub revision: i64,
@@ -64,7 +69,6 @@ impl ClusterView {
         id: &SandboxId,
         tenant: &TenantId,
         demand: Demand,
-        created_at_ms: i64,
     ) -> Result<NodeId, scheduler::PlacementError> {
         let jobs = self.jobs.used_by_node();
         let mut inner = self.lock();
@@ -89,7 +93,7 @@ impl ClusterView {
             node: node.clone(),
             state: SandboxState::Scheduled,
             demand,
-            created_at_ms,
+            seen: Instant::now(),
             revision: 0,
             record: None,
         };
@@ -130,7 +134,12 @@ impl ClusterView {
     /// Applies one watched change to the index it belongs to.
     fn apply(&self, kind: EventKind, key: &str, value: &[u8], revision: i64, create_revision: i64) {
         let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap_or(key);
-        if rest.starts_with("jobs/") || rest.starts_with("batches/") {
+        if let Some(deadline) = rest.strip_prefix("deadlines/")
+            && kind == EventKind::Delete
+            && let Some(batch) = deadline.rsplit('/').next().and_then(|s| BatchId::parse(s).ok())
+        {
+            self.jobs.deadline_passed(batch);
+        } else if rest.starts_with("jobs/") || rest.starts_with("batches/") {
             let kv = KeyValue {
                 key: key.to_owned(),
                 value: value.to_vec(),
@@ -173,15 +182,16 @@ impl ClusterView {
             .collect()
     }
 
-    /// Sandboxes whose record still says `SCHEDULED` and that were created before `before_ms`.
-    pub fn stuck_scheduled(&self, before_ms: i64) -> Vec<Arc<SandboxRecord>> {
+    /// Sandboxes whose record still says `SCHEDULED` and that this coordinator has known for
+    /// longer than `older_than`, with how long.
+    pub fn stuck_scheduled(&self, older_than: Duration) -> Vec<(Arc<SandboxRecord>, Duration)> {
         let inner = self.lock();
         inner
             .sandboxes
             .values()
-            .filter(|p| p.created_at_ms < before_ms)
-            .filter_map(|p| p.record.clone())
-            .filter(|r| r.state == SandboxState::Scheduled)
+            .filter(|p| p.seen.elapsed() > older_than)
+            .filter_map(|p| Some((p.record.clone()?, p.seen.elapsed())))
+            .filter(|(r, _)| r.state == SandboxState::Scheduled)
             .collect()
     }
 
@@ -239,6 +249,7 @@ impl ClusterView {
             .map(|(id, _)| id.clone())
             .collect();
         inner.deadlines_gone = gone;
+        self.jobs.deadlines_present(&present);
         // Both reads happened at or after the first page's revision; watching from the smaller
         // one replays anything in between (applying an event twice is harmless).
         let revision = nodes.1.min(sandboxes.1).min(deadlines.1).min(batches.1).min(jobs.1);
@@ -306,7 +317,7 @@ impl Inner {
             node,
             state: record.state,
             demand,
-            created_at_ms: record.created_at_ms,
+            seen: self.sandboxes.get(id).map_or_else(Instant::now, |p| p.seen),
             revision,
             record: Some(Arc::new(record.clone())),
         };
@@ -341,7 +352,7 @@ impl Inner {
                 }
             }
         } else if let Some(deadline) = rest.strip_prefix("deadlines/") {
-            // Only sandbox deadlines are kept here; `{tenant}/{id}`.
+            // Sandbox deadlines are kept here (batch ones in the job index); `{tenant}/{id}`.
             if let Some(id) = deadline.rsplit('/').next().and_then(|s| SandboxId::parse(s).ok()) {
                 match kind {
                     EventKind::Put => self.deadlines_gone.remove(&id),

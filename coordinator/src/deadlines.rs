@@ -72,10 +72,15 @@ impl DeadlineLeases {
 impl Core {
     /// A lease for a deadline `timeout_seconds` from now; 0 for no timeout.
     pub(crate) async fn deadline_lease(&self, timeout_seconds: u64) -> ApiResult<LeaseId> {
-        if timeout_seconds == 0 {
+        self.deadline_lease_after(Duration::from_secs(timeout_seconds)).await
+    }
+
+    /// A lease for a deadline `after` from now; 0 for none (`after` zero).
+    pub(crate) async fn deadline_lease_after(&self, after: Duration) -> ApiResult<LeaseId> {
+        if after.is_zero() {
             return Ok(0);
         }
-        Ok(self.deadlines.lease_for(Duration::from_secs(timeout_seconds)).await?)
+        Ok(self.deadlines.lease_for(after).await?)
     }
 
     /// Passes `result` on; a lease the store no longer knows is not handed out again (the

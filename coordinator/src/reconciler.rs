@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use corral_core::protocol::{Work, WorkReply};
 use corral_core::state::SandboxState;
-use corral_core::time::now_ms;
 use tokio::sync::mpsc;
 
 use crate::service::Core;
@@ -45,11 +44,13 @@ async fn sweep(core: &Core) {
         }
     }
     core.expire_due().await;
-    let timeout = core.config.create_timeout().as_millis() as i64;
-    for record in core.view.stuck_scheduled(now_ms() - timeout) {
+    // Ages on this coordinator's own clock: a record's times come from whichever coordinator
+    // wrote them, and may be skewed.
+    let timeout = core.config.create_timeout();
+    for (record, age) in core.view.stuck_scheduled(timeout) {
         let (tenant, id) = (&record.spec.tenant, &record.spec.id);
         let Some(node) = &record.node else { continue };
-        if record.created_at_ms < now_ms() - 2 * timeout {
+        if age > 2 * timeout {
             let reason = format!("node {node} never confirmed the start");
             if let Err(e) = core.end(tenant, id, SandboxState::Failed, &reason).await {
                 tracing::warn!(sandbox_id = %id, error = %e, "could not fail a stuck sandbox");

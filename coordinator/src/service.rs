@@ -67,7 +67,7 @@ impl Core {
         let now = now_ms();
         let expires_at_ms = now + (spec.timeout_seconds as i64).saturating_mul(1000);
         let demand = Demand::of_sandbox(&spec);
-        let node = self.view.place_and_reserve(&spec.id, &spec.tenant, demand, now).map_err(|e| match e {
+        let node = self.view.place_and_reserve(&spec.id, &spec.tenant, demand).map_err(|e| match e {
             PlacementError::Full { .. } => ApiError::NoCapacity(e.to_string()),
             _ => ApiError::FailedPrecondition(e.to_string()),
         })?;

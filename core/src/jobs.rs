@@ -289,8 +289,13 @@ pub struct BatchRecord {
     pub total: u32,
     pub max_concurrency: u32,
     pub retries_per_item: u32,
-    /// 0 = none.
+    /// When the deadline is expected to pass, for display (the submitting coordinator's clock);
+    /// 0 = none. The deadline itself is the lease of the batch's `deadlines/` key.
     pub deadline_at_ms: i64,
+    /// The lease holding the batch's deadline key (written with the record); 0 = no deadline
+    /// key (no deadline, or a record from before deadline keys: then `deadline_at_ms` decides).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deadline_lease: i64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
@@ -312,6 +317,10 @@ pub struct BatchRecord {
     pub cancelled: Option<Cancelled>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body_hash: String,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 fn legacy_digits() -> u8 {

@@ -78,6 +78,33 @@ async fn job_times_are_ordered(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A batch with a 6 s deadline is still running 3 s after its submit and is cancelled by its
+/// deadline after that.
+async fn batch_deadline_on_time(client: &Client) -> anyhow::Result<()> {
+    let items = (0..4).map(|_| pb::JobSpec { shell: "sleep 60".into(), ..Default::default() }).collect();
+    let req = pb::SubmitBatchRequest { items, deadline_seconds: 6.0, max_concurrency: 2, ..Default::default() };
+    let batch = client.submit_batch(req).await?;
+    let submitted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = client.get_batch(&batch).await?;
+    ensure!(
+        b.state == pb::BatchState::Running as i32,
+        "batch ended early, {:?} after submit: {b:?}",
+        submitted.elapsed()
+    );
+    loop {
+        let b = client.get_batch(&batch).await?;
+        if b.state == pb::BatchState::Cancelled as i32 {
+            ensure!(b.reason.contains("deadline"), "{b:?}");
+            ensure!(b.created_at_ms <= b.finished_at_ms, "batch times out of order: {b:?}");
+            eprintln!("batch cancelled by its deadline {:?} after submit (deadline 6 s)", submitted.elapsed());
+            return Ok(());
+        }
+        ensure!(submitted.elapsed() < Duration::from_secs(30), "batch deadline not enforced after 30 s: {b:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// One coordinator is `skew` off; `skewed_leads` says whether it runs the reconciler (then the
 /// other one takes the requests) or takes the requests (then the other one leads).
 async fn skewed_coordinator(skew: &'static str, skewed_leads: bool) -> anyhow::Result<()> {
@@ -91,6 +118,7 @@ async fn skewed_coordinator(skew: &'static str, skewed_leads: bool) -> anyhow::R
     let client = ready_client(&second_endpoint).await?;
     let result = async {
         expires_on_time(&client).await.context("sandbox timeout")?;
+        batch_deadline_on_time(&client).await.context("batch deadline")?;
         job_times_are_ordered(&client).await.context("job times")
     }
     .await;

@@ -105,6 +105,7 @@ fn new_batch(tenant: TenantId, req: &pb::SubmitBatchRequest, total: u32, body_ha
         max_concurrency: max_concurrency(req.max_concurrency)?,
         retries_per_item: jc::retries("retries_per_item", req.retries_per_item)?,
         deadline_at_ms: jc::batch_deadline_ms(req.deadline_seconds, now)?,
+        deadline_lease: 0,
         labels: convert::labels("labels", &req.labels)?,
         created_at_ms: now,
         accepted: false,
@@ -132,7 +133,11 @@ impl Batches for BatchesApi {
         let idem = jc::idempotency_key(&key)?;
         let hash = if idem.is_some() { jc::hash_of(&req) } else { String::new() };
         let total = total(cfg, req.total_items, req.items.len())?;
-        let batch = new_batch(tenant, &req, total, hash)?;
+        let mut batch = new_batch(tenant, &req, total, hash)?;
+        if batch.deadline_at_ms > 0 {
+            let after = std::time::Duration::from_secs_f64(req.deadline_seconds);
+            batch.deadline_lease = self.0.deadline_lease_after(after).await?;
+        }
         let items = specs(&self.0, 0, std::mem::take(&mut req.items))?;
         let first = upload::item_records(&batch, 0, items)?;
         let (done, progress) = upload::create(&self.0, batch, first, idem).await?;

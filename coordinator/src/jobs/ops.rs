@@ -263,7 +263,15 @@ pub async fn sweep_batches(core: &Arc<Core>) {
         let overdue = inner
             .batches
             .values()
-            .filter(|b| b.record.cancelled.is_none() && b.record.deadline_at_ms > 0 && b.record.deadline_at_ms <= now)
+            .filter(|b| {
+                // etcd's lease timer decides; records from before deadline keys use the time.
+                let r = &b.record;
+                let passed = match r.deadline_lease {
+                    0 => r.deadline_at_ms > 0 && r.deadline_at_ms <= now,
+                    _ => inner.deadlines_gone.contains(&r.id),
+                };
+                r.cancelled.is_none() && passed
+            })
             .filter(|b| !b.done())
             .map(|b| (b.record.tenant.clone(), b.record.id.clone()))
             .collect();

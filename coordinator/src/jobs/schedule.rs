@@ -270,6 +270,7 @@ mod tests {
             max_concurrency: cap,
             retries_per_item: 0,
             deadline_at_ms: 0,
+            deadline_lease: 0,
             labels: Default::default(),
             created_at_ms: 1,
             accepted: true,

@@ -4,7 +4,7 @@
 //! pending queues in FIFO order, running counts per tenant, batch and node). The records in the
 //! store stay the truth: every write based on this index is a CAS on the revision seen here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::ids::{NodeId, TenantId};
@@ -47,6 +47,8 @@ pub struct BatchEntry {
     pub finished: Vec<(i64, u32, JobId)>,
     /// When the last item finished.
     pub finished_at_ms: i64,
+    /// When this coordinator last saw the record change (its monotonic clock).
+    pub changed: Instant,
 }
 
 impl BatchEntry {
@@ -80,6 +82,8 @@ pub struct Inner {
     /// What the RUNNING jobs of each node reserve.
     pub running_by_node: HashMap<NodeId, Resources>,
     pub batches: HashMap<BatchId, BatchEntry>,
+    /// Batches whose deadline key etcd deleted: their deadline passed (see `deadlines.rs`).
+    pub deadlines_gone: HashSet<BatchId>,
 }
 
 /// The shared index. Cheap to clone.
@@ -169,6 +173,23 @@ impl JobTable {
         }
         let ahead = (entry.seq, id.clone());
         by_batch.values().map(|q| q.range(..&ahead).count()).sum::<usize>() as u64 + 1
+    }
+
+    /// A batch's deadline key was deleted (its lease ran out).
+    pub fn deadline_passed(&self, id: BatchId) {
+        self.lock().deadlines_gone.insert(id);
+    }
+
+    /// After a full load: batches that have a deadline lease but no deadline key any more.
+    pub fn deadlines_present(&self, present: &HashSet<&str>) {
+        let mut inner = self.lock();
+        let gone: Vec<BatchId> = inner
+            .batches
+            .values()
+            .filter(|b| b.record.deadline_lease != 0 && !present.contains(b.record.id.as_str()))
+            .map(|b| b.record.id.clone())
+            .collect();
+        inner.deadlines_gone.extend(gone);
     }
 
     pub fn batch(&self, id: &BatchId) -> Option<BatchEntry> {
@@ -317,6 +338,7 @@ impl Inner {
             Some(e) => {
                 e.record = Arc::new(record);
                 e.revision = revision;
+                e.changed = Instant::now();
             }
             None => {
                 self.batches.insert(
@@ -327,6 +349,7 @@ impl Inner {
                         counts: [0; 7],
                         finished: Vec::new(),
                         finished_at_ms: 0,
+                        changed: Instant::now(),
                     },
                 );
             }
@@ -345,6 +368,7 @@ fn placeholder(id: &BatchId, tenant: &TenantId) -> BatchEntry {
             max_concurrency: 0,
             retries_per_item: 0,
             deadline_at_ms: 0,
+            deadline_lease: 0,
             labels: Default::default(),
             created_at_ms: 0,
             accepted: false,
@@ -358,5 +382,6 @@ fn placeholder(id: &BatchId, tenant: &TenantId) -> BatchEntry {
         counts: [0; 7],
         finished: Vec::new(),
         finished_at_ms: 0,
+        changed: Instant::now(),
     }
 }

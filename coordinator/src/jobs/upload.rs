@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use corral_core::ids::TenantId;
 use corral_core::jobs::{BatchId, BatchRecord, Cancelled, IdemRecord, JobRecord, JobSpec};
-use corral_core::keys::{BatchKey, IdemKey, JobKey};
+use corral_core::keys::{BatchKey, DeadlineKey, IdemKey, JobKey};
 use corral_core::store::{self, StateStore, Txn};
 use corral_core::time::now_ms;
 use futures::future::join_all;
@@ -91,12 +91,16 @@ pub async fn create(
     ops::check_queue(core, &tenant, batch.total as usize)?;
     let key = BatchKey { tenant: &tenant, id: &batch.id };
     let mut txn = Txn::new().when(&key, 0).put(&key, store::encode(&batch));
+    if batch.deadline_lease != 0 {
+        let deadline = DeadlineKey { tenant: &tenant, id: batch.id.as_str() };
+        txn = txn.put_with_lease(&deadline, batch.id.as_str().as_bytes().to_vec(), batch.deadline_lease);
+    }
     if let Some(k) = idem {
         let idem_record = IdemRecord { id: batch.id.to_string(), body_hash: batch.body_hash.clone() };
         let k = IdemKey { tenant: &tenant, key: k };
         txn = txn.when(&k, 0).put(&k, store::encode(&idem_record));
     }
-    let out = core.store.txn(txn).await?;
+    let out = core.forget_lost_lease(core.store.txn(txn).await.map_err(ApiError::from))?;
     if !out.succeeded {
         return Err(ApiError::Conflict("batch submit with this idempotency_key".into()));
     }
@@ -225,28 +229,30 @@ async fn put_absent(store: &dyn StateStore, records: &[(JobRecord, Vec<u8>)]) ->
 /// Leader sweep: abandons uploads with no part for `timeout_ms`: cancels the batch (its total
 /// becomes what arrived, none of which ran) and its items.
 pub async fn sweep_abandoned(core: &Core, timeout_ms: i64) {
-    let now = now_ms();
-    let stale: Vec<(TenantId, BatchId)> = {
+    // How long since a part arrived is measured on this coordinator's clock (from when its index
+    // saw the record change), never by comparing times written by other coordinators.
+    let timeout = std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+    let stale: Vec<(TenantId, BatchId, i64)> = {
         let inner = core.view.jobs.lock();
         inner
             .batches
             .values()
             .filter(|b| b.revision > 0 && !b.record.accepted && b.record.cancelled.is_none())
-            .filter(|b| b.record.updated_at_ms.max(b.record.created_at_ms) + timeout_ms <= now)
-            .map(|b| (b.record.tenant.clone(), b.record.id.clone()))
+            .filter(|b| b.changed.elapsed() >= timeout)
+            .map(|b| (b.record.tenant.clone(), b.record.id.clone(), b.revision))
             .collect()
     };
-    for (tenant, id) in stale {
-        if let Err(e) = abandon(core, &tenant, &id, timeout_ms).await {
+    for (tenant, id, revision) in stale {
+        if let Err(e) = abandon(core, &tenant, &id, revision, timeout_ms).await {
             tracing::warn!(batch = %id, error = %e, "could not abandon a stalled batch upload; the sweep retries");
         }
     }
 }
 
-async fn abandon(core: &Core, tenant: &TenantId, id: &BatchId, timeout_ms: i64) -> ApiResult<()> {
+async fn abandon(core: &Core, tenant: &TenantId, id: &BatchId, seen: i64, timeout_ms: i64) -> ApiResult<()> {
     let (kv, mut batch) = ops::get_batch(core, tenant, id).await?;
-    let last = batch.updated_at_ms.max(batch.created_at_ms);
-    if batch.accepted || batch.cancelled.is_some() || last + timeout_ms > now_ms() {
+    // A part that arrived since the index saw the record postpones it.
+    if batch.accepted || batch.cancelled.is_some() || kv.mod_revision != seen {
         return Ok(());
     }
     let reason = format!(
@@ -288,6 +294,7 @@ mod tests {
             max_concurrency: 1,
             retries_per_item: 0,
             deadline_at_ms: 0,
+            deadline_lease: 0,
             labels: BTreeMap::new(),
             created_at_ms: 1,
             accepted: received == total,
