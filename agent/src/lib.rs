@@ -212,15 +212,30 @@ pub async fn run(
         watchdog,
     });
     adopt::recover(&agent).await?;
-    // Serve before registering, so the node is ready when the coordinator first sees it.
-    let rpc_task =
-        OwnedTask::spawn("agent.rpc", rpc::serve(agent.clone(), agent.bus.serve(&rpc::subject(&agent.node)).await?));
-    let work_task = OwnedTask::spawn("agent.work", work::consume(agent.clone()));
-    let heartbeat_task = OwnedTask::spawn("agent.heartbeat", node::heartbeat(agent.clone()));
-    let gc_task = OwnedTask::spawn("agent.gc", gc::run(agent.clone()));
-    let probe_task = OwnedTask::spawn("agent.languages", languages::probe_docker(agent.clone()));
+    // Serve before registering, so the node is ready when the coordinator first sees it. Every
+    // long-lived task is supervised: restarted with backoff when it fails or ends (a broken
+    // subscription, a store outage), except the report sender, which owns the report queue and
+    // cannot be rebuilt: its end stops the agent, which fences and exits (its supervisor, e.g.
+    // the DaemonSet, starts a fresh one).
+    let requests = agent.bus.serve(&rpc::subject(&agent.node)).await?;
+    let mut first = Some(requests);
+    let rpc_task = supervise(&agent, "agent.rpc", move |agent| {
+        let ready = first.take();
+        async move {
+            let requests = match ready {
+                Some(r) => r,
+                None => agent.bus.serve(&rpc::subject(&agent.node)).await.map_err(|e| e.to_string())?,
+            };
+            rpc::serve(agent, requests).await
+        }
+    });
+    let work_task = supervise(&agent, "agent.work", work::consume);
+    let heartbeat_task = supervise(&agent, "agent.heartbeat", node::heartbeat);
+    let gc_task = supervise(&agent, "agent.gc", gc::run);
+    let probe_task = supervise(&agent, "agent.languages", languages::probe_docker);
     let report_task = OwnedTask::spawn("agent.job_reports", jobs::report(agent.clone(), reports));
-    let tasks = [rpc_task, work_task, heartbeat_task, gc_task, probe_task, report_task];
+    let _restartable = [rpc_task, work_task, heartbeat_task, gc_task, probe_task];
+    let tasks = [report_task];
 
     tokio::pin!(shutdown);
     let failed = loop {
@@ -272,4 +287,15 @@ fn start_watchdog(
     let dog = watchdog::Watchdog::start(&config.state_dir, &init, dirs, config.watchdog())
         .map_err(|e| AgentError::Config(format!("could not start the node watchdog ({}): {e}", init.display())))?;
     Ok(Some(dog))
+}
+
+/// Runs `make(agent)` as the supervised task `name` (see [`corral_core::task::supervise`]).
+fn supervise<M, F, E>(agent: &Arc<Agent>, name: &'static str, mut make: M) -> OwnedTask
+where
+    M: FnMut(Arc<Agent>) -> F + Send + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let agent = agent.clone();
+    corral_core::task::supervise(name, move || make(agent.clone()))
 }

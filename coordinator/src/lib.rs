@@ -31,6 +31,7 @@ pub mod service;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use corral_core::bus::Bus;
 use corral_core::store::StateStore;
@@ -61,6 +62,8 @@ pub enum CoordinatorError {
     Serve(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("coordinator task {0} ended and cannot be restarted")]
+    TaskEnded(&'static str),
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -90,28 +93,34 @@ pub async fn run(
         endpoint: listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         since_ms: 0,
     };
-    let election = OwnedTask::spawn("coordinator.election", leadership.clone().campaign(store.clone(), me));
+    // Every long-lived task is supervised: restarted with backoff when it fails or ends, or — the
+    // reconciler, which owns the reply inbox and cannot be rebuilt — fatal: the coordinator turns
+    // its health NOT_SERVING and exits, so its process supervisor starts a fresh one.
+    let election = {
+        let (leadership, store) = (leadership.clone(), store.clone());
+        task::supervise("coordinator.election", move || leadership.clone().campaign(store.clone(), me.clone()))
+    };
     let deadlines = deadlines::DeadlineLeases::new(store.clone());
     let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership, deadlines });
-    let _reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
-    let _scheduler = OwnedTask::spawn("coordinator.job_scheduler", jobs::schedule::run(core.clone()));
-    let _results = OwnedTask::spawn("coordinator.job_results", jobs::commit::serve(core.clone()));
+    let reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
+    let _scheduler = {
+        let core = core.clone();
+        task::supervise("coordinator.job_scheduler", move || jobs::schedule::run(core.clone()))
+    };
+    let _results = {
+        let core = core.clone();
+        task::supervise("coordinator.job_results", move || jobs::commit::serve(core.clone()))
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SandboxesServer<api::sandboxes::SandboxesApi>>().await;
-    health.set_serving::<ExecServer<api::exec::ExecApi>>().await;
-    health.set_serving::<FilesServer<api::files::FilesApi>>().await;
-    health.set_serving::<SessionsServer<api::sessions::SessionsApi>>().await;
-    health.set_serving::<LanguagesServer<api::code::LanguagesApi>>().await;
-    health.set_serving::<JobsServer<api::jobs::JobsApi>>().await;
-    health.set_serving::<BatchesServer<api::batches::BatchesApi>>().await;
+    set_all(&health, tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(corral_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-    tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi(core.clone())))
@@ -121,8 +130,27 @@ pub async fn run(
         .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_request))
         .add_service(BatchesServer::new(api::batches::BatchesApi(core.clone())).max_decoding_message_size(max_request))
         .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
+    tokio::pin!(serve);
+    let fatal = loop {
+        tokio::select! {
+            served = &mut serve => {
+                served?;
+                break None;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if reconciler.is_finished() {
+                    break Some(reconciler.name());
+                }
+            }
+        }
+    };
+    if let Some(task) = fatal {
+        tracing::error!(task, "a coordinator task that cannot be restarted ended; NOT_SERVING, exiting");
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        set_all(&health, tonic_health::ServingStatus::NotServing).await;
+        return Err(CoordinatorError::TaskEnded(task));
+    }
     // Hand leadership over at once rather than after the lease runs out.
     drop(election);
     if let Some(lease) = core.leadership.lease()
@@ -131,4 +159,20 @@ pub async fn run(
         tracing::warn!(error = %e, "could not give up the leader lease; it expires on its own");
     }
     Ok(())
+}
+
+/// Sets the health of every service this coordinator serves.
+async fn set_all(health: &tonic_health::server::HealthReporter, status: tonic_health::ServingStatus) {
+    use tonic::server::NamedService;
+    for name in [
+        <SandboxesServer<api::sandboxes::SandboxesApi> as NamedService>::NAME,
+        <ExecServer<api::exec::ExecApi> as NamedService>::NAME,
+        <FilesServer<api::files::FilesApi> as NamedService>::NAME,
+        <SessionsServer<api::sessions::SessionsApi> as NamedService>::NAME,
+        <LanguagesServer<api::code::LanguagesApi> as NamedService>::NAME,
+        <JobsServer<api::jobs::JobsApi> as NamedService>::NAME,
+        <BatchesServer<api::batches::BatchesApi> as NamedService>::NAME,
+    ] {
+        health.set_service_status(name, status).await;
+    }
 }

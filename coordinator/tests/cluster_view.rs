@@ -74,8 +74,17 @@ async fn cluster_view_catches_up_after_etcd_restart() -> anyhow::Result<()> {
     wait_for_node(&view, "before-restart").await.context("before the restart")?;
 
     etcd.restart()?;
+    // Many changes, then compaction past all of them: a watch resumed from where the view was
+    // would be refused as compacted, so the view must reload.
+    for i in 0..50 {
+        put_node(store.as_ref(), &node(&format!("churn-{i}"))?).await?;
+    }
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let rev = raw.get("/", None).await?.header().map(|h| h.revision()).unwrap_or(0);
+    raw.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
     put_node(store.as_ref(), &node("after-restart")?).await?;
     wait_for_node(&view, "after-restart").await.context("after the restart")?;
     wait_for_node(&view, "before-restart").await.context("after the restart")?;
+    wait_for_node(&view, "churn-49").await.context("after the compaction")?;
     Ok(())
 }
