@@ -1,9 +1,9 @@
 //! `corral batch run|get|watch|cancel|list`: fan-out batches of jobs.
 //!
-//! `items` reads and checks the JSON Lines file, `watch` follows results across reconnections,
-//! `progress` counts them and draws the bar, `summary` prints the end, `run` ties them together.
+//! `items` (the library's `corral_cli::batch_items`) reads and checks the JSON Lines file,
+//! `watch` follows results across reconnections, `progress` counts them and draws the bar,
+//! `summary` prints the end, `run` ties them together.
 
-mod items;
 mod progress;
 mod run;
 mod summary;
@@ -12,6 +12,7 @@ mod watch;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use corral_cli::batch_items as items;
 use corral_client::Client;
 use corral_client::v1 as pb;
 use serde_json::json;
