@@ -108,7 +108,7 @@ fn round_trip(n: usize, spec: &pb::JobSpec) {
         batch_items::parse_line(n, &line).unwrap_or_else(|e| panic!("{spec:?} written as {line} fails: {e}"));
     // serde_json parses floats to within an ulp unless built with `float_roundtrip`.
     for (got, want) in [(&mut back.timeout_seconds, spec.timeout_seconds), (&mut back.cpus, spec.cpus)] {
-        assert!((*got - want).abs() <= want * 1e-15, "{want} came back as {got}");
+        assert!(got.to_bits().abs_diff(want.to_bits()) <= 1 || *got == want, "{want} came back as {got}");
         *got = want;
     }
     assert_eq!(&back, spec, "{line} parses differently");

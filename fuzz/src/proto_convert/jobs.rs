@@ -99,18 +99,19 @@ fn idempotency_key(raw: &str) {
 /// One job spec, as Submit (`prefix` "job.") and SubmitBatch (`items[i].`) validate it.
 fn job(raw: pb::JobSpec, cfg: &CoordinatorConfig, prefix: &str) {
     let nodes = nodes();
+    let timeout = raw.timeout_seconds;
     let result = jc::job_spec(raw, cfg, &nodes).map_err(|e| jc::within(prefix, e));
     if let Err(ApiError::InvalidField { field, .. }) = &result {
         assert!(field.starts_with(prefix), "{field} lacks the prefix {prefix}");
     }
-    let Some(spec) = valid(result, |s| check_job(s, cfg, &nodes)) else { return };
+    let Some(spec) = valid(result, |s| check_job(s, timeout, cfg, &nodes)) else { return };
     let record = ops::new_job(JobId::random(), &TenantId::default_tenant(), spec.clone(), 0, String::new());
     let wire = jc::job_to_pb(record, 0, true).spec.expect("a job on the wire has its spec");
     let back = jc::job_spec(wire, cfg, &nodes).unwrap_or_else(|e| panic!("{spec:?} on the wire: {e}"));
     assert_eq!(back, spec, "a job spec changed on the wire");
 }
 
-fn check_job(s: &JobSpec, cfg: &CoordinatorConfig, nodes: &[NodeInfo]) {
+fn check_job(s: &JobSpec, timeout: f64, cfg: &CoordinatorConfig, nodes: &[NodeInfo]) {
     let node = nodes.iter().find(|n| n.runtimes.contains(&s.runtime)).expect("a runtime no node offers");
     match s.runtime {
         RuntimeKind::Docker => assert!(node.images.contains(&s.image), "image {:?}", s.image),
@@ -131,7 +132,7 @@ fn check_job(s: &JobSpec, cfg: &CoordinatorConfig, nodes: &[NodeInfo]) {
     }
     assert!(s.cpus.is_finite() && s.cpus > 0.0 && s.cpus <= cfg.max_cpus, "cpus {}", s.cpus);
     assert!((16..=cfg.max_memory_mb).contains(&s.memory_mb), "memory {}", s.memory_mb);
-    limits::timeout_ms(s.timeout_ms, cfg);
+    limits::timeout_ms(timeout, s.timeout_ms, cfg);
     limits::env(&s.env);
     limits::labels(&s.labels);
     limits::stdin(&s.stdin);

@@ -69,8 +69,11 @@ pub fn dir(d: &str) {
     assert!(corral_init::files::resolve(d).is_ok(), "directory {d:?} is refused by the init's rules");
 }
 
-/// A command timeout in milliseconds: positive, at most the configured maximum.
-pub fn timeout_ms(ms: u64, cfg: &CoordinatorConfig) {
-    let max = (cfg.max_exec_timeout_seconds * 1000.0).ceil() as u64;
-    assert!((1..=max).contains(&ms), "timeout of {ms} ms");
+/// A command timeout in milliseconds: the least whole number not shorter than the requested
+/// seconds (the configured default for 0), compared as `f64`, and within the configured maximum.
+pub fn timeout_ms(requested: f64, ms: u64, cfg: &CoordinatorConfig) {
+    let seconds = if requested == 0.0 { cfg.default_exec_timeout_seconds } else { requested };
+    assert!(ms >= 1 && ms as f64 <= cfg.max_exec_timeout_seconds * 1000.0, "timeout of {ms} ms");
+    let least = ms as f64 / 1000.0 >= seconds && (ms - 1) as f64 / 1000.0 < seconds;
+    assert!(least, "{requested} s became {ms} ms");
 }

@@ -115,7 +115,7 @@ fn exec(req: pb::ExecRequest, cfg: &CoordinatorConfig) {
     valid(cv::command(req.argv, req.shell), limits::command);
     valid(cv::env("env", &req.env), limits::env);
     valid(cv::stdin(req.stdin), |s| limits::stdin(s));
-    valid(cv::exec_timeout_ms(req.timeout_seconds, cfg), |ms| limits::timeout_ms(*ms, cfg));
+    valid(cv::exec_timeout_ms(req.timeout_seconds, cfg), |ms| limits::timeout_ms(req.timeout_seconds, *ms, cfg));
     cwd(&req.cwd);
 }
 
@@ -127,7 +127,7 @@ fn run_code(req: pb::RunCodeRequest, cfg: &CoordinatorConfig) {
     }
     valid(cv::env("env", &req.env), limits::env);
     valid(cv::stdin(req.stdin), |s| limits::stdin(s));
-    valid(cv::exec_timeout_ms(req.timeout_seconds, cfg), |ms| limits::timeout_ms(*ms, cfg));
+    valid(cv::exec_timeout_ms(req.timeout_seconds, cfg), |ms| limits::timeout_ms(req.timeout_seconds, *ms, cfg));
     cwd(&req.cwd);
 }
 
