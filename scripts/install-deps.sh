@@ -2,11 +2,31 @@
 # Installs what Corral needs and is missing, on Debian/Ubuntu (run as root or with sudo).
 #   scripts/install-deps.sh          # to build and run: bubblewrap, protoc
 #   scripts/install-deps.sh --test   # also the real services the tests start: etcd, nats-server,
-#                                    # and faketime for the clock-skew tests
+#                                    # faketime for the clock-skew tests, and the fuzzing tools
+#   scripts/install-deps.sh --fuzz   # only what scripts/fuzz.sh needs: cargo-afl and its AFL++
 set -euo pipefail
 
-want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+# cargo-afl builds AFL++ (its afl-fuzz and the runtime the targets link) when installed; the
+# `afl` crate in Cargo.toml must be the same version.
+cargo_afl_version=0.18.2
+
+want_test=0 want_fuzz=0
+case "${1:-}" in
+  --test) want_test=1 want_fuzz=1 ;;
+  --fuzz) want_fuzz=1 ;;
+esac
+
+install_fuzz_tools() {
+  if ! cargo afl --version 2>/dev/null | grep -q "^cargo-afl $cargo_afl_version "; then
+    echo "installing cargo-afl $cargo_afl_version (builds AFL++, about a minute)"
+    cargo install --locked --quiet --force cargo-afl --version "$cargo_afl_version"
+  fi
+  # AFL++'s runtime is built per Rust toolchain: again after a toolchain update.
+  if cargo afl fuzz -h 2>&1 | grep -q "not built"; then
+    echo "building AFL++ for this Rust toolchain (cargo afl config --build)"
+    cargo afl config --build
+  fi
+}
 
 sudo_cmd=()
 if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
@@ -15,6 +35,10 @@ missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v python3 >/dev/null || missing+=(python3)
+if [[ $want_fuzz -eq 1 ]]; then
+  command -v make >/dev/null || missing+=(make)
+  command -v cc >/dev/null || missing+=(gcc)
+fi
 if [[ $want_test -eq 1 ]]; then
   command -v etcd >/dev/null || missing+=(etcd-server)
   # libfaketime, for the clock-skew tests (tests/tests/skew.rs).
@@ -36,3 +60,4 @@ if [[ $want_test -eq 1 ]] && ! command -v nats-server >/dev/null; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required: install Rust from https://rustup.rs" >&2; exit 1; }
+[[ $want_fuzz -eq 0 ]] || install_fuzz_tools

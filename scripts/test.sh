@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then formatting, lints and every test
 # (unit, contract suites against real etcd and nats-server, end-to-end against `corral dev`
-# and a multi-process cluster). CI runs exactly this (see .ci/run).
+# and a multi-process cluster), then a short fuzzing run. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +29,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+echo "== fuzzing (short: 20 s per target; scripts/fuzz.sh --seconds 3600 is the long run)"
+scripts/fuzz.sh

@@ -80,7 +80,22 @@ pub fn exec_timeout_ms(t: f64, cfg: &CoordinatorConfig) -> ApiResult<u64> {
         return Err(ApiError::field("timeout_seconds", why));
     }
     let timeout = if t == 0.0 { cfg.default_exec_timeout_seconds } else { t };
-    Ok((timeout * 1000.0).ceil() as u64)
+    Ok(ceil_ms(timeout))
+}
+
+/// Whole milliseconds, rounded up: the least `ms` with `ms / 1000 ≥ seconds` in `f64`, so a
+/// decimal such as 2.007 s (2007.0000000000002 once multiplied by 1000) is 2007 ms, not 2008,
+/// and a timeout shown on the wire as `ms / 1000` converts back to the same `ms`.
+pub fn ceil_ms(seconds: f64) -> u64 {
+    let ms = (seconds * 1000.0).ceil();
+    let ms = if ms / 1000.0 < seconds {
+        ms + 1.0
+    } else if ms >= 1.0 && (ms - 1.0) / 1000.0 >= seconds {
+        ms - 1.0
+    } else {
+        ms
+    };
+    ms as u64
 }
 
 pub fn sandbox_name(field: &str, raw: &str) -> ApiResult<SandboxName> {
@@ -158,6 +173,8 @@ pub fn runtime(raw: i32) -> ApiResult<RuntimeKind> {
 
 /// The image Docker sandboxes use when a request names none.
 pub const DEFAULT_IMAGE: &str = "corral/base:latest";
+/// Longest image reference, counting the `:latest` added to one without a tag.
+pub const MAX_IMAGE: usize = 255;
 
 /// A local image reference, normalised to `repository:tag` (`latest` when no tag is given).
 pub fn image(runtime: RuntimeKind, raw: &str) -> ApiResult<String> {
@@ -170,17 +187,20 @@ pub fn image(runtime: RuntimeKind, raw: &str) -> ApiResult<String> {
     if raw.is_empty() {
         return Ok(DEFAULT_IMAGE.to_owned());
     }
-    let ok = raw.len() <= 255
-        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b))
+    let ok = raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b))
         && raw.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
-    if !ok {
+    let last = raw.rsplit('/').next().unwrap_or(raw);
+    let image = if last.contains(':') || raw.contains('@') { raw.to_owned() } else { format!("{raw}:latest") };
+    // The limit applies to the normalised reference, so what this returns passes it again.
+    if !ok || image.len() > MAX_IMAGE {
         return Err(ApiError::field(
             "image",
-            format!("{raw:.80?} is not an image reference like corral/python:latest"),
+            format!(
+                "{raw:.80?} is not an image reference like corral/python:latest (≤ {MAX_IMAGE} bytes with its tag)"
+            ),
         ));
     }
-    let last = raw.rsplit('/').next().unwrap_or(raw);
-    Ok(if last.contains(':') || raw.contains('@') { raw.to_owned() } else { format!("{raw}:latest") })
+    Ok(image)
 }
 
 pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &CoordinatorConfig) -> ApiResult<SandboxSpec> {
@@ -403,5 +423,33 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
             assert!(status.message().contains("disk_mb"), "{}", status.message());
         }
+    }
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds_without_float_noise() {
+        let cfg = CoordinatorConfig::default();
+        let cases = [(2.007, 2007), (2.0071, 2008), (0.0005, 1), (1e-9, 1), (2.5, 2500), (86_400.0, 86_400_000)];
+        for (seconds, ms) in cases {
+            assert_eq!(exec_timeout_ms(seconds, &cfg).unwrap(), ms, "{seconds} s");
+        }
+        assert_eq!(exec_timeout_ms(0.0, &cfg).unwrap(), 300_000, "0 = the default");
+        // A job's timeout is shown as ms / 1000 and must convert back to the same ms (the fuzz
+        // target proto_convert found 2.007 s stored as 2008 ms; fuzz/regressions/proto_convert).
+        for ms in 1..200_000u64 {
+            assert_eq!(ceil_ms(ms as f64 / 1000.0), ms);
+        }
+    }
+
+    #[test]
+    fn image_references_normalise_to_references_that_pass_again() {
+        for raw in ["corral/python", "corral/python:3", "localhost:5000/x", "x@sha256:ab"] {
+            let once = image(RuntimeKind::Docker, raw).unwrap();
+            assert_eq!(image(RuntimeKind::Docker, &once).unwrap(), once, "{raw}");
+        }
+        // fuzz/regressions/proto_convert/long-untagged-image: 250 characters without a tag
+        // used to become a 257-character reference that a second validation refused.
+        assert!(image(RuntimeKind::Docker, &"a".repeat(250)).is_err());
+        assert_eq!(image(RuntimeKind::Docker, &"a".repeat(248)).unwrap().len(), MAX_IMAGE);
+        assert!(image(RuntimeKind::Docker, &"a".repeat(256)).is_err());
     }
 }

@@ -175,7 +175,7 @@ pub fn batch_deadline_ms(raw: f64, now_ms: i64) -> ApiResult<i64> {
             format!("{raw} is outside 0..={MAX_DEADLINE_SECONDS} (0 = none)"),
         ));
     }
-    Ok(if raw == 0.0 { 0 } else { now_ms + (raw * 1000.0).ceil() as i64 })
+    Ok(if raw == 0.0 { 0 } else { now_ms + convert::ceil_ms(raw) as i64 })
 }
 
 pub fn state_to_pb(s: JobState) -> pb::JobState {

@@ -1,19 +1,19 @@
 //! `corral batch run|get|watch|cancel|list`: fan-out batches of jobs.
 //!
-//! `items` checks one JSON Lines item, `source` streams the file (checked whole before anything
-//! is sent, then read again part by part while uploading), `watch` follows results across reconnections,
-//! `progress` counts them and draws the bar, `summary` prints the end, `run` ties them together.
+//! The library's `corral_cli::batch_items` checks one JSON Lines item and `batch_source` streams
+//! the file (checked whole before anything is sent, then read again part by part while
+//! uploading); `watch` follows results across reconnections, `progress` counts them and draws the
+//! bar, `summary` prints the end, `run` ties them together.
 
-mod items;
 mod progress;
 mod run;
-mod source;
 mod summary;
 mod watch;
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use corral_cli::batch_source as source;
 use corral_client::Client;
 use corral_client::v1 as pb;
 use serde_json::json;

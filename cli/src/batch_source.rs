@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use corral_client::v1 as pb;
 
-use super::items::{LineError, parse_bytes};
+use crate::batch_items::{LineError, parse_bytes};
 
 /// At most this many bad lines are listed; the rest are only counted.
 const MAX_REPORTED: usize = 20;
