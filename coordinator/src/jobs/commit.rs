@@ -159,7 +159,7 @@ pub async fn commit_and_schedule(
     if let Some(fence) = core.leadership.fence()
         && reports.len() <= GROUP / 2
         && reports.iter().all(|r| r.node == node)
-        && reports.iter().map(report_bytes).sum::<usize>() <= super::TXN_BYTES / 2
+        && reports.iter().map(|r| report_bytes(&core.view.jobs.lock(), r)).sum::<usize>() <= super::TXN_BYTES / 2
         && let Some(mut writes) = prepare(core, &reports, now_ms())
     {
         writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
@@ -186,12 +186,16 @@ fn distinct(mut reports: Vec<JobReport>) -> Vec<JobReport> {
 }
 
 /// About how many bytes a report adds to a transaction: its inline output twice over (record
-/// and logs) in base64, plus the record.
-fn report_bytes(r: &JobReport) -> usize {
-    match &r.outcome {
-        JobOutcome::Ran { stdout, stderr, .. } => 2 * (stdout.len() + stderr.len()) + 16 * 1024,
-        _ => 16 * 1024,
-    }
+/// and logs), plus the job's record as the index holds it (its spec can be up to
+/// `MAX_RECORD_BYTES`: a job's code and stdin are in it), plus room for the result's fields.
+fn report_bytes(inner: &super::table::Inner, r: &JobReport) -> usize {
+    let record =
+        inner.jobs.get(&r.job).and_then(|e| e.record.as_ref()).map_or(16 * 1024, |rec| store::encode(&**rec).len());
+    let output = match &r.outcome {
+        JobOutcome::Ran { stdout, stderr, .. } => 2 * (stdout.len() + stderr.len()),
+        _ => 0,
+    };
+    record + output + 4 * 1024
 }
 
 /// The writes for `reports` when the index has every one's job RUNNING at the report's
@@ -216,7 +220,11 @@ fn decide_indexed(inner: &super::table::Inner, report: &JobReport, now: i64) -> 
 pub async fn commit(core: &Core, reports: Vec<JobReport>) -> Result<Vec<Ack>, StoreError> {
     let reports = distinct(reports);
     let mut acks = Vec::with_capacity(reports.len());
-    for chunk in super::split(reports, GROUP / 2, super::TXN_BYTES, report_bytes) {
+    let chunks = {
+        let inner = core.view.jobs.lock();
+        super::split(reports, GROUP / 2, super::TXN_BYTES, |r| report_bytes(&inner, r))
+    };
+    for chunk in chunks {
         acks.extend(commit_group(core, &chunk).await?);
     }
     Ok(acks)
