@@ -278,7 +278,8 @@ macro_rules! conformance {
             signal_exec_reaches_the_process_group, side_channel_is_apart_from_output,
             background_processes_are_buffered_followed_and_signalled, sessions_keep_cd_and_export,
             syscall_filter_refuses_the_deny_list, ordinary_programs_still_work,
-            disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported);
+            disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported,
+            watchdog_kill_reaches_every_sandbox_process);
     };
     (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
         mod $name {
@@ -758,6 +759,8 @@ mod docker_specific {
 mod disk_quota;
 #[path = "conformance/syscalls.rs"]
 mod syscalls;
+#[path = "conformance/watchdog.rs"]
+mod watchdog;
 
 mod suite {
     use super::*;
@@ -765,6 +768,7 @@ mod suite {
         disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported,
     };
     pub use crate::syscalls::{ordinary_programs_still_work, syscall_filter_refuses_the_deny_list};
+    pub use crate::watchdog::watchdog_kill_reaches_every_sandbox_process;
 
     fn shell(script: &str) -> ExecSpec {
         exec_spec(Command::Shell(script.into()))

@@ -61,6 +61,10 @@ pub struct DockerConfig {
     /// Sandboxes' storage: with quotas, each container's `/workspace`, `/tmp` and `/dev/shm` are
     /// bind mounts of `{state_dir}/docker/{id}` (see [`super::disk`]).
     pub disk: Disks,
+    /// The cgroup parent of this node's containers (`/corral-docker/{node}`), so the node watchdog
+    /// can kill them all; set by [`DockerRuntime::connect`] when the engine uses the cgroupfs
+    /// driver (with the systemd driver the containers stay where the engine puts them).
+    pub cgroup_parent: Option<String>,
 }
 
 impl DockerConfig {
@@ -76,6 +80,7 @@ impl DockerConfig {
             sandbox_uid: 1000,
             sandbox_gid: 1000,
             disk: Disks::off(DiskSettings::default()),
+            cgroup_parent: None,
         })
     }
 }
@@ -128,9 +133,32 @@ impl DockerRuntime {
         }
         config.init_path = install_init(&config.state_dir, &config.init_path)
             .map_err(|e| RuntimeError::io("installing corral-init for Docker", e))?;
+        match docker.info().await.ok().and_then(|i| i.cgroup_driver) {
+            Some(bollard::models::SystemInfoCgroupDriverEnum::CGROUPFS) => {
+                config.cgroup_parent = Some(format!("/corral-docker/{}", config.node_id));
+            }
+            driver => tracing::warn!(
+                ?driver,
+                "Docker does not use the cgroupfs driver: the node watchdog cannot reach this node's containers"
+            ),
+        }
         let rt = Self { docker, config, containers: Mutex::new(HashMap::new()) };
         rt.sweep_storage().await;
         Ok(rt)
+    }
+
+    /// Where every container of this node lives in each cgroup hierarchy (for the watchdog).
+    fn container_cgroups(&self) -> Vec<PathBuf> {
+        let Some(parent) = &self.config.cgroup_parent else { return Vec::new() };
+        let rel = parent.trim_start_matches('/');
+        let root = Path::new("/sys/fs/cgroup");
+        let mut dirs = vec![root.join(rel)];
+        if let Ok(entries) = std::fs::read_dir(root) {
+            dirs.extend(
+                entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path().join(rel)),
+            );
+        }
+        dirs
     }
 
     /// The host directory of a sandbox's storage (with quotas).
@@ -404,6 +432,10 @@ impl Runtime for DockerRuntime {
     #[tracing::instrument(name = "runtime.resume", skip_all, fields(sandbox_id = %sandbox))]
     async fn resume(&self, sandbox: &SandboxId) -> RuntimeResult<()> {
         self.set_paused(sandbox, false).await
+    }
+
+    fn process_cgroups(&self) -> Vec<PathBuf> {
+        self.container_cgroups()
     }
 
     async fn images(&self) -> Vec<String> {

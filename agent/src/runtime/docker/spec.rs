@@ -104,6 +104,7 @@ fn host_config(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Path>
         log_config: Some(HostConfigLogConfig { typ: Some("none".to_owned()), config: None }),
         init: Some(false),
         auto_remove: Some(false),
+        cgroup_parent: config.cgroup_parent.clone(),
         ..Default::default()
     }
 }
@@ -140,6 +141,7 @@ mod tests {
             sandbox_uid: 1000,
             sandbox_gid: 1000,
             disk: disk::Disks::off(Default::default()),
+            cgroup_parent: Some("/corral-docker/n1".into()),
         };
         let spec = SandboxSpec {
             id: SandboxId::random(),
