@@ -65,6 +65,10 @@ pub struct AgentConfig {
     /// Disk (MiB) offered to sandboxes' quotas; 0 = nine tenths of the state directory's free
     /// space at start-up. Not counted when quotas are off.
     pub disk_mb: u64,
+    /// How many times `disk_mb` the node promises, summed over its sandboxes' quotas. A quota is
+    /// a ceiling on a sparse image that takes only what is written, so like memory it can be
+    /// promised more than once; 1.0 never overcommits (every quota can be filled at once).
+    pub disk_overcommit: f64,
     /// Disk (MiB) of a sandbox that asks for none, and of warm-pool sandboxes.
     pub sandbox_disk_mb: u64,
     /// Inodes of a sandbox disk of `sandbox_disk_mb`; other sizes get the same ratio.
@@ -123,6 +127,7 @@ impl Default for AgentConfig {
             job_pids_limit: 1024,
             disk_quota: DiskQuotaMode::Auto,
             disk_mb: 0,
+            disk_overcommit: 4.0,
             sandbox_disk_mb: 1024,
             sandbox_inodes: 100_000,
             max_sandbox_disk_mb: 16 * 1024,
@@ -152,6 +157,9 @@ impl AgentConfig {
         }
         if !(self.memory_overcommit.is_finite() && (1.0..=64.0).contains(&self.memory_overcommit)) {
             return Err("agent.memory_overcommit must be between 1.0 and 64.0".into());
+        }
+        if !(self.disk_overcommit.is_finite() && (1.0..=64.0).contains(&self.disk_overcommit)) {
+            return Err("agent.disk_overcommit must be between 1.0 and 64.0".into());
         }
         if !(self.pids_overcommit.is_finite() && (1.0..=64.0).contains(&self.pids_overcommit)) {
             return Err("agent.pids_overcommit must be between 1.0 and 64.0".into());
@@ -205,13 +213,11 @@ impl AgentConfig {
         }
     }
 
-    /// Disk (MiB) offered to quotas: `disk_mb`, or nine tenths of the free space of the file
-    /// system holding `state_dir` now.
+    /// Disk (MiB) promised to quotas: `disk_mb` (or nine tenths of the free space of the file
+    /// system holding `state_dir` now) times `disk_overcommit`.
     pub fn disk_offered_mb(&self) -> u64 {
-        if self.disk_mb > 0 {
-            return self.disk_mb;
-        }
-        free_mb(&self.state_dir) / 10 * 9
+        let disk = if self.disk_mb > 0 { self.disk_mb } else { free_mb(&self.state_dir) / 10 * 9 };
+        (disk as f64 * self.disk_overcommit) as u64
     }
 }
 

@@ -54,11 +54,23 @@ pub fn available() -> io::Result<()> {
     OpenOptions::new().read(true).write(true).open("/dev/loop-control").map(drop)
 }
 
+/// Attaches in this process go one at a time: concurrent creates would otherwise keep taking the
+/// same free device from the kernel and lose the race to each other.
+static ATTACH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How often an attach retries when another process took the free device first.
+const ATTEMPTS: u32 = 64;
+
 /// Attaches `image` to a free loop device (retrying when another attach takes the same one).
 pub fn attach(image: &Path) -> io::Result<Attached> {
     let backing = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(image)?;
     let control = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open("/dev/loop-control")?;
-    for _ in 0..16 {
+    let _one_at_a_time = ATTACH.lock().unwrap_or_else(|p| p.into_inner());
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            // Another process is attaching too (or udev is still making the node): let it finish.
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt.min(10))));
+        }
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
         let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
@@ -104,7 +116,7 @@ pub fn attach(image: &Path) -> io::Result<Attached> {
             return Err(e);
         }
     }
-    Err(io::Error::other("no free loop device after 16 attempts"))
+    Err(io::Error::other(format!("no free loop device after {ATTEMPTS} attempts")))
 }
 
 /// Loop devices whose backing file lies under `root` (from sysfs; a deleted backing file counts).
