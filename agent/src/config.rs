@@ -291,6 +291,10 @@ mod disk_tests {
         assert!(node.validate().unwrap_err().contains("agent.disk_mb"));
         let inodes = AgentConfig { sandbox_inodes: 10, ..AgentConfig::default() };
         assert!(inodes.validate().unwrap_err().contains("agent.sandbox_inodes"));
-        assert_eq!(AgentConfig { disk_mb: 5000, ..AgentConfig::default() }.disk_offered_mb(), 5000);
+        let exact = AgentConfig { disk_mb: 5000, disk_overcommit: 1.0, ..AgentConfig::default() };
+        assert_eq!(exact.disk_offered_mb(), 5000);
+        assert_eq!(AgentConfig { disk_mb: 5000, ..AgentConfig::default() }.disk_offered_mb(), 20_000, "4x by default");
+        let bad = AgentConfig { disk_overcommit: 0.5, ..AgentConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("agent.disk_overcommit"));
     }
 }
