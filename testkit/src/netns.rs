@@ -1,7 +1,7 @@
 //! [`Netns`]: a network namespace joined to the host by a veth pair on a private /30 of
 //! `10.231.0.0/16`, for fault tests that cut one process off from one service.
 //!
-//! A process started with [`Netns::command`] lives in the namespace; the services it talks to
+//! A process started with [`Netns::command`] (`nsenter --net`) lives in the namespace; the services it talks to
 //! listen on [`Netns::host_addr`] (the host side of the pair). [`Netns::cut`] adds an iptables
 //! `DROP` rule inside the namespace for TCP to one host port, so packets of established and new
 //! connections vanish silently, as in a real partition, while everything else (a witness, the
@@ -92,11 +92,13 @@ impl Netns {
         Ok(())
     }
 
-    /// A command that runs `program` inside the namespace (`ip netns exec` execs it, so the
-    /// child's PID is the program's).
+    /// A command that runs `program` inside the namespace. `nsenter --net` changes only the
+    /// network namespace and execs the program (so the child's PID is the program's); `ip
+    /// netns exec` would also remount `/sys` in a new mount namespace, hiding the cgroup
+    /// mounts an agent needs for its sandboxes' limits and its watchdog.
     pub fn command(&self, program: &std::path::Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
         cmd
     }
 

@@ -52,6 +52,8 @@ fn secs(v: Option<f64>) -> String {
 fn row(s: Scenario, reports: &[RunReport]) -> String {
     let n = reports.len();
     let pass = reports.iter().filter(|r| r.passed()).count();
+    let found = reports.iter().filter(|r| !r.findings.is_empty()).count();
+    let pass = if found > 0 { format!("{pass} ({found} with the known finding)") } else { pass.to_string() };
     let sum = |f: fn(&RunReport) -> usize| reports.iter().map(f).sum::<usize>();
     let worst = reports.iter().map(|r| r.figures.worst_overlap_s).fold(0.0, f64::max);
     let alive = reports.iter().map(|r| format!("{}/{}", r.figures.max_alive, r.figures.cap)).collect::<Vec<_>>();

@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -49,8 +49,11 @@ pub struct FaultCluster {
 impl Drop for FaultCluster {
     fn drop(&mut self) {
         for p in self.agents.iter_mut().chain(self.coordinators.iter_mut()) {
-            // Resume a process a scenario stopped, or SIGTERM cannot end it.
-            let _ = Command::new("kill").args(["-CONT", &p.pid().to_string()]).status();
+            // Resume a process a scenario stopped, or SIGTERM cannot end it (pid 0: already gone,
+            // and `kill 0` would signal our own process group).
+            if p.pid() != 0 {
+                let _ = Command::new("kill").args(["-CONT", &p.pid().to_string()]).stderr(Stdio::null()).status();
+            }
             p.stop(Duration::from_secs(5));
         }
         for i in 0..self.agents.len() {
@@ -67,7 +70,7 @@ const LIBFAKETIME: &str = if cfg!(target_arch = "aarch64") {
 
 /// Fails loudly (never skips) when a tool the scenarios need is missing.
 pub fn require_tools() -> anyhow::Result<()> {
-    for tool in ["ip", "iptables", "kill"] {
+    for tool in ["ip", "iptables", "nsenter", "kill"] {
         let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.status.success();
         ensure!(found, "{tool} is missing: run scripts/install-deps.sh --test");
     }

@@ -188,6 +188,11 @@ impl Ctx {
         if kills_attempts && reclaimed == 0 {
             self.violations.push("the fault interrupted no attempt: the run tested nothing".into());
         }
+        // RELIABILITY F6: duplicate deliveries after a NATS restart are absorbed by the claim
+        // CAS, so nothing runs twice (no node is lost, so nothing needs a re-run either).
+        if scenario == Scenario::F6NatsRestarted && checked.figures.reruns > 0 {
+            self.violations.push(format!("{} duplicate runs after the NATS restart", checked.figures.reruns));
+        }
         let detection = self.detection();
         match (&self.detect, detection) {
             (Detect::NodeGone(n), None) => self.violations.push(format!("{n} was never detected as gone")),
@@ -207,6 +212,12 @@ impl Ctx {
         self.notes.push(format!("etcd watch resumed {resumes} times"));
         let mut violations = checked.violations;
         violations.append(&mut self.violations);
+        let (findings, violations) = match scenario.known_finding() {
+            Some(_) => {
+                violations.into_iter().partition(|v| v.starts_with("overlap:") || v.starts_with("cap exceeded:"))
+            }
+            None => (Vec::new(), violations),
+        };
         let report = RunReport {
             scenario: scenario.id(),
             seed,
@@ -216,6 +227,7 @@ impl Ctx {
             stale_rejected: self.cluster.count_in_coordinator_logs("rejected a stale job report"),
             notes: self.notes,
             violations,
+            findings,
         };
         Ok((report, self.cluster))
     }
