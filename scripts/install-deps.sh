@@ -2,7 +2,8 @@
 # Installs what Corral needs and is missing, on Debian/Ubuntu (run as root or with sudo).
 #   scripts/install-deps.sh          # to build and run: bubblewrap, protoc
 #   scripts/install-deps.sh --test   # also the real services the tests start: etcd, nats-server,
-#                                    # faketime for the clock-skew tests, and the fuzzing tools
+#                                    # faketime for the clock-skew tests, iproute2 + iptables for the
+#                                    # fault suite's network cuts (tests/src/faults), and the fuzzing tools
 #   scripts/install-deps.sh --fuzz   # only what scripts/fuzz.sh needs: cargo-afl and its AFL++
 set -euo pipefail
 
@@ -43,6 +44,9 @@ if [[ $want_test -eq 1 ]]; then
   command -v etcd >/dev/null || missing+=(etcd-server)
   # libfaketime, for the clock-skew tests (tests/tests/skew.rs).
   command -v faketime >/dev/null || missing+=(faketime)
+  # Network namespaces and per-port cuts, for the fault suite (tests/tests/faults.rs).
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v iptables >/dev/null || missing+=(iptables)
   command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
 fi
 if [[ ${#missing[@]} -gt 0 ]]; then

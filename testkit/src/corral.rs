@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::etcd::EtcdServer;
 use crate::nats::NatsServer;
-use crate::wait_for_port;
+use crate::wait_for_addr;
 
 /// A short random suffix for ids that must not collide between concurrent tests.
 fn unique_suffix() -> String {
@@ -92,7 +92,7 @@ impl Drop for Proc {
 
 /// Waits for the server's "serving on http://ADDR" line (it listens on port 0, so no other
 /// process can hold its port) and returns the endpoint.
-fn wait_serving(p: &mut Proc) -> anyhow::Result<String> {
+pub fn wait_serving(p: &mut Proc) -> anyhow::Result<String> {
     const MARK: &str = "serving on http://";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
@@ -103,8 +103,8 @@ fn wait_serving(p: &mut Proc) -> anyhow::Result<String> {
         // Only a complete line: the log may be read while the line is half written.
         if let Some((line, _)) = log.split(MARK).nth(1).and_then(|rest| rest.split_once('\n')) {
             let addr: String = line.chars().take_while(|c| !c.is_whitespace()).collect();
-            let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).context("port in the serving line")?;
-            wait_for_port(port, Duration::from_secs(5))?;
+            let sock: std::net::SocketAddr = addr.parse().context("address in the serving line")?;
+            wait_for_addr(sock, Duration::from_secs(5))?;
             return Ok(format!("http://{addr}"));
         }
         std::thread::sleep(Duration::from_millis(10));

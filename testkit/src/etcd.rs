@@ -30,6 +30,8 @@ pub struct EtcdServer {
     binary: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// An address the server also listens on (a veth's host side), besides 127.0.0.1.
+    extra: Option<std::net::Ipv4Addr>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -37,6 +39,12 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts etcd and waits (blocking) until it serves requests.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_on(None)
+    }
+
+    /// Starts etcd listening on 127.0.0.1 and, when given, on `extra` too (the host side of a
+    /// test's veth pair, so processes in a network namespace can reach it).
+    pub fn start_on(extra: Option<std::net::Ipv4Addr>) -> anyhow::Result<Self> {
         let binary = find_binary("etcd", &["/usr/bin", "/usr/local/bin"], INSTALL_HINT)?;
         with_port_retries(|| {
             let dir = tempfile::Builder::new().prefix("corral-etcd-").tempdir().context("creating etcd data dir")?;
@@ -47,7 +55,7 @@ impl EtcdServer {
                     break port;
                 }
             };
-            let mut server = Self { binary: binary.clone(), client_port, peer_port, dir, child: None };
+            let mut server = Self { binary: binary.clone(), client_port, peer_port, extra, dir, child: None };
             server.spawn()?;
             Ok(server)
         })
@@ -56,6 +64,16 @@ impl EtcdServer {
     /// `http://127.0.0.1:PORT`, the client URL.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client URL on `addr` (127.0.0.1 or the address given to [`EtcdServer::start_on`]).
+    pub fn endpoint_on(&self, addr: std::net::Ipv4Addr) -> String {
+        format!("http://{addr}:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.client_port
     }
 
     /// PID of the running server (0 when stopped).
@@ -84,11 +102,15 @@ impl EtcdServer {
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).context("opening etcd log")?;
         let log_err = log.try_clone().context("opening etcd log")?;
         let client_url = self.endpoint();
+        let listen = match self.extra {
+            Some(addr) => format!("{client_url},{}", self.endpoint_on(addr)),
+            None => client_url.clone(),
+        };
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(&self.binary)
             .arg("--name=default")
             .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--listen-client-urls={listen}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))

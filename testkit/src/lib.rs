@@ -6,10 +6,13 @@
 //! - [`corral`] — `corral dev` and whole clusters as separate processes
 //! - [`etcd`] — [`etcd::EtcdServer`]
 //! - [`nats`] — [`nats::NatsServer`]
+//! - [`netns`] — [`netns::Netns`], a network namespace joined to the host by a veth pair, whose
+//!   traffic to one host port can be cut and healed
 
 pub mod corral;
 pub mod etcd;
 pub mod nats;
+pub mod netns;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -25,7 +28,11 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for_addr(([127, 0, 0, 1], port).into(), timeout)
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_addr(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
@@ -33,7 +40,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    bail!("nothing listened on 127.0.0.1:{port} within {timeout:?}")
+    bail!("nothing listened on {addr} within {timeout:?}")
 }
 
 /// Stops a child: SIGTERM, then SIGKILL if it has not exited within `grace`; always reaps it.

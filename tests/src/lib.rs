@@ -13,6 +13,7 @@ use tonic::Code;
 pub use corral_testkit::corral::{Cluster, DevServer};
 
 mod disk;
+pub mod faults;
 pub mod jobs;
 pub mod uploads;
 
