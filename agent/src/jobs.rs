@@ -165,6 +165,13 @@ impl Jobs {
 /// Starts every new attempt of a `RunJobs` work item in its own task.
 pub fn start(agent: &Arc<Agent>, jobs: Vec<JobWork>) {
     for work in jobs {
+        if !agent.lease_is_fresh() {
+            // Cut off from the store: the lease may expire (or have expired) and the leader
+            // re-queue the job, so starting it could run it twice. Not started, not begun: the
+            // leader sends the attempt again if the lease holds, or re-queues it if it lapses.
+            tracing::warn!(job = %work.job, attempt = work.attempt, "not starting a job: the node lease is not being renewed");
+            continue;
+        }
         if !agent.jobs.begin(&work) {
             tracing::debug!(job = %work.job, attempt = work.attempt, "duplicate delivery of a job attempt");
             continue;

@@ -68,6 +68,8 @@ pub struct Agent {
     /// What [`languages::detect`] found at start-up, plus what probing Docker images found.
     languages: Mutex<Vec<LanguageOffer>>,
     lease: Mutex<Option<LeaseId>>,
+    /// When the node lease was last granted or renewed (None once fenced).
+    renewed: Mutex<Option<std::time::Instant>>,
     /// The node watchdog, when enabled and the runtimes name their cgroups.
     pub watchdog: Option<watchdog::Watchdog>,
     /// Disk (MiB) offered to sandbox quotas, fixed at start-up.
@@ -107,6 +109,18 @@ impl Agent {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Notes that the node lease was just granted or renewed (`None`: it is gone).
+    fn set_renewed(&self, at: Option<std::time::Instant>) {
+        *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    /// True while the lease was renewed recently enough that it cannot expire before the next
+    /// heartbeat: the same bound after which the agent fences itself.
+    pub fn lease_is_fresh(&self) -> bool {
+        let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        renewed.is_some_and(|t| t.elapsed() + self.config.heartbeat() < self.config.lease_ttl())
+    }
+
     /// Destroys a sandbox and forgets it. A sandbox of unknown kind is destroyed in every runtime
     /// (destroy is idempotent).
     pub async fn destroy(&self, id: &SandboxId) {
@@ -126,6 +140,7 @@ impl Agent {
     /// Kills every local sandbox: the node lost its lease, so the coordinator will (or did)
     /// declare them LOST and nothing may keep running under a stale claim.
     pub async fn fence(&self) {
+        self.set_renewed(None);
         self.jobs.fence_all();
         for rt in &self.runtimes {
             let ids = rt.list().await;
@@ -209,6 +224,7 @@ pub async fn run(
         jobs,
         sandboxes: Mutex::default(),
         lease: Mutex::default(),
+        renewed: Mutex::default(),
         watchdog,
     });
     adopt::recover(&agent).await?;

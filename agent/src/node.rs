@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use corral_core::keys::NodeKey;
 use corral_core::model::NodeInfo;
-use corral_core::store::{self, LeaseId, StateStore, StoreError, Txn};
+use corral_core::store::{self, LeaseId, StoreError, Txn};
 use tokio::time::Instant;
 
 use crate::Agent;
@@ -20,7 +20,7 @@ pub async fn heartbeat(agent: Arc<Agent>) -> Result<(), StoreError> {
     let period = agent.config.heartbeat();
     loop {
         let mut info = agent.node_info().await;
-        let lease = match register(agent.store.as_ref(), &info, ttl).await {
+        let lease = match register(&agent, &info, ttl).await {
             Ok(lease) => lease,
             Err(e) => {
                 tracing::warn!(error = %e, "could not register the node; retrying");
@@ -42,9 +42,18 @@ pub async fn heartbeat(agent: Arc<Agent>) -> Result<(), StoreError> {
                 let _ = agent.store.revoke_lease(lease).await;
                 break;
             }
-            match agent.store.keep_alive(lease).await {
+            // Bounded by the time left before the fence: a silent partition must not hold the
+            // keep-alive (and with it the fence) past the lease's expiry.
+            let left = ttl.saturating_sub(period).saturating_sub(last_ok.elapsed()).max(Duration::from_millis(100));
+            let sent = std::time::Instant::now();
+            let renewed = match tokio::time::timeout(left, agent.store.keep_alive(lease)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable(format!("keep-alive got no answer within {left:?}"))),
+            };
+            match renewed {
                 Ok(()) => {
                     last_ok = Instant::now();
+                    agent.set_renewed(Some(sent));
                     renew_watchdog(&agent);
                     refresh(&agent, &mut info, lease).await;
                 }
@@ -89,9 +98,12 @@ async fn refresh(agent: &Agent, info: &mut NodeInfo, lease: LeaseId) {
     }
 }
 
-async fn register(store: &dyn StateStore, info: &NodeInfo, ttl: Duration) -> Result<LeaseId, StoreError> {
-    let lease = store.grant_lease(ttl).await?;
+async fn register(agent: &Agent, info: &NodeInfo, ttl: Duration) -> Result<LeaseId, StoreError> {
+    let granted = std::time::Instant::now();
+    let lease = agent.store.grant_lease(ttl).await?;
     let txn = Txn::new().put_with_lease(NodeKey(&info.node_id), store::encode(info), lease);
-    store.txn(txn).await?;
+    agent.store.txn(txn).await?;
+    // Counted from before the grant: the lease cannot have been renewed later than that.
+    agent.set_renewed(Some(granted));
     Ok(lease)
 }

@@ -99,19 +99,6 @@ impl Scenario {
         }
     }
 
-    /// A bug this scenario found that is not fixed yet: its overlap and cap violations are
-    /// reported as findings (see docs/RELIABILITY.md, "Findings") while everything else stays
-    /// asserted.
-    pub fn known_finding(self) -> Option<&'static str> {
-        match self {
-            Self::F10AgentCutFromEtcd => Some(
-                "an agent cut off from etcd only fences after its lease expired (keep_alive blocks \
-                 on the silent etcd) and keeps starting attempts it gets over NATS",
-            ),
-            _ => None,
-        }
-    }
-
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.id().eq_ignore_ascii_case(s))
     }
@@ -189,8 +176,6 @@ pub struct RunReport {
     pub stale_rejected: usize,
     pub notes: Vec<String>,
     pub violations: Vec<String>,
-    /// Violations of the scenario's known finding ([`Scenario::known_finding`]).
-    pub findings: Vec<String>,
 }
 
 impl RunReport {

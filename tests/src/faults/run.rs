@@ -212,12 +212,6 @@ impl Ctx {
         self.notes.push(format!("etcd watch resumed {resumes} times"));
         let mut violations = checked.violations;
         violations.append(&mut self.violations);
-        let (findings, violations) = match scenario.known_finding() {
-            Some(_) => {
-                violations.into_iter().partition(|v| v.starts_with("overlap:") || v.starts_with("cap exceeded:"))
-            }
-            None => (Vec::new(), violations),
-        };
         let report = RunReport {
             scenario: scenario.id(),
             seed,
@@ -227,7 +221,6 @@ impl Ctx {
             stale_rejected: self.cluster.count_in_coordinator_logs("rejected a stale job report"),
             notes: self.notes,
             violations,
-            findings,
         };
         Ok((report, self.cluster))
     }
