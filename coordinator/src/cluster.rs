@@ -182,6 +182,19 @@ impl ClusterView {
             .collect()
     }
 
+    /// Running (or paused) sandboxes with a timeout but no deadline key: records written before
+    /// deadline keys existed.
+    pub fn without_deadline(&self) -> Vec<Arc<SandboxRecord>> {
+        let inner = self.lock();
+        inner
+            .sandboxes
+            .values()
+            .filter_map(|p| p.record.clone())
+            .filter(|r| matches!(r.state, SandboxState::Running | SandboxState::Paused))
+            .filter(|r| r.spec.timeout_seconds > 0 && r.deadline_lease == 0)
+            .collect()
+    }
+
     /// Sandboxes whose record still says `SCHEDULED` and that this coordinator has known for
     /// longer than `older_than`, with how long.
     pub fn stuck_scheduled(&self, older_than: Duration) -> Vec<(Arc<SandboxRecord>, Duration)> {

@@ -22,9 +22,11 @@ use corral_core::keys::DeadlineKey;
 use corral_core::model::SandboxRecord;
 use corral_core::state::SandboxState;
 use corral_core::store::{LeaseId, StateStore, StoreError, StoreResult};
+use corral_core::time::now_ms;
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
+use crate::records;
 use crate::service::Core;
 
 /// Grants and shares the leases deadline keys sit on.
@@ -90,6 +92,40 @@ impl Core {
             self.deadlines.forget(*lease);
         }
         result
+    }
+
+    /// Gives a deadline key to every running sandbox whose record predates deadline keys, for
+    /// the time its old `expires_at_ms` left (read once on this clock; at least a second).
+    pub(crate) async fn adopt_old_deadlines(&self) {
+        for record in self.view.without_deadline() {
+            let (tenant, id) = (&record.spec.tenant, &record.spec.id);
+            let left = match record.expires_at_ms {
+                0 => Duration::from_secs(record.spec.timeout_seconds),
+                at => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            };
+            let lease = match self.deadline_lease_after(left.max(Duration::from_secs(1))).await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::warn!(sandbox_id = %id, error = %e, "could not give an old record a deadline");
+                    continue;
+                }
+            };
+            let updated = records::update(&self.store, tenant, id, None, |r| {
+                let old = !r.state.is_terminal() && r.deadline_lease == 0 && r.spec.timeout_seconds > 0;
+                if old {
+                    r.deadline_lease = lease;
+                }
+                Ok(old)
+            });
+            match self.forget_lost_lease(updated.await) {
+                Ok(Some(v)) => {
+                    tracing::info!(sandbox_id = %id, "an old record got its deadline key");
+                    self.view.apply_record(&v.record, v.revision);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not give an old record a deadline"),
+            }
+        }
     }
 
     /// Ends `EXPIRED` every live sandbox whose deadline key etcd has deleted (leader only).

@@ -43,6 +43,7 @@ async fn sweep(core: &Core) {
             Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not mark sandbox lost"),
         }
     }
+    core.adopt_old_deadlines().await;
     core.expire_due().await;
     // Ages on this coordinator's own clock: a record's times come from whichever coordinator
     // wrote them, and may be skewed.

@@ -284,3 +284,35 @@ async fn standby_coordinator_takes_over_the_reconciler() -> anyhow::Result<()> {
     eprintln!("sandbox expired {:?} after the leader was killed", killed.elapsed());
     Ok(())
 }
+
+/// A running sandbox whose record predates deadline keys (no `deadline_lease`, only the old
+/// absolute `expires_at_ms`) still expires: the leader gives it a deadline key for the time left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_before_deadline_keys_still_expire() -> anyhow::Result<()> {
+    use corral_core::ids::{SandboxId, TenantId};
+    use corral_core::keys::{DeadlineKey, SandboxKey};
+    use corral_core::model::SandboxRecord;
+    use corral_core::store::{self, StateStore, Txn, etcd::EtcdStore};
+
+    let (cluster, client) = cluster().await?;
+    let s = client.create(pb::CreateSandboxRequest { timeout_seconds: 3600, ..Default::default() }).await?;
+    client.get(&s.id).await?; // the RUNNING record (with its deadline key) is written
+    let store = EtcdStore::connect(&[cluster.etcd.endpoint()]).await?;
+    let (tenant, id) = (TenantId::default_tenant(), SandboxId::parse(&s.id)?);
+    let key = SandboxKey { tenant: &tenant, id: &id }.to_string();
+    let kv = store.get(&key).await?.ok_or_else(|| anyhow::anyhow!("no record"))?;
+    let mut old: SandboxRecord = store::decode(&kv)?;
+    ensure!(old.deadline_lease != 0, "a running sandbox with a timeout has a deadline lease");
+    // Rewrite it as an older coordinator would have: an absolute expiry 3 s away, no key.
+    old.deadline_lease = 0;
+    old.expires_at_ms = corral_core::time::now_ms() + 3000;
+    let deadline = DeadlineKey { tenant: &tenant, id: id.as_str() };
+    let txn = Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&old)).delete(&deadline);
+    ensure!(store.txn(txn).await?.succeeded, "rewriting the record");
+    let expired = wait_state(&client, &s.id, pb::SandboxState::Expired, Duration::from_secs(30)).await;
+    if expired.is_err() {
+        eprintln!("{}", cluster_logs(&cluster));
+    }
+    expired?;
+    Ok(())
+}
