@@ -112,6 +112,10 @@ fn check_command(obj: &Map<String, Value>, spec: &pb::JobSpec) -> Result<(), (&'
     if obj.contains_key("code") && spec.code.is_empty() {
         return Err(("code", "must not be empty".into()));
     }
+    if obj.contains_key("language") && spec.language.is_empty() {
+        let known: Vec<&str> = corral_core::languages::LANGUAGES.iter().map(|l| l.name).collect();
+        return Err(("language", format!("must not be empty (known: {})", known.join(", "))));
+    }
     if !spec.language.is_empty() && corral_core::languages::resolve(&spec.language).is_none() {
         let known: Vec<&str> = corral_core::languages::LANGUAGES.iter().map(|l| l.name).collect();
         return Err(("language", format!("unknown language {:?} (known: {})", spec.language, known.join(", "))));
@@ -288,6 +292,8 @@ mod tests {
             // Found by fuzz/regressions/batch_items/empty-code: the server refused the whole
             // batch with a message about `language` instead.
             (r#"{"language": "py", "code": ""}"#, "code", "must not be empty"),
+            // fuzz/regressions/batch_items/empty-language: accepted, then refused by the server.
+            (r#"{"language": "", "code": "print(2)"}"#, "language", "must not be empty"),
             (r#"{"shell": "ls", "env": {"A": 1}}"#, "env", "\"A\""),
             (r#"{"shell": "ls", "labels": []}"#, "labels", "object"),
             (r#"{"shell": "ls", "timeout_seconds": -1}"#, "timeout_seconds", "≥ 0"),
