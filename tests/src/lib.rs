@@ -32,6 +32,20 @@ mod procs;
 pub use lang::{docker_run_code, languages_list, run_code, run_code_errors};
 pub use procs::{background_processes, process_and_session_errors, sessions};
 
+/// Runs `body` with a client of `cluster`, printing the cluster's logs if it fails.
+pub async fn on<F, Fut>(cluster: Cluster, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let client = ready_client(&cluster.endpoint).await?;
+    let result = body(client).await;
+    if result.is_err() {
+        eprintln!("{}", cluster_logs(&cluster));
+    }
+    result
+}
+
 /// Connects and waits until the server can place a sandbox (agents registered).
 pub async fn ready_client(endpoint: &str) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(30);

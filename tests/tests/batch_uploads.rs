@@ -12,13 +12,7 @@ where
     F: FnOnce(corral_client::Client) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let cluster = Cluster::start_with_envs(1, &[UPLOAD_TIMEOUT], &NOOP_AGENT)?;
-    let client = ready_client(&cluster.endpoint).await?;
-    let result = body(client).await;
-    if result.is_err() {
-        eprintln!("{}", cluster_logs(&cluster));
-    }
-    result
+    on(Cluster::start_with_envs(1, &[UPLOAD_TIMEOUT], &NOOP_AGENT)?, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
