@@ -21,6 +21,8 @@ use corral_core::model::{Command, ExecSpec, ExitStatus, RuntimeKind, SandboxSpec
 
 /// Lists what a destroyed sandbox left behind (directories, cgroups, containers, volumes).
 type Leftovers = Box<dyn Fn(&SandboxId) -> Vec<String> + Send + Sync>;
+/// Where a live sandbox keeps its storage (a pooled bwrap sandbox keeps its pool directory).
+type StorageDir = Box<dyn Fn(&SandboxId) -> PathBuf + Send + Sync>;
 
 /// A runtime under test plus whatever must live as long as it (temp dirs, cleanup guards).
 pub struct Harness {
@@ -28,6 +30,7 @@ pub struct Harness {
     kind: RuntimeKind,
     image: &'static str,
     leftovers: Leftovers,
+    storage_dir: StorageDir,
     _guard: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -54,7 +57,9 @@ async fn make_bwrap() -> Harness {
         left.extend(storage_leftovers(&sandbox_dir));
         left
     });
-    Harness { rt, kind: RuntimeKind::Bwrap, image: "", leftovers, _guard: Box::new(dir) }
+    let probe = rt.clone();
+    let storage_dir: StorageDir = Box::new(move |id| probe.sandbox_dir(id));
+    Harness { rt, kind: RuntimeKind::Bwrap, image: "", leftovers, storage_dir, _guard: Box::new(dir) }
 }
 
 /// The images the docker tests run.
@@ -170,7 +175,9 @@ async fn make_docker() -> Option<Harness> {
         left.extend(Some(storage).filter(|d| d.exists()).map(|d| d.display().to_string()));
         left
     });
-    Some(Harness { rt, kind: RuntimeKind::Docker, image: DOCKER_IMAGES[0], leftovers, _guard: Box::new(guard) })
+    let probe = rt.clone();
+    let storage_dir: StorageDir = Box::new(move |id| probe.storage_dir(id));
+    Some(Harness { rt, kind: RuntimeKind::Docker, image: DOCKER_IMAGES[0], leftovers, storage_dir, _guard: Box::new(guard) })
 }
 
 fn bwrap_runtime() -> (BwrapRuntime, tempfile::TempDir) {
@@ -1068,9 +1075,12 @@ mod suite {
         assert_eq!(out.out(), "started\n");
         h.rt.write_file(&sb, "/workspace/f", b"x", 0o644).await.unwrap();
         assert!(h.rt.list().await.contains(&sb));
+        let storage = (h.storage_dir)(&sb);
         h.rt.destroy(&sb).await.unwrap();
         assert!(!h.rt.list().await.contains(&sb));
         assert_eq!((h.leftovers)(&sb), Vec::<String>::new(), "nothing of the sandbox is left");
+        assert_eq!(storage_leftovers(&storage), Vec::<String>::new(), "nothing of its storage is left");
+        assert!(!storage.exists(), "{} removed", storage.display());
     }
 
     pub async fn traversal_is_refused(h: &Harness) {
