@@ -177,7 +177,14 @@ async fn make_docker() -> Option<Harness> {
     });
     let probe = rt.clone();
     let storage_dir: StorageDir = Box::new(move |id| probe.storage_dir(id));
-    Some(Harness { rt, kind: RuntimeKind::Docker, image: DOCKER_IMAGES[0], leftovers, storage_dir, _guard: Box::new(guard) })
+    Some(Harness {
+        rt,
+        kind: RuntimeKind::Docker,
+        image: DOCKER_IMAGES[0],
+        leftovers,
+        storage_dir,
+        _guard: Box::new(guard),
+    })
 }
 
 fn bwrap_runtime() -> (BwrapRuntime, tempfile::TempDir) {

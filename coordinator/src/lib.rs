@@ -9,7 +9,6 @@
 //! - [`dispatch`]: work, requests and output streams over the bus;
 //! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
 //! - [`leader`]: leader election (the leader runs the reconciler's sweeps);
-//! - [`semaphore`]: counting semaphores on leases (not yet used by a cap);
 //! - [`jobs`]: jobs and fan-out batches (index, placement, fenced claims, result commits);
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 
@@ -26,7 +25,6 @@ pub mod leader;
 pub mod reconciler;
 pub mod records;
 pub mod scheduler;
-pub mod semaphore;
 pub mod service;
 
 use std::future::Future;

@@ -8,10 +8,11 @@ use crate::jobs::{BatchId, JobId};
 /// The root of every Corral key.
 pub const ROOT: &str = "/corral/v1/";
 
-/// What a semaphore counts: one tenant's running work, or one node's slots.
+/// What a semaphore counts: one tenant's, one batch's or one node's running work.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SemScope {
     Tenant(TenantId),
+    Batch(BatchId),
     Node(NodeId),
 }
 
@@ -19,37 +20,28 @@ impl fmt::Display for SemScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tenant(t) => write!(f, "tenant/{t}"),
+            Self::Batch(b) => write!(f, "batch/{b}"),
             Self::Node(n) => write!(f, "node/{n}"),
         }
     }
 }
 
-/// `sem/{scope}`: a semaphore's guard, rewritten by every acquire and release so that concurrent
-/// acquires serialise on it.
-pub struct SemGuardKey<'a>(pub &'a SemScope);
+/// `sem/{scope}/` prefix of a semaphore's line: its holders and waiters.
+pub struct SemLinePrefix<'a>(pub &'a SemScope);
 
-/// `sem/{scope}/` prefix of a semaphore's permits.
-pub struct SemPermitsPrefix<'a>(pub &'a SemScope);
-
-/// `sem/{scope}/{holder}`: one permit, on its holder's lease.
-pub struct SemPermitKey<'a> {
+/// `sem/{scope}/{holder}`: one holder's place in a semaphore's line, on the holder's lease.
+pub struct SemEntryKey<'a> {
     pub scope: &'a SemScope,
     pub holder: &'a str,
 }
 
-impl fmt::Display for SemGuardKey<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{ROOT}sem/{}", self.0)
-    }
-}
-
-impl fmt::Display for SemPermitsPrefix<'_> {
+impl fmt::Display for SemLinePrefix<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{ROOT}sem/{}/", self.0)
     }
 }
 
-impl fmt::Display for SemPermitKey<'_> {
+impl fmt::Display for SemEntryKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{ROOT}sem/{}/{}", self.scope, self.holder)
     }

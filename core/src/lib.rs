@@ -8,6 +8,7 @@
 //! - [`protocol`]: messages between coordinator and agents on the bus.
 //! - [`store`]: the `StateStore` trait with an etcd and an in-process implementation.
 //! - [`bus`]: the `Bus` trait with a NATS (JetStream + core) and an in-process implementation.
+//! - [`semaphore`]: the `Semaphore` trait (fair line, permits on leases) on the state store and in-process.
 //! - [`task`]: named, owned background tasks.
 
 pub mod bus;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod languages;
 pub mod model;
 pub mod protocol;
+pub mod semaphore;
 pub mod state;
 pub mod store;
 pub mod subjects;
