@@ -25,6 +25,10 @@ pub async fn recover(agent: &Agent) -> Result<(), StoreError> {
     for (rt, id) in found {
         match live.get(&id).filter(|spec| spec.runtime == rt.kind()) {
             Some(spec) => {
+                if let Err(why) = agent.slots.admit(id.as_str()).await {
+                    // It runs already; the slots were lowered across the restart.
+                    tracing::warn!(sandbox_id = %id, %why, "re-adopting a sandbox beyond the node's slots");
+                }
                 agent.specs().insert(id.clone(), spec.clone());
                 match rt.adopt(spec).await {
                     Ok(()) => tracing::info!(sandbox_id = %id, runtime = %rt.kind(), "re-adopted sandbox"),

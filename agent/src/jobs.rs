@@ -274,6 +274,15 @@ async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
     let Some(kill) = agent.jobs.attach(&work.job, work.attempt, &id) else {
         return JobOutcome::Infra("the attempt was stopped before it started".into());
     };
+    // A slot of the node (placements that raced wait here, in line, rather than overload it).
+    let holder = format!("{}.{}", work.job, work.attempt);
+    let _slot = tokio::select! {
+        slot = agent.slots.wait(&holder) => match slot {
+            Ok(slot) => slot,
+            Err(e) => return JobOutcome::Infra(format!("no slot on node {}: {e}", agent.node)),
+        },
+        () = kill.notified() => return JobOutcome::Infra("the attempt was stopped before it started".into()),
+    };
     match runtime.run_once(&sandbox, &files, exec, kill).await {
         Ok(done) => JobOutcome::Ran { status: done.status, stdout: done.stdout, stderr: done.stderr },
         Err(e) => {

@@ -10,7 +10,8 @@
 //! - [`languages`]: the `run_code` languages each runtime can run, found at start-up;
 //! - [`gc`]: reaps local sandboxes whose record ended; [`adopt`]: takes back sandboxes that
 //!   survived an agent restart; [`watchdog`]: the node watchdog that kills the sandboxes of an
-//!   agent that stopped renewing it; [`config`].
+//!   agent that stopped renewing it; [`slots`]: the node's cap on running work (a semaphore);
+//!   [`config`].
 
 pub mod adopt;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod languages;
 pub mod node;
 pub mod rpc;
 pub mod runtime;
+pub mod slots;
 pub mod supervisor;
 pub mod watchdog;
 pub mod work;
@@ -63,6 +65,8 @@ pub struct Agent {
     pub supervisor: supervisor::Supervisor,
     /// Job attempts running (or recently finished) here.
     pub jobs: jobs::Jobs,
+    /// Permits of the node's running work: one per sandbox, one per running job attempt.
+    pub slots: slots::NodeSlots,
     /// Specs of the sandboxes this agent runs (for defaults such as the workdir, and for GC).
     sandboxes: Mutex<HashMap<SandboxId, SandboxSpec>>,
     /// What [`languages::detect`] found at start-up, plus what probing Docker images found.
@@ -135,6 +139,7 @@ impl Agent {
         }
         self.specs().remove(id);
         self.supervisor.forget(id);
+        self.slots.release(id.as_str());
     }
 
     /// Kills every local sandbox: the node lost its lease, so the coordinator will (or did)
@@ -151,6 +156,7 @@ impl Agent {
                 }
                 self.specs().remove(&id);
                 self.supervisor.forget(&id);
+                self.slots.release(id.as_str());
             }
             // A destroy interrupted half-way (the work task aborted at shutdown) may have removed
             // a container but not yet its storage.
@@ -212,6 +218,8 @@ pub async fn run(
     let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
     let watchdog = start_watchdog(&config, &runtimes)?;
     let (jobs, reports) = jobs::Jobs::new();
+    let slots =
+        slots::NodeSlots::new(&node, config.max_sandboxes).await.map_err(|e| AgentError::Config(e.to_string()))?;
     let agent = Arc::new(Agent {
         languages: Mutex::new(languages::detect(&kinds)),
         disk_offered_mb: config.disk_offered_mb(),
@@ -222,6 +230,7 @@ pub async fn run(
         bus,
         supervisor: supervisor::Supervisor::default(),
         jobs,
+        slots,
         sandboxes: Mutex::default(),
         lease: Mutex::default(),
         renewed: Mutex::default(),

@@ -95,6 +95,7 @@ async fn create(agent: &Agent, spec: corral_core::model::SandboxSpec) -> Result<
         return Err(AgentError::new(AgentErrorKind::FailedPrecondition, why));
     };
     let id = spec.id.clone();
+    agent.slots.admit(id.as_str()).await.map_err(|why| AgentError::new(AgentErrorKind::ResourceExhausted, why))?;
     agent.specs().insert(id.clone(), spec.clone());
     if let Err(e) = runtime.create(&spec).await {
         tracing::warn!(sandbox_id = %id, error = %e, "create failed");

@@ -91,6 +91,13 @@ impl LocalSemaphore {
         Self::default()
     }
 
+    /// [`Semaphore::release`], at once (for owners that release from `Drop`).
+    pub fn release_now(&self, scope: &SemScope, holder: &str) {
+        if self.lock().leave(scope, holder) {
+            self.left.notify_waiters();
+        }
+    }
+
     /// The state, with ended leases gone (waking waiters if places left).
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,9 +176,7 @@ impl Semaphore for LocalSemaphore {
 
     async fn release(&self, scope: &SemScope, holder: &str) -> SemResult<()> {
         check_holder(scope, holder)?;
-        if self.lock().leave(scope, holder) {
-            self.left.notify_waiters();
-        }
+        self.release_now(scope, holder);
         Ok(())
     }
 
