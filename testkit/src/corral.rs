@@ -125,6 +125,7 @@ impl Drop for DevServer {
     fn drop(&mut self) {
         self.proc.stop(Duration::from_secs(5));
         remove_containers_of(&self.node_id);
+        crate::storage::reap(self.dir.path());
     }
 }
 
@@ -205,6 +206,7 @@ impl Drop for Cluster {
         for i in 1..=self.agents.len() {
             remove_containers_of(&self.node_id(i));
         }
+        crate::storage::reap(self.dir.path());
     }
 }
 

@@ -8,11 +8,13 @@
 //! - [`nats`] — [`nats::NatsServer`]
 //! - [`netns`] — [`netns::Netns`], a network namespace joined to the host by a veth pair, whose
 //!   traffic to one host port can be cut and healed
+//! - [`storage`] — reaping the sandbox storage a stopped agent left mounted
 
 pub mod corral;
 pub mod etcd;
 pub mod nats;
 pub mod netns;
+pub mod storage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

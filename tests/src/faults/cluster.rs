@@ -59,6 +59,7 @@ impl Drop for FaultCluster {
         for i in 0..self.agents.len() {
             remove_containers_of(&self.node_id(i));
         }
+        corral_testkit::storage::reap(self.dir.path());
     }
 }
 
