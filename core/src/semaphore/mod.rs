@@ -16,7 +16,13 @@
 //!   dev`): a place is the key `sem/{scope}/{holder}` on a store lease, its rank given by the key's
 //!   create revision;
 //! - [`LocalSemaphore`]: in one process, with leases of its own.
+//!
+//! A single writer that must take permits atomically with its own records (the leading
+//! coordinator claiming jobs) stages them in its transactions instead
+//! ([`StoreSemaphore::grant_in`], [`StoreSemaphore::release_in`]), counting the lines it writes
+//! in a [`LineCache`] fed by its watch.
 
+mod cache;
 mod local;
 mod store;
 
@@ -24,6 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use cache::LineCache;
 pub use local::LocalSemaphore;
 pub use store::StoreSemaphore;
 

@@ -161,3 +161,20 @@ impl Semaphore for StoreSemaphore {
         Ok(self.store.grant_lease(ttl).await?)
     }
 }
+
+/// Permits written inside a caller's own transaction, for a single writer (the leading
+/// coordinator, fenced by its leader key) that counts the line itself, in a [`LineCache`]
+/// (`super::LineCache`), and writes a place only where there is room: such places are all among
+/// the first `limit`, so they hold permits, and the permit lands or not with the rest of the
+/// transaction (a claim and its permits, a result and their release).
+impl StoreSemaphore {
+    /// Adds `holder`'s place in `scope`, on `lease`, to `txn`.
+    pub fn grant_in(txn: Txn, scope: &SemScope, holder: &str, lease: LeaseId) -> Txn {
+        txn.put_with_lease(SemEntryKey { scope, holder }, holder.as_bytes().to_vec(), lease)
+    }
+
+    /// Adds the removal of `holder`'s place in `scope` to `txn` (nothing if it has none).
+    pub fn release_in(txn: Txn, scope: &SemScope, holder: &str) -> Txn {
+        txn.delete(SemEntryKey { scope, holder })
+    }
+}
