@@ -279,7 +279,7 @@ macro_rules! conformance {
             background_processes_are_buffered_followed_and_signalled, sessions_keep_cd_and_export,
             syscall_filter_refuses_the_deny_list, ordinary_programs_still_work,
             disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported,
-            watchdog_kill_reaches_every_sandbox_process);
+            destroy_outlasts_a_mount_namespace_copied_meanwhile, watchdog_kill_reaches_every_sandbox_process);
     };
     (@tests $name:ident, $make:expr, $($test:ident),* $(,)?) => {
         mod $name {
@@ -765,7 +765,8 @@ mod watchdog;
 mod suite {
     use super::*;
     pub use crate::disk_quota::{
-        disk_quota_stops_bytes_and_the_sandbox_lives_on, disk_quota_stops_inodes, disk_use_is_reported,
+        destroy_outlasts_a_mount_namespace_copied_meanwhile, disk_quota_stops_bytes_and_the_sandbox_lives_on,
+        disk_quota_stops_inodes, disk_use_is_reported,
     };
     pub use crate::syscalls::{ordinary_programs_still_work, syscall_filter_refuses_the_deny_list};
     pub use crate::watchdog::watchdog_kill_reaches_every_sandbox_process;

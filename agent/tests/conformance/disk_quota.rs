@@ -76,6 +76,26 @@ pub async fn disk_use_is_reported(h: &Harness) {
     assert_eq!((after.total_bytes, after.total_inodes), (before.total_bytes, before.total_inodes));
 }
 
+/// Another process on the host copying the mounts at destroy time (what any sandbox starting
+/// then does until it pivots away) keeps the disk busy for a moment: the destroy waits for its
+/// loop device to go rather than leaving it behind.
+pub async fn destroy_outlasts_a_mount_namespace_copied_meanwhile(h: &Harness) {
+    let sb = small_sandbox(h).await;
+    assert!((h.leftovers)(&sb).iter().any(|l| l.starts_with("loop device")), "the sandbox has its own disk");
+    // A private copy of the host's mounts, the sandbox's disk among them, for half a second.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", "echo in; sleep 0.5"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "in\n", "the copy is made");
+    h.rt.destroy(&sb).await.expect("destroy");
+    assert_eq!((h.leftovers)(&sb), Vec::<String>::new(), "nothing of the sandbox is left");
+    holder.wait().expect("the holder ends");
+}
+
 /// Storage checks only one runtime can make: crash leftovers, the warm pool.
 pub mod specific {
     use std::time::{Duration, Instant};

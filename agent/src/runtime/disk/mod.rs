@@ -23,6 +23,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use corral_core::model::DiskUsage;
 
@@ -195,16 +196,33 @@ pub fn shm(dir: &Path) -> PathBuf {
     dir.join("shm")
 }
 
+/// How long [`release`] waits for a busy loop device to let go.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+
 /// Unmounts a sandbox's `/dev/shm` and disk and detaches its loop device; the image goes with
-/// the directory. Safe on a directory never prepared, or half prepared.
+/// the directory. Safe on a directory never prepared, or half prepared. Blocking.
+///
+/// The unmount is lazy: a mount namespace created at that moment elsewhere on the host (another
+/// sandbox starting copies the host's mounts until it pivots away) keeps the file system, and so
+/// the device, busy for a few milliseconds. The detach marks the device to go with its last user;
+/// this waits (bounded) until it has gone, so a destroyed sandbox leaves nothing behind.
 pub fn release(dir: &Path) -> Result<(), DiskError> {
     for target in [dir.join("shm"), dir.join("disk")] {
         mounts::unmount(&target).map_err(io_err(format!("unmounting {}", target.display())))?;
     }
-    for device in loopdev::backed_under(dir) {
-        loopdev::detach(&device).map_err(io_err(format!("detaching {}", device.display())))?;
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        let devices = loopdev::backed_under(dir);
+        let Some(device) = devices.first() else { return Ok(()) };
+        loopdev::detach(device).map_err(io_err(format!("detaching {}", device.display())))?;
+        if Instant::now() >= deadline {
+            return Err(DiskError::Io {
+                context: format!("{} still busy {} s after its unmount", device.display(), RELEASE_WAIT.as_secs()),
+                source: io::Error::from(io::ErrorKind::ResourceBusy),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(())
 }
 
 /// Unmounts everything under `root` and detaches loop devices backed by files there (what a
