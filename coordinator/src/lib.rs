@@ -17,7 +17,8 @@
 //!
 //! Layering, bottom up: `error`, `config`, `records`, `capacity`, `scheduler`, `cluster`,
 //! `dispatch`, `leader`, `deadlines`, `confirm`, `semaphore`; then `sandboxes` and `service`
-//! (with `jobs`); then `reconciler` and `api`. No module uses one above it.
+//! (with `jobs`); then `reconciler` and `api`. No module uses one above it, except that the
+//! cluster view holds the jobs table and `jobs` uses `api::job_convert` (left to the jobs side).
 
 pub mod api;
 pub mod capacity;
