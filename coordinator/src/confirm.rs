@@ -17,21 +17,17 @@
 //!   reconciler re-publishes the create, the agent answers it idempotently (it already runs the
 //!   sandbox) and the reply is applied like any other. A sandbox whose agent never confirms ends
 //!   `FAILED`, as before.
+//!
+//! Layering: this module only keeps the books ([`InFlight`]) and depends on nothing of the
+//! coordinator; the sandbox component ([`crate::sandboxes`]) owns an `InFlight`, makes the
+//! deferred write (`confirm_running`) and consults it on every read and end.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_core::ids::{NodeId, SandboxId, TenantId};
-use corral_core::model::SandboxRecord;
-use corral_core::protocol::WorkReply;
-use corral_core::state::SandboxState;
-use corral_core::time::now_ms_after;
+use corral_core::ids::SandboxId;
 use tokio::sync::{Notify, watch};
-
-use crate::error::{ApiError, ApiResult};
-use crate::records::Versioned;
-use crate::service::Core;
 
 /// Longest a reader waits for a write in flight; past it, the reader goes on with what the store
 /// has (the write is retried by the reconciler's path anyway).
@@ -134,100 +130,6 @@ impl InFlight {
 async fn wait(mut rx: watch::Receiver<()>) {
     // Nothing is ever sent: `changed` returns once the sender is dropped.
     let _ = tokio::time::timeout(MAX_WAIT, rx.changed()).await;
-}
-
-impl Core {
-    /// The agent reported the sandbox running: returns the RUNNING record at once and makes it
-    /// durable in the background (see [`crate::confirm`] for why readers cannot tell).
-    pub(crate) fn confirm_running(self: &Arc<Self>, reply: WorkReply, known: Versioned) -> SandboxRecord {
-        let mut running = known.record.clone();
-        running.state = SandboxState::Running;
-        running.started_at_ms = now_ms_after(running.created_at_ms);
-        let started_at_ms = running.started_at_ms;
-        let id = running.spec.id.clone();
-        let (writing, flush) = self.in_flight.begin(&id, started_at_ms);
-        self.view.mark_running(&id);
-        let core = self.clone();
-        // Bounded by DEFER plus the create timeout; readers wait for `writing` to drop.
-        corral_core::task::spawn_detached("coordinator.confirm_running", async move {
-            tokio::select! {
-                _ = tokio::time::sleep(DEFER) => {}
-                _ = flush.notified() => {}
-            }
-            if !core.in_flight.start_writing(&id) {
-                // The sandbox ended first; its end recorded the start time.
-                return;
-            }
-            let write = core.apply_reply(reply, Some(known), started_at_ms);
-            match tokio::time::timeout(core.config.create_timeout(), write).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not record a started sandbox; the reconciler re-publishes its create")
-                }
-                Err(_) => {
-                    tracing::warn!("recording a started sandbox timed out; the reconciler re-publishes its create")
-                }
-            }
-            drop(writing);
-        });
-        running
-    }
-
-    /// Waits (up to the create timeout) for a SCHEDULED sandbox to become RUNNING in the view.
-    pub(crate) async fn await_running(&self, tenant: &TenantId, id: &SandboxId) -> ApiResult<NodeId> {
-        let deadline = tokio::time::Instant::now() + self.config.create_timeout();
-        loop {
-            match self.view.sandbox(id) {
-                Some(p) if p.state == SandboxState::Running => return Ok(p.node),
-                Some(p) if p.state == SandboxState::Scheduled && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                }
-                _ => {
-                    let state = self.get(tenant, id).await?.state;
-                    return Err(ApiError::FailedPrecondition(format!("sandbox {id} is {state}, not RUNNING")));
-                }
-            }
-        }
-    }
-}
-
-/// Stops a sandbox whose Create call was dropped before it answered (see [`Core::create`]).
-pub(crate) struct AbandonGuard {
-    armed: Option<(Arc<Core>, TenantId, SandboxId)>,
-}
-
-impl AbandonGuard {
-    pub(crate) fn new(core: Arc<Core>, tenant: TenantId, id: SandboxId) -> Self {
-        Self { armed: Some((core, tenant, id)) }
-    }
-
-    pub(crate) fn disarm(mut self) {
-        self.armed = None;
-    }
-}
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        let Some((core, tenant, id)) = self.armed.take() else { return };
-        // Bounded by the store's request timeouts. A record that never got written leaves an
-        // unrecorded sandbox at most, which the agent's GC reaps; an agent reply that arrives
-        // later finds the record ended and is answered with a destroy.
-        corral_core::task::spawn_detached("coordinator.abandoned_create", async move {
-            let reason = "its Create call was abandoned by the client";
-            // A record write cut off mid-flight may still land: look once more after a pause.
-            for pause in [Duration::ZERO, Duration::from_secs(1)] {
-                tokio::time::sleep(pause).await;
-                match core.end(&tenant, &id, SandboxState::Stopped, reason).await {
-                    Ok(r) => {
-                        tracing::info!(sandbox_id = %id, state = %r.state, "ended a sandbox whose create was abandoned");
-                        break;
-                    }
-                    Err(e) => tracing::debug!(sandbox_id = %id, error = %e, "abandoned create: no record to end yet"),
-                }
-            }
-            core.view.forget(&id);
-        });
-    }
 }
 
 #[cfg(test)]

@@ -18,16 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_core::keys::DeadlineKey;
-use corral_core::model::SandboxRecord;
-use corral_core::state::SandboxState;
 use corral_core::store::{LeaseId, StateStore, StoreError, StoreResult};
-use corral_core::time::now_ms;
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
-use crate::records;
-use crate::service::Core;
 
 /// Grants and shares the leases deadline keys sit on.
 pub struct DeadlineLeases {
@@ -71,83 +65,22 @@ impl DeadlineLeases {
     }
 }
 
-impl Core {
-    /// A lease for a deadline `timeout_seconds` from now; 0 for no timeout.
-    pub(crate) async fn deadline_lease(&self, timeout_seconds: u64) -> ApiResult<LeaseId> {
-        self.deadline_lease_after(Duration::from_secs(timeout_seconds)).await
-    }
-
+impl DeadlineLeases {
     /// A lease for a deadline `after` from now; 0 for none (`after` zero).
-    pub(crate) async fn deadline_lease_after(&self, after: Duration) -> ApiResult<LeaseId> {
+    pub async fn lease_after(&self, after: Duration) -> ApiResult<LeaseId> {
         if after.is_zero() {
             return Ok(0);
         }
-        Ok(self.deadlines.lease_for(after).await?)
+        Ok(self.lease_for(after).await?)
     }
 
     /// Passes `result` on; a lease the store no longer knows is not handed out again (the
     /// caller's retry, or the reconciler's, gets a fresh one).
-    pub(crate) fn forget_lost_lease<T>(&self, result: ApiResult<T>) -> ApiResult<T> {
+    pub fn forget_lost<T>(&self, result: ApiResult<T>) -> ApiResult<T> {
         if let Err(ApiError::Store(StoreError::LeaseNotFound(lease))) = &result {
-            self.deadlines.forget(*lease);
+            self.forget(*lease);
         }
         result
-    }
-
-    /// Gives a deadline key to every running sandbox whose record predates deadline keys, for
-    /// the time its old `expires_at_ms` left (read once on this clock; at least a second).
-    pub(crate) async fn adopt_old_deadlines(&self) {
-        for record in self.view.without_deadline() {
-            let (tenant, id) = (&record.spec.tenant, &record.spec.id);
-            let left = match record.expires_at_ms {
-                0 => Duration::from_secs(record.spec.timeout_seconds),
-                at => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-            };
-            let lease = match self.deadline_lease_after(left.max(Duration::from_secs(1))).await {
-                Ok(lease) => lease,
-                Err(e) => {
-                    tracing::warn!(sandbox_id = %id, error = %e, "could not give an old record a deadline");
-                    continue;
-                }
-            };
-            let updated = records::update(&self.store, tenant, id, None, |r| {
-                let old = !r.state.is_terminal() && r.deadline_lease == 0 && r.spec.timeout_seconds > 0;
-                if old {
-                    r.deadline_lease = lease;
-                }
-                Ok(old)
-            });
-            match self.forget_lost_lease(updated.await) {
-                Ok(Some(v)) => {
-                    tracing::info!(sandbox_id = %id, "an old record got its deadline key");
-                    self.view.apply_record(&v.record, v.revision);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not give an old record a deadline"),
-            }
-        }
-    }
-
-    /// Ends `EXPIRED` every live sandbox whose deadline key etcd has deleted (leader only).
-    pub(crate) async fn expire_due(&self) {
-        for (tenant, id, lease) in self.view.past_deadline() {
-            // The view may lag: the store decides whether the key is really gone.
-            match self.store.get(&DeadlineKey { tenant: &tenant, id: id.as_str() }.to_string()).await {
-                Ok(None) => {}
-                Ok(Some(_)) => continue,
-                Err(e) => {
-                    tracing::warn!(sandbox_id = %id, error = %e, "could not check a deadline");
-                    continue;
-                }
-            }
-            // A SetTimeout that landed meanwhile moved the deadline to another lease.
-            let due = |r: &SandboxRecord| r.deadline_lease == lease;
-            match self.end_if(&tenant, &id, SandboxState::Expired, "its timeout was reached", due).await {
-                Ok(r) if r.state != SandboxState::Expired => tracing::debug!(sandbox_id = %id, "expiry postponed"),
-                Ok(_) => tracing::info!(sandbox_id = %id, "sandbox expired"),
-                Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "could not expire sandbox"),
-            }
-        }
     }
 }
 

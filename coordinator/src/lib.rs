@@ -2,15 +2,22 @@
 //! and sends work to agents over a `Bus`.
 //!
 //! - [`api`]: the tonic services (validation and wire conversion at the edge);
-//! - [`service`]: sandbox operations in domain terms; [`records`]: CAS reads/writes of records;
+//! - [`sandboxes`]: the sandbox component (every sandbox operation in domain terms);
+//!   [`records`]: CAS reads/writes of records; [`service`]: `Core`, the shared state the jobs
+//!   code takes;
 //! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement; [`capacity`]: the
 //!   one node capacity model both placements reserve from;
 //! - [`deadlines`]: sandbox timeouts and batch deadlines on etcd lease timers (skew-proof);
 //! - [`dispatch`]: work, requests and output streams over the bus;
-//! - [`confirm`]: RUNNING writes off the create path, and readers that wait for them;
+//! - [`confirm`]: the books of RUNNING writes made off the create path, which readers wait for;
 //! - [`leader`]: leader election (the leader runs the reconciler's sweeps);
 //! - [`jobs`]: jobs and fan-out batches (index, placement, fenced claims, result commits);
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
+//!
+//! Layering, bottom up: `error`, `config`, `records`, `capacity`, `scheduler`, `cluster`,
+//! `dispatch`, `leader`, `deadlines`, `confirm`, `semaphore`; then `sandboxes` and `service`
+//! (with `jobs`); then `reconciler` and `api`. No module uses one above it, except that the
+//! cluster view holds the jobs table and `jobs` uses `api::job_convert` (left to the jobs side).
 
 pub mod api;
 pub mod capacity;
@@ -24,6 +31,7 @@ pub mod jobs;
 pub mod leader;
 pub mod reconciler;
 pub mod records;
+pub mod sandboxes;
 pub mod scheduler;
 pub mod service;
 
@@ -48,6 +56,7 @@ pub use config::CoordinatorConfig;
 use crate::cluster::ClusterView;
 use crate::dispatch::Dispatcher;
 use crate::leader::{LeaderRecord, Leadership};
+use crate::sandboxes::Sandboxes;
 use crate::service::Core;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +107,32 @@ pub async fn run(
         let (leadership, store) = (leadership.clone(), store.clone());
         task::supervise("coordinator.election", move || leadership.clone().campaign(store.clone(), me.clone()))
     };
-    let deadlines = deadlines::DeadlineLeases::new(store.clone());
-    let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership, deadlines });
-    let reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
+    let deadlines = Arc::new(deadlines::DeadlineLeases::new(store.clone()));
+    let dispatch = Arc::new(dispatch);
+    let limits = Arc::new(config.clone());
+    let sandboxes = Arc::new(Sandboxes::new(
+        store.clone(),
+        view.clone(),
+        dispatch.clone(),
+        deadlines.clone(),
+        config.create_timeout(),
+    ));
+    let calls = api::calls::SandboxCalls {
+        sandboxes: sandboxes.clone(),
+        dispatch: dispatch.clone(),
+        view: view.clone(),
+        config: limits.clone(),
+    };
+    let core = Arc::new(Core {
+        config,
+        store: store.clone(),
+        view: view.clone(),
+        dispatch,
+        leadership: leadership.clone(),
+        deadlines,
+    });
+    let reconciler =
+        OwnedTask::spawn("coordinator.reconciler", reconciler::run(sandboxes.clone(), leadership.clone(), unclaimed));
     let _scheduler = {
         let core = core.clone();
         task::supervise("coordinator.job_scheduler", move || jobs::schedule::run(core.clone()))
@@ -121,13 +153,13 @@ pub async fn run(
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi(core.clone())))
-        .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
-        .add_service(SessionsServer::new(api::sessions::SessionsApi(core.clone())))
-        .add_service(LanguagesServer::new(api::code::LanguagesApi(core.clone())))
+        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi { sandboxes, config: limits }))
+        .add_service(ExecServer::new(api::exec::ExecApi(calls.clone())))
+        .add_service(SessionsServer::new(api::sessions::SessionsApi(calls.clone())))
+        .add_service(LanguagesServer::new(api::code::LanguagesApi(view)))
         .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_request))
         .add_service(BatchesServer::new(api::batches::BatchesApi(core.clone())).max_decoding_message_size(max_request))
-        .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
+        .add_service(FilesServer::new(api::files::FilesApi(calls)).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
     tokio::pin!(serve);
     let fatal = loop {
@@ -151,8 +183,8 @@ pub async fn run(
     }
     // Hand leadership over at once rather than after the lease runs out.
     drop(election);
-    if let Some(lease) = core.leadership.lease()
-        && let Err(e) = core.store.revoke_lease(lease).await
+    if let Some(lease) = leadership.lease()
+        && let Err(e) = store.revoke_lease(lease).await
     {
         tracing::warn!(error = %e, "could not give up the leader lease; it expires on its own");
     }

@@ -2,12 +2,16 @@
 //! starts every exec of that sandbox in its shared namespaces (so a server started by one exec is
 //! reachable from the next).
 //!
+//! - [`config`]: [`BwrapConfig`] and the host-side setup (the init installed, the state
+//!   directory opened to the sandbox owner).
+//! - [`pool`]: the warm pool and its refill task.
 //! - [`args`]: the bwrap command line (namespaces, read-only system dirs, private `/workspace`
 //!   and `/tmp`, no inherited environment).
 //! - [`conn`](crate::runtime::conn): the framed control pipe to the init (shared with Docker).
 //! - [`sandbox`]: start (cgroups joined before bwrap runs), exec, kill, and teardown of one sandbox.
 //! - [`spawn`]: the fork-to-exec hook: join cgroups, drop inherited descriptors, become the
 //!   unprivileged host user that sandboxes run as.
+//! - [`oneshot`]: one-shot sandboxes for jobs (no init); [`sweep`]: directories no sandbox owns.
 //!
 //! Sandboxes live in `{state_dir}/sandboxes/{id}`, their `/workspace` and `/tmp` in its `disk`
 //! (with quotas, a loop-mounted ext4 image; see [`super::disk`]); a new runtime removes whatever
@@ -21,200 +25,36 @@
 //! invisible to `list` and to the coordinator.
 
 mod args;
+mod config;
 mod oneshot;
+mod pool;
 mod sandbox;
 mod spawn;
 mod sweep;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use corral_core::ids::{ExecId, SandboxId};
 use corral_core::model::{DiskUsage, ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
-use std::time::Duration;
-
 use corral_core::task::OwnedTask;
 use tokio::sync::{Notify, OnceCell};
 
+pub use self::config::{BwrapConfig, corral_init_path};
+use self::config::{install_init, instance_name, open_to_sandbox_owner};
+use self::pool::Pool;
 use self::sandbox::{Sandbox, Warm};
-use super::cgroup::{CgroupMode, Cgroups};
+use super::cgroup::Cgroups;
 pub use super::client::DEFAULT_MAX_OUTPUT;
-use super::disk::{DiskSettings, Disks};
 use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
-
-/// How the bubblewrap runtime runs.
-#[derive(Debug, Clone)]
-pub struct BwrapConfig {
-    /// Sandboxes live in `{state_dir}/sandboxes/{id}/{workspace,tmp}`.
-    pub state_dir: PathBuf,
-    pub bwrap_path: PathBuf,
-    /// The `corral-init` binary, mounted read-only at `/.corral/init` in every sandbox.
-    pub init_path: PathBuf,
-    /// Identity of sandbox processes inside the sandbox (`host_uid`/`host_gid` outside).
-    pub sandbox_uid: u32,
-    pub sandbox_gid: u32,
-    /// Unprivileged host identity that sandbox processes (and the files they own) have when the
-    /// agent runs as root; otherwise they have the agent's own. Never root: a sandbox user that is
-    /// the host's root could, for one, write the kernel's sysctls.
-    pub host_uid: u32,
-    pub host_gid: u32,
-    pub cgroup: CgroupMode,
-    /// Started, never-used sandboxes (no network) kept ready for creates; 0 disables the pool.
-    pub warm_pool: usize,
-    /// Sandboxes' storage and its quotas.
-    pub disk: Disks,
-}
-
-impl BwrapConfig {
-    /// Defaults: `bwrap` from `PATH` (or `/usr/bin/bwrap`), the init from [`corral_init_path`],
-    /// uid/gid 1000 inside, 1000000 on the host, cgroup version detected, no warm pool, no disk
-    /// quotas.
-    pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
-        let bwrap_path = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
-        Ok(Self {
-            state_dir: state_dir.into(),
-            bwrap_path,
-            init_path: corral_init_path()?,
-            sandbox_uid: 1000,
-            sandbox_gid: 1000,
-            host_uid: 1_000_000,
-            host_gid: 1_000_000,
-            cgroup: CgroupMode::Auto,
-            warm_pool: 0,
-            disk: Disks::off(DiskSettings::default()),
-        })
-    }
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// Finds the `corral-init` binary: next to the current executable, in its parent directory (test
-/// binaries live in `target/debug/deps`, the init in `target/debug`), then on `PATH`.
-pub fn corral_init_path() -> RuntimeResult<PathBuf> {
-    const NAME: &str = "corral-init";
-    let exe = std::env::current_exe().map_err(|e| RuntimeError::io("locating the current executable", e))?;
-    let near: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(NAME)).collect();
-    if let Some(found) = near.iter().find(|p| p.is_file()).cloned().or_else(|| find_on_path(NAME)) {
-        return Ok(found);
-    }
-    let searched: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
-    let context = format!(
-        "corral-init not found at {} or on PATH; build it with `cargo build -p corral-init`",
-        searched.join(", ")
-    );
-    Err(RuntimeError::io(context, io::ErrorKind::NotFound.into()))
-}
 
 /// Sandboxes by id; a cell is filled once its sandbox started, so concurrent creates of one id
 /// start it once.
 type SandboxMap = HashMap<SandboxId, Arc<OnceCell<Arc<Sandbox>>>>;
-
-/// Started sandboxes waiting to be bound to a spec, shared with the refill task.
-struct Pool {
-    size: usize,
-    config: BwrapConfig,
-    owner: Option<(u32, u32)>,
-    cgroups: Cgroups,
-    state: Mutex<PoolState>,
-    /// Wakes the refill task after a take.
-    wake: Notify,
-}
-
-#[derive(Default)]
-struct PoolState {
-    ready: VecDeque<Warm>,
-    /// Set at shutdown/drop: nothing is added any more.
-    closed: bool,
-    next_slot: u64,
-}
-
-impl Pool {
-    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a live pooled sandbox, if any, and wakes the refill.
-    fn take(&self) -> Option<Warm> {
-        let mut st = self.state();
-        let mut taken = None;
-        while let Some(mut w) = st.ready.pop_front() {
-            if w.is_alive() {
-                taken = Some(w);
-                break;
-            }
-            tracing::warn!("a pooled sandbox died while waiting; discarding it");
-            // Dropping tears it down; it is dead already, so this is quick.
-            drop(w);
-        }
-        drop(st);
-        self.wake.notify_one();
-        taken
-    }
-
-    /// Stops adding sandboxes and hands back those waiting (to be torn down by the caller).
-    fn close(&self) -> Vec<Warm> {
-        let mut st = self.state();
-        st.closed = true;
-        st.ready.drain(..).collect()
-    }
-
-    /// Keeps `size` sandboxes ready, starting one at a time; backs off after failures.
-    async fn refill(self: Arc<Self>) -> Result<(), std::convert::Infallible> {
-        let mut failures = 0u32;
-        loop {
-            let name = {
-                let mut st = self.state();
-                if st.closed {
-                    return Ok(());
-                }
-                (st.ready.len() < self.size).then(|| {
-                    st.next_slot += 1;
-                    format!("{POOL_PREFIX}{}", st.next_slot)
-                })
-            };
-            let Some(name) = name else {
-                self.wake.notified().await;
-                continue;
-            };
-            let limits = super::cgroup::Limits::default();
-            let quota = match self.config.disk.quota(0, 0) {
-                Ok(q) => q,
-                Err(e) => {
-                    tracing::warn!(error = %e, "warm pool: the default disk is refused; no pool");
-                    return Ok(());
-                }
-            };
-            match Warm::start(&self.config, self.owner, &self.cgroups, &name, &limits, &quota, false).await {
-                Ok(warm) => {
-                    failures = 0;
-                    let mut st = self.state();
-                    if st.closed {
-                        drop(st);
-                        drop(warm);
-                        return Ok(());
-                    }
-                    st.ready.push_back(warm);
-                }
-                Err(why) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(slot = %name, %why, "warm pool: a sandbox failed to start");
-                    let backoff = Duration::from_millis(100u64 << failures.min(8));
-                    tokio::time::sleep(backoff.min(Duration::from_secs(30))).await;
-                }
-            }
-        }
-    }
-}
-
-/// Directory and cgroup names of pool slots (sandbox ids start with `sb-`, so never collide).
-const POOL_PREFIX: &str = "pool-";
 
 pub struct BwrapRuntime {
     /// With `init_path` pointing at the runtime's own copy of the init.
@@ -267,15 +107,7 @@ impl BwrapRuntime {
                 (None, None)
             }
             (size, Ok(_)) => {
-                let pool = Arc::new(Pool {
-                    size,
-                    config: config.clone(),
-                    owner,
-                    cgroups: cgroups.clone(),
-                    state: Mutex::new(PoolState::default()),
-                    wake: Notify::new(),
-                });
-                let task = OwnedTask::spawn("bwrap.warm_pool", pool.clone().refill());
+                let (pool, task) = Pool::start(size, config.clone(), owner, cgroups.clone());
                 (Some(pool), Some(task))
             }
         };
@@ -400,44 +232,6 @@ impl Drop for BwrapRuntime {
         }
         self.cgroups.remove_bases();
     }
-}
-
-/// Lets bwrap, running as the unprivileged sandbox owner, reach the state directory: it and
-/// `sandboxes/` become traversable (not listable) by others; every ancestor must already be.
-fn open_to_sandbox_owner(state_dir: &Path) -> io::Result<()> {
-    for dir in [state_dir.to_path_buf(), state_dir.join("sandboxes")] {
-        let mode = std::fs::metadata(&dir)?.permissions().mode();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o711))?;
-    }
-    for ancestor in state_dir.ancestors().skip(1) {
-        if std::fs::metadata(ancestor)?.permissions().mode() & 0o001 == 0 {
-            let why = format!("{} is not traversable by others; sandboxes run unprivileged", ancestor.display());
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
-        }
-    }
-    Ok(())
-}
-
-/// Copies the init into `{state_dir}/bin` (readable by the sandbox owner, and immune to the build
-/// replacing the original while sandboxes run).
-fn install_init(config: &BwrapConfig) -> io::Result<PathBuf> {
-    let bin = config.state_dir.join("bin");
-    std::fs::create_dir_all(&bin)?;
-    let (tmp, dest) = (bin.join(".corral-init.tmp"), bin.join("corral-init"));
-    std::fs::copy(&config.init_path, &tmp)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, &dest)?;
-    Ok(dest)
-}
-
-/// A stable name for this agent's cgroup subtree, derived from its state directory (FNV-1a).
-fn instance_name(state_dir: &Path) -> String {
-    let hash = state_dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
 }
 
 #[async_trait]

@@ -4,6 +4,8 @@
 //! protocol and the same connection code as bubblewrap ([`super::conn`], [`super::client`]), so
 //! execs, streaming, timeouts, output caps and background processes behave identically.
 //!
+//! - [`config`]: [`DockerConfig`], and the init installed for the engine to mount.
+//! - [`storage`]: each sandbox's disk when quotas are on (prepare, release, sweep).
 //! - [`spec`]: the container's settings (image, limits, security options, mounts, labels).
 //! - [`attach`]: starting a container attached, and re-attaching to a running one with a resync.
 //! - [`fs`]: the files API, run by the init inside the container (never on the host's overlay).
@@ -12,12 +14,13 @@
 //! [`Runtime::list`] finds them by the `corral.node_id` label and [`Runtime::adopt`] re-attaches.
 
 mod attach;
+mod config;
 mod fs;
 mod spec;
+mod storage;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,63 +30,20 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use corral_core::ids::{ExecId, NodeId, SandboxId};
+use corral_core::ids::{ExecId, SandboxId};
 use corral_core::model::{DiskUsage, ExecSpec, FileEntry, RuntimeKind, SandboxSpec};
 use tokio::sync::OnceCell;
 
 use self::attach::Container;
-use super::disk::{self, DiskSettings, Disks};
+use self::config::install_init;
+pub use self::config::{DEFAULT_SOCKET, DockerConfig};
+use super::disk;
 use super::{ExecHandle, FileChunk, Runtime, RuntimeError, RuntimeResult};
 
-/// The engine socket used when none is configured.
-pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// How long a destroy waits for a removal already under way.
 const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 /// How long connecting to the engine may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How the Docker runtime runs.
-#[derive(Debug, Clone)]
-pub struct DockerConfig {
-    /// Containers are labelled with it; `list` returns only this node's.
-    pub node_id: NodeId,
-    /// The init is copied to `{state_dir}/bin` (the engine bind-mounts it from there).
-    pub state_dir: PathBuf,
-    /// The `corral-init` binary (the images are Debian bookworm like the host, so it runs there).
-    pub init_path: PathBuf,
-    /// The engine's unix socket; `None` = [`DEFAULT_SOCKET`].
-    pub socket: Option<PathBuf>,
-    /// Image used when a spec names none.
-    pub default_image: String,
-    /// Identity of sandbox processes (the images' `sandbox` user).
-    pub sandbox_uid: u32,
-    pub sandbox_gid: u32,
-    /// Sandboxes' storage: with quotas, each container's `/workspace`, `/tmp` and `/dev/shm` are
-    /// bind mounts of `{state_dir}/docker/{id}` (see [`super::disk`]).
-    pub disk: Disks,
-    /// The cgroup parent of this node's containers (`/corral-docker/{node}`), so the node watchdog
-    /// can kill them all; set by [`DockerRuntime::connect`] when the engine uses the cgroupfs
-    /// driver (with the systemd driver the containers stay where the engine puts them).
-    pub cgroup_parent: Option<String>,
-}
-
-impl DockerConfig {
-    /// Defaults: the init from [`super::bwrap::corral_init_path`], the default socket,
-    /// `corral/base:latest`, uid/gid 1000, no disk quotas.
-    pub fn new(node_id: NodeId, state_dir: impl Into<PathBuf>) -> RuntimeResult<Self> {
-        Ok(Self {
-            node_id,
-            state_dir: state_dir.into(),
-            init_path: super::bwrap::corral_init_path()?,
-            socket: None,
-            default_image: "corral/base:latest".into(),
-            sandbox_uid: 1000,
-            sandbox_gid: 1000,
-            disk: Disks::off(DiskSettings::default()),
-            cgroup_parent: None,
-        })
-    }
-}
 
 type ContainerMap = HashMap<SandboxId, Arc<OnceCell<Arc<Container>>>>;
 
@@ -159,74 +119,6 @@ impl DockerRuntime {
             );
         }
         dirs
-    }
-
-    /// The host directory of a sandbox's storage (with quotas).
-    pub fn storage_dir(&self, id: &SandboxId) -> PathBuf {
-        self.config.state_dir.join("docker").join(id.as_str())
-    }
-
-    /// Prepares the sandbox's disk when quotas are on; `None` when they are off.
-    async fn prepare_storage(&self, spec: &SandboxSpec) -> RuntimeResult<Option<PathBuf>> {
-        if !self.config.disk.enforced() {
-            return Ok(None);
-        }
-        let quota = self.config.disk.quota(spec.disk_mb, spec.memory_mb).map_err(|e| match e {
-            disk::DiskError::TooLarge { .. } | disk::DiskError::TooSmall { .. } => {
-                RuntimeError::Invalid { what: "disk_mb", why: e.to_string() }
-            }
-            other => RuntimeError::StartFailed { sandbox: spec.id.clone(), why: other.to_string() },
-        })?;
-        let (disks, dir) = (self.config.disk.clone(), self.storage_dir(&spec.id));
-        let owner = (self.config.sandbox_uid, self.config.sandbox_gid);
-        let task_dir = dir.clone();
-        let prepared = tokio::task::spawn_blocking(move || disks.prepare(&task_dir, &quota, Some(owner)))
-            .await
-            .map_err(|e| RuntimeError::io("preparing the sandbox's disk", io::Error::other(e)))?;
-        match prepared {
-            Ok(()) => Ok(Some(dir)),
-            Err(e) => {
-                self.release_storage(&spec.id).await;
-                Err(RuntimeError::StartFailed { sandbox: spec.id.clone(), why: e.to_string() })
-            }
-        }
-    }
-
-    /// Unmounts and removes a sandbox's storage (nothing to do without quotas).
-    async fn release_storage(&self, id: &SandboxId) {
-        let dir = self.storage_dir(id);
-        let released = tokio::task::spawn_blocking(move || {
-            if !dir.exists() {
-                return Ok(());
-            }
-            disk::release(&dir).map_err(|e| e.to_string())?;
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))
-        })
-        .await;
-        match released {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => tracing::warn!(sandbox_id = %id, %why, "sandbox storage not released"),
-            Err(e) => tracing::warn!(sandbox_id = %id, error = %e, "sandbox storage not released"),
-        }
-    }
-
-    /// Removes the storage of sandboxes that have no container (left by a crash, or by a container
-    /// removed behind the agent's back) and are not being created.
-    async fn sweep_storage(&self) {
-        let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("docker")) else { return };
-        for entry in entries.flatten() {
-            let Some(id) = entry.file_name().to_str().and_then(|n| SandboxId::parse(n).ok()) else { continue };
-            if self.map().contains_key(&id) {
-                continue;
-            }
-            match self.docker.inspect_container(&Self::container_name(&id), None).await {
-                Err(e) if is_not_found(&e) => {
-                    tracing::info!(sandbox_id = %id, "removing the storage of a sandbox without a container");
-                    self.release_storage(&id).await;
-                }
-                _ => {}
-            }
-        }
     }
 
     /// The engine client (for tests and diagnostics).
@@ -322,17 +214,6 @@ impl DockerRuntime {
         c.client.set_paused(if result.is_ok() { paused } else { !paused });
         result
     }
-}
-
-/// Copies the init into `{state_dir}/bin` (readable by the engine, immune to rebuilds).
-fn install_init(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
-    let bin = state_dir.join("bin");
-    std::fs::create_dir_all(&bin)?;
-    let (tmp, dest) = (bin.join(format!(".corral-init.docker.{}", std::process::id())), bin.join("corral-init"));
-    std::fs::copy(init, &tmp)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, &dest)?;
-    Ok(dest)
 }
 
 #[async_trait]

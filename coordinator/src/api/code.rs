@@ -1,8 +1,6 @@
 //! `Exec.RunCode` and `corral.v1.Languages`: snippets in a language of the registry
 //! (`corral_core::languages`), run with the program the sandbox's node published for it.
 
-use std::sync::Arc;
-
 use corral_core::ids::{NodeId, SandboxId, TenantId};
 use corral_core::languages::{self, LANGUAGES, Language, LanguageOffer};
 use corral_core::model::{ExecSpec, NodeInfo, RuntimeKind};
@@ -11,16 +9,17 @@ use corral_proto::v1 as pb;
 use corral_proto::v1::languages_server::Languages;
 use tonic::{Request, Response, Status};
 
-use super::exec::{GRACE, collect};
+use super::calls::SandboxCalls;
+use super::stream::{GRACE, collect};
 use super::{convert, tenant};
+use crate::cluster::ClusterView;
 use crate::error::{ApiError, ApiResult};
-use crate::service::Core;
 
 /// Where snippets are written inside the sandbox: `{CODE_DIR}/{random hex}/{file name}`.
 const CODE_DIR: &str = "/tmp/corral-code";
 
 /// Runs one snippet: validate, write the file, exec the language's command, remove the file.
-pub async fn run_code(core: &Arc<Core>, req: Request<pb::RunCodeRequest>) -> ApiResult<pb::ExecResponse> {
+pub async fn run_code(core: &SandboxCalls, req: Request<pb::RunCodeRequest>) -> ApiResult<pb::ExecResponse> {
     let tenant = tenant(&req);
     let req = req.into_inner();
     let id = convert::sandbox_id("sandbox_id", &req.sandbox_id)?;
@@ -69,11 +68,17 @@ pub async fn run_code(core: &Arc<Core>, req: Request<pb::RunCodeRequest>) -> Api
 
 /// The program that runs `lang` for the sandbox's runtime on its node, or INVALID_ARGUMENT
 /// listing what that node's runtime can run.
-async fn program(core: &Core, tenant: &TenantId, id: &SandboxId, node: &NodeId, lang: &Language) -> ApiResult<String> {
+async fn program(
+    core: &SandboxCalls,
+    tenant: &TenantId,
+    id: &SandboxId,
+    node: &NodeId,
+    lang: &Language,
+) -> ApiResult<String> {
     let (runtime, image) = match core.view.sandbox(id).and_then(|p| p.record) {
         Some(record) => (record.spec.runtime, record.spec.image.clone()),
         None => {
-            let record = core.get(tenant, id).await?;
+            let record = core.sandboxes.get(tenant, id).await?;
             (record.spec.runtime, record.spec.image)
         }
     };
@@ -123,7 +128,7 @@ fn available(nodes: &[NodeInfo]) -> Vec<(&'static Language, Vec<RuntimeKind>)> {
         .collect()
 }
 
-pub struct LanguagesApi(pub Arc<Core>);
+pub struct LanguagesApi(pub ClusterView);
 
 #[tonic::async_trait]
 impl Languages for LanguagesApi {
@@ -132,7 +137,7 @@ impl Languages for LanguagesApi {
         &self,
         _req: Request<pb::ListLanguagesRequest>,
     ) -> Result<Response<pb::ListLanguagesResponse>, Status> {
-        let languages = available(&self.0.view.nodes())
+        let languages = available(&self.0.nodes())
             .into_iter()
             .map(|(lang, runtimes)| pb::Language {
                 name: lang.name.to_owned(),

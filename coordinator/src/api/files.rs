@@ -1,18 +1,16 @@
 //! `corral.v1.Files`: whole-file read/write (moved over the bus in ≤ 512 KiB chunks), list, remove.
 
-use std::sync::Arc;
-
 use corral_core::ids::{NodeId, SandboxId};
 use corral_core::protocol::{CHUNK_BYTES, RpcReply, RpcRequest};
 use corral_proto::v1 as pb;
 use corral_proto::v1::files_server::Files;
 use tonic::{Request, Response, Status};
 
+use super::calls::SandboxCalls;
 use super::{convert, tenant};
 use crate::error::{ApiError, ApiResult};
-use crate::service::Core;
 
-pub struct FilesApi(pub Arc<Core>);
+pub struct FilesApi(pub SandboxCalls);
 
 /// Checks a file path's shape; the agent resolves it inside the sandbox and refuses escapes.
 fn path(raw: &str) -> ApiResult<String> {

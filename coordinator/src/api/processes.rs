@@ -1,7 +1,6 @@
 //! The background process calls of `corral.v1.Exec`: StartProcess, ListProcesses, SendSignal,
 //! KillProcess and FollowOutput. Validation here, the process table on the sandbox's agent.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use corral_core::model::ExecSpec;
@@ -9,11 +8,11 @@ use corral_core::protocol::{RpcReply, RpcRequest};
 use corral_proto::v1 as pb;
 use tonic::Request;
 
-use super::exec::{EventStream, forward};
+use super::calls::SandboxCalls;
+use super::stream::{EventStream, forward};
 use super::{convert, tenant};
 use crate::dispatch::Patience;
 use crate::error::{ApiError, ApiResult};
-use crate::service::Core;
 
 /// A follower's stream fails when the agent sends nothing for this long (it sends `Alive` frames
 /// every 10 s while the process is quiet).
@@ -23,7 +22,7 @@ fn unexpected(what: &str, reply: RpcReply) -> ApiError {
     ApiError::Internal(format!("unexpected agent reply to {what}: {reply:?}"))
 }
 
-pub async fn start(core: &Core, req: Request<pb::StartProcessRequest>) -> ApiResult<pb::StartProcessResponse> {
+pub async fn start(core: &SandboxCalls, req: Request<pb::StartProcessRequest>) -> ApiResult<pb::StartProcessResponse> {
     let tenant = tenant(&req);
     let req = req.into_inner();
     let id = convert::sandbox_id("sandbox_id", &req.sandbox_id)?;
@@ -39,7 +38,7 @@ pub async fn start(core: &Core, req: Request<pb::StartProcessRequest>) -> ApiRes
     }
 }
 
-pub async fn list(core: &Core, req: Request<pb::ListProcessesRequest>) -> ApiResult<pb::ListProcessesResponse> {
+pub async fn list(core: &SandboxCalls, req: Request<pb::ListProcessesRequest>) -> ApiResult<pb::ListProcessesResponse> {
     let tenant = tenant(&req);
     let id = convert::sandbox_id("sandbox_id", &req.get_ref().sandbox_id)?;
     let node = core.locate(&tenant, &id).await?;
@@ -51,7 +50,7 @@ pub async fn list(core: &Core, req: Request<pb::ListProcessesRequest>) -> ApiRes
     }
 }
 
-pub async fn signal(core: &Core, req: Request<pb::SendSignalRequest>) -> ApiResult<pb::SendSignalResponse> {
+pub async fn signal(core: &SandboxCalls, req: Request<pb::SendSignalRequest>) -> ApiResult<pb::SendSignalResponse> {
     let tenant = tenant(&req);
     let r = req.get_ref();
     let id = convert::sandbox_id("sandbox_id", &r.sandbox_id)?;
@@ -61,7 +60,7 @@ pub async fn signal(core: &Core, req: Request<pb::SendSignalRequest>) -> ApiResu
     Ok(pb::SendSignalResponse {})
 }
 
-pub async fn kill(core: &Core, req: Request<pb::KillProcessRequest>) -> ApiResult<pb::KillProcessResponse> {
+pub async fn kill(core: &SandboxCalls, req: Request<pb::KillProcessRequest>) -> ApiResult<pb::KillProcessResponse> {
     let tenant = tenant(&req);
     let id = convert::sandbox_id("sandbox_id", &req.get_ref().sandbox_id)?;
     let pid = convert::pid(req.get_ref().pid)?;
@@ -70,7 +69,7 @@ pub async fn kill(core: &Core, req: Request<pb::KillProcessRequest>) -> ApiResul
     Ok(pb::KillProcessResponse {})
 }
 
-pub async fn follow(core: &Arc<Core>, req: Request<pb::FollowOutputRequest>) -> ApiResult<EventStream> {
+pub async fn follow(core: &SandboxCalls, req: Request<pb::FollowOutputRequest>) -> ApiResult<EventStream> {
     let tenant = tenant(&req);
     let id = convert::sandbox_id("sandbox_id", &req.get_ref().sandbox_id)?;
     let pid = convert::pid(req.get_ref().pid)?;
@@ -80,5 +79,5 @@ pub async fn follow(core: &Arc<Core>, req: Request<pb::FollowOutputRequest>) -> 
     let stream = core.dispatch.open_stream(&node, &id, make, Patience::Idle(FOLLOW_IDLE)).await?;
     // The client went away: the agent stops publishing for it (the process keeps running).
     let unfollow = RpcRequest::Unfollow { sandbox: id, follow: stream.exec };
-    Ok(forward(core.clone(), node, stream, unfollow))
+    Ok(forward(core.dispatch.clone(), node, stream, unfollow))
 }

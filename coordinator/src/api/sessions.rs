@@ -1,20 +1,18 @@
 //! `corral.v1.Sessions`: Open, Exec and Close. The session's state lives on the sandbox's agent;
 //! a session id names its sandbox, so requests route like any other sandbox call.
 
-use std::sync::Arc;
-
 use corral_core::protocol::{RpcReply, RpcRequest};
 use corral_proto::v1 as pb;
 use corral_proto::v1::sessions_server::Sessions;
 use tonic::{Request, Response, Status};
 
-use super::exec::{GRACE, collect};
+use super::calls::SandboxCalls;
+use super::stream::{GRACE, collect};
 use super::{convert, tenant};
 use crate::dispatch::Patience;
 use crate::error::{ApiError, ApiResult};
-use crate::service::Core;
 
-pub struct SessionsApi(pub Arc<Core>);
+pub struct SessionsApi(pub SandboxCalls);
 
 impl SessionsApi {
     async fn open(&self, req: Request<pb::OpenSessionRequest>) -> ApiResult<pb::OpenSessionResponse> {

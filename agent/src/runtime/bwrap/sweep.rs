@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::{BwrapRuntime, POOL_PREFIX};
+use super::BwrapRuntime;
+use super::pool::POOL_PREFIX;
 
 impl BwrapRuntime {
     /// Directories under `{state_dir}/sandboxes` that belong to no sandbox being created,
