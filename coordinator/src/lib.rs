@@ -87,6 +87,7 @@ pub async fn run(
         task::supervise("coordinator.cluster_view", move || view.clone().follow(store.clone()))
     };
     let (dispatch, unclaimed) = Dispatcher::start(bus).await?;
+    let dispatch = Arc::new(dispatch);
     let leadership = Leadership::new(config.leader_lease());
     let me = LeaderRecord {
         coordinator: format!("{:016x}", rand::random::<u64>()),
@@ -100,16 +101,26 @@ pub async fn run(
         let (leadership, store) = (leadership.clone(), store.clone());
         task::supervise("coordinator.election", move || leadership.clone().campaign(store.clone(), me.clone()))
     };
-    let deadlines = deadlines::DeadlineLeases::new(store.clone());
+    let deadlines = Arc::new(deadlines::DeadlineLeases::new(store.clone()));
+    let limits = jobs::JobLimits::of(&config);
+    let jobs = Arc::new(jobs::Jobs::new(
+        store.clone(),
+        view.clone(),
+        dispatch.clone(),
+        leadership.clone(),
+        deadlines.clone(),
+        limits,
+    ));
+    let api_config = Arc::new(config.clone());
     let core = Arc::new(Core { config, store, view, dispatch, in_flight: Default::default(), leadership, deadlines });
     let reconciler = OwnedTask::spawn("coordinator.reconciler", reconciler::run(core.clone(), unclaimed));
     let _scheduler = {
-        let core = core.clone();
-        task::supervise("coordinator.job_scheduler", move || jobs::schedule::run(core.clone()))
+        let jobs = jobs.clone();
+        task::supervise("coordinator.job_scheduler", move || jobs::schedule::run(jobs.clone()))
     };
     let _results = {
-        let core = core.clone();
-        task::supervise("coordinator.job_results", move || jobs::commit::serve(core.clone()))
+        let jobs = jobs.clone();
+        task::supervise("coordinator.job_results", move || jobs::commit::serve(jobs.clone()))
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -127,8 +138,14 @@ pub async fn run(
         .add_service(ExecServer::new(api::exec::ExecApi(core.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(core.clone())))
         .add_service(LanguagesServer::new(api::code::LanguagesApi(core.clone())))
-        .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_request))
-        .add_service(BatchesServer::new(api::batches::BatchesApi(core.clone())).max_decoding_message_size(max_request))
+        .add_service(
+            JobsServer::new(api::jobs::JobsApi { jobs: jobs.clone(), config: api_config.clone() })
+                .max_decoding_message_size(max_request),
+        )
+        .add_service(
+            BatchesServer::new(api::batches::BatchesApi { jobs: jobs.clone(), config: api_config.clone() })
+                .max_decoding_message_size(max_request),
+        )
         .add_service(FilesServer::new(api::files::FilesApi(core.clone())).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
     tokio::pin!(serve);

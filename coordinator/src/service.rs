@@ -26,13 +26,13 @@ pub struct Core {
     pub config: CoordinatorConfig,
     pub store: Arc<dyn StateStore>,
     pub view: ClusterView,
-    pub dispatch: Dispatcher,
+    pub dispatch: Arc<Dispatcher>,
     /// RUNNING confirmations being written in the background (see [`crate::confirm`]).
     pub in_flight: InFlight,
     /// Whether this coordinator runs the reconciler now (see [`crate::leader`]).
     pub leadership: Leadership,
     /// The leases sandbox and batch deadlines sit on (see [`crate::deadlines`]).
-    pub deadlines: DeadlineLeases,
+    pub deadlines: Arc<DeadlineLeases>,
 }
 
 /// Which sandboxes `list` returns.

@@ -1,4 +1,5 @@
-//! The tonic services: one file per service, thin — validate (in `convert`), call `Core`, convert back.
+//! The tonic services: one file per service, thin — validate (in `convert`), call `Core` (sandboxes) or
+//! `Jobs` (jobs and batches), convert back.
 
 pub mod batch_watch;
 pub mod batches;
