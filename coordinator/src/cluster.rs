@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use corral_core::ids::{NodeId, SandboxId, TenantId};
 use corral_core::jobs::BatchId;
-use corral_core::keys::{BatchesPrefix, DeadlinesPrefix, JobsPrefix, NodesPrefix, SandboxesPrefix};
+use corral_core::keys::{DeadlinesPrefix, NodesPrefix, SandboxesPrefix};
 use corral_core::model::{NodeInfo, SandboxRecord};
 use corral_core::state::SandboxState;
 use corral_core::store::{self, EventKind, KeyValue, StateStore, StoreError};
@@ -139,7 +139,7 @@ impl ClusterView {
             && let Some(batch) = deadline.rsplit('/').next().and_then(|s| BatchId::parse(s).ok())
         {
             self.jobs.deadline_passed(batch);
-        } else if rest.starts_with("jobs/") || rest.starts_with("batches/") {
+        } else if crate::jobs::records::is_table_key(rest) {
             let kv = KeyValue {
                 key: key.to_owned(),
                 value: value.to_vec(),
@@ -238,8 +238,9 @@ impl ClusterView {
         let nodes = read_all(store, &NodesPrefix.to_string()).await?;
         let sandboxes = read_all(store, &SandboxesPrefix.to_string()).await?;
         let deadlines = read_all(store, &DeadlinesPrefix.to_string()).await?;
-        let batches = read_all(store, &BatchesPrefix(None).to_string()).await?;
-        let jobs = read_all(store, &JobsPrefix(None).to_string()).await?;
+        let [batches, jobs] = crate::jobs::records::table_prefixes();
+        let batches = read_all(store, &batches).await?;
+        let jobs = read_all(store, &jobs).await?;
         for kv in batches.0.iter().chain(&jobs.0) {
             self.apply(EventKind::Put, &kv.key, &kv.value, kv.mod_revision, kv.create_revision);
         }

@@ -3,8 +3,7 @@
 //!
 //! - [`api`]: the tonic services (validation and wire conversion at the edge);
 //! - [`sandboxes`]: the sandbox component (every sandbox operation in domain terms);
-//!   [`records`]: CAS reads/writes of records; [`service`]: `Core`, the shared state the jobs
-//!   code takes;
+//!   [`records`]: CAS reads/writes of sandbox records;
 //! - [`cluster`]: the in-memory cluster view; [`scheduler`]: pure placement; [`capacity`]: the
 //!   one node capacity model both placements reserve from;
 //! - [`deadlines`]: sandbox timeouts and batch deadlines on etcd lease timers (skew-proof);
@@ -15,8 +14,8 @@
 //! - [`reconciler`]: LOST / EXPIRED / stuck-start loops; [`config`], [`error`].
 //!
 //! Layering, bottom up: `error`, `config`, `records`, `capacity`, `scheduler`, `cluster`,
-//! `dispatch`, `leader`, `deadlines`, `confirm`, `semaphore`; then `sandboxes` and `service`
-//! (with `jobs`); then `reconciler` and `api`. No module uses one above it, except that the
+//! `dispatch`, `leader`, `deadlines`, `confirm`; then `sandboxes` and `jobs`; then `reconciler`
+//! and `api`. No module uses one above it, except that the
 //! cluster view holds the jobs table and `jobs` uses `api::job_convert` (left to the jobs side).
 
 pub mod api;
@@ -33,7 +32,6 @@ pub mod reconciler;
 pub mod records;
 pub mod sandboxes;
 pub mod scheduler;
-pub mod service;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,7 +55,6 @@ use crate::cluster::ClusterView;
 use crate::dispatch::Dispatcher;
 use crate::leader::{LeaderRecord, Leadership};
 use crate::sandboxes::Sandboxes;
-use crate::service::Core;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -94,6 +91,7 @@ pub async fn run(
         task::supervise("coordinator.cluster_view", move || view.clone().follow(store.clone()))
     };
     let (dispatch, unclaimed) = Dispatcher::start(bus).await?;
+    let dispatch = Arc::new(dispatch);
     let leadership = Leadership::new(config.leader_lease());
     let me = LeaderRecord {
         coordinator: format!("{:016x}", rand::random::<u64>()),
@@ -108,7 +106,6 @@ pub async fn run(
         task::supervise("coordinator.election", move || leadership.clone().campaign(store.clone(), me.clone()))
     };
     let deadlines = Arc::new(deadlines::DeadlineLeases::new(store.clone()));
-    let dispatch = Arc::new(dispatch);
     let limits = Arc::new(config.clone());
     let sandboxes = Arc::new(Sandboxes::new(
         store.clone(),
@@ -123,23 +120,23 @@ pub async fn run(
         view: view.clone(),
         config: limits.clone(),
     };
-    let core = Arc::new(Core {
-        config,
-        store: store.clone(),
-        view: view.clone(),
+    let jobs = Arc::new(jobs::Jobs::new(
+        store.clone(),
+        view.clone(),
         dispatch,
-        leadership: leadership.clone(),
+        leadership.clone(),
         deadlines,
-    });
+        jobs::JobLimits::of(&config),
+    ));
     let reconciler =
         OwnedTask::spawn("coordinator.reconciler", reconciler::run(sandboxes.clone(), leadership.clone(), unclaimed));
     let _scheduler = {
-        let core = core.clone();
-        task::supervise("coordinator.job_scheduler", move || jobs::schedule::run(core.clone()))
+        let jobs = jobs.clone();
+        task::supervise("coordinator.job_scheduler", move || jobs::schedule::run(jobs.clone()))
     };
     let _results = {
-        let core = core.clone();
-        task::supervise("coordinator.job_results", move || jobs::commit::serve(core.clone()))
+        let jobs = jobs.clone();
+        task::supervise("coordinator.job_results", move || jobs::commit::serve(jobs.clone()))
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -153,12 +150,18 @@ pub async fn run(
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi { sandboxes, config: limits }))
+        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi { sandboxes, config: limits.clone() }))
         .add_service(ExecServer::new(api::exec::ExecApi(calls.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(calls.clone())))
         .add_service(LanguagesServer::new(api::code::LanguagesApi(view)))
-        .add_service(JobsServer::new(api::jobs::JobsApi(core.clone())).max_decoding_message_size(max_request))
-        .add_service(BatchesServer::new(api::batches::BatchesApi(core.clone())).max_decoding_message_size(max_request))
+        .add_service(
+            JobsServer::new(api::jobs::JobsApi { jobs: jobs.clone(), config: limits.clone() })
+                .max_decoding_message_size(max_request),
+        )
+        .add_service(
+            BatchesServer::new(api::batches::BatchesApi { jobs: jobs.clone(), config: limits })
+                .max_decoding_message_size(max_request),
+        )
         .add_service(FilesServer::new(api::files::FilesApi(calls)).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
     tokio::pin!(serve);

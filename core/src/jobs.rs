@@ -162,11 +162,13 @@ impl JobState {
         !matches!(self, Self::Pending | Self::Running)
     }
 
-    /// Claims (PENDING → RUNNING), retries (RUNNING → PENDING), and any end of a live job.
+    /// A queued job is claimed (PENDING → RUNNING) or cancelled; a running attempt ends (any
+    /// terminal state) or its job goes back to the queue (RUNNING → PENDING: a retry, or an
+    /// infrastructure failure). An ended job never changes again.
     pub fn check_transition(self, to: JobState) -> Result<JobState, InvalidJobTransition> {
-        let ok = !self.is_terminal()
-            && (to.is_terminal()
-                || matches!((self, to), (Self::Pending, Self::Running) | (Self::Running, Self::Pending)));
+        use JobState::*;
+        let ok = matches!((self, to), (Pending, Running | Cancelled) | (Running, Pending))
+            || (self == Running && to.is_terminal());
         if ok { Ok(to) } else { Err(InvalidJobTransition { from: self, to }) }
     }
 
@@ -339,9 +341,48 @@ impl BatchRecord {
         }
     }
 
+    /// The stage of the record (see [`BatchState`]).
+    pub fn state(&self) -> BatchState {
+        match (&self.cancelled, self.accepted) {
+            (Some(_), _) => BatchState::Cancelled,
+            (None, true) => BatchState::Accepted,
+            (None, false) => BatchState::Uploading,
+        }
+    }
+
     /// The id of item `index` of this batch.
     pub fn item_id(&self, index: u32) -> JobId {
         JobId::item_with(&self.id, index, self.index_digits)
+    }
+}
+
+/// The stage of a batch's record: its items are being uploaded, all arrived (the batch runs), or
+/// it was cancelled. Derived from `accepted` and `cancelled` (the wire state, RUNNING /
+/// COMPLETED / CANCELLED, also counts the items). Every change of a batch record goes through
+/// [`BatchState::check_transition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchState {
+    Uploading,
+    Accepted,
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("batch cannot go from {from:?} to {to:?}")]
+pub struct InvalidBatchTransition {
+    pub from: BatchState,
+    pub to: BatchState,
+}
+
+impl BatchState {
+    pub const ALL: [BatchState; 3] = [Self::Uploading, Self::Accepted, Self::Cancelled];
+
+    /// A part lands (UPLOADING → UPLOADING), the last one lands (→ ACCEPTED), or a live batch
+    /// is cancelled; a cancelled batch never changes again.
+    pub fn check_transition(self, to: BatchState) -> Result<BatchState, InvalidBatchTransition> {
+        use BatchState::*;
+        let ok = matches!((self, to), (Uploading, Uploading | Accepted | Cancelled) | (Accepted, Cancelled));
+        if ok { Ok(to) } else { Err(InvalidBatchTransition { from: self, to }) }
     }
 }
 
@@ -494,6 +535,58 @@ mod tests {
                 assert!(from.check_transition(to).is_err(), "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn every_job_transition_is_listed() {
+        // Claim, cancel of a queued job, retry or requeue, and any end of a running attempt.
+        let allowed = [
+            (Pending, Running),
+            (Pending, Cancelled),
+            (Running, Pending),
+            (Running, Completed),
+            (Running, Failed),
+            (Running, Timeout),
+            (Running, Cancelled),
+            (Running, Lost),
+        ];
+        for from in JobState::ALL {
+            for to in JobState::ALL {
+                let ok = allowed.contains(&(from, to));
+                assert_eq!(from.check_transition(to).is_ok(), ok, "{from} -> {to}");
+            }
+        }
+        assert_eq!(Running.check_transition(Running), Err(InvalidJobTransition { from: Running, to: Running }));
+        assert!(Pending.check_transition(Pending).is_err(), "no write leaves a queued job queued");
+        assert!(Pending.check_transition(Completed).is_err(), "only a running attempt ends a job");
+    }
+
+    #[test]
+    fn every_batch_transition_is_listed() {
+        use BatchState as B;
+        let allowed = [
+            (B::Uploading, B::Uploading),
+            (B::Uploading, B::Accepted),
+            (B::Uploading, B::Cancelled),
+            (B::Accepted, B::Cancelled),
+        ];
+        for from in BatchState::ALL {
+            for to in BatchState::ALL {
+                let ok = allowed.contains(&(from, to));
+                assert_eq!(from.check_transition(to).is_ok(), ok, "{from:?} -> {to:?}");
+            }
+        }
+        let mut r: BatchRecord = serde_json::from_str(&format!(
+            r#"{{"v":1,"id":"{}","tenant":"default","total":3,"max_concurrency":2,"retries_per_item":0,
+            "deadline_at_ms":0,"created_at_ms":1,"accepted":false,"received":1}}"#,
+            BatchId::random()
+        ))
+        .unwrap();
+        assert_eq!(r.state(), B::Uploading);
+        r.accepted = true;
+        assert_eq!(r.state(), B::Accepted);
+        r.cancelled = Some(super::Cancelled { reason: "x".into(), at_ms: 2 });
+        assert_eq!(r.state(), B::Cancelled);
     }
 
     #[test]

@@ -11,8 +11,6 @@ use std::sync::Arc;
 
 use corral_core::ids::TenantId;
 use corral_core::jobs::{BatchId, JobId, JobRecord};
-use corral_core::keys::JobsPrefix;
-use corral_core::store;
 use corral_core::store::{EventKind, KeyValue};
 use corral_proto::v1 as pb;
 use futures::{Stream, StreamExt};
@@ -21,17 +19,17 @@ use tonic::Status;
 
 use super::job_convert as jc;
 use crate::error::ApiError;
-use crate::service::Core;
+use crate::jobs::{Jobs, records};
 
 pub fn stream(
-    core: Arc<Core>,
+    jobs: Arc<Jobs>,
     tenant: TenantId,
     batch: BatchId,
     from_seq: u64,
 ) -> impl Stream<Item = Result<pb::BatchEvent, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(256);
     corral_core::task::spawn_detached("coordinator.batch_watch", async move {
-        if let Err(e) = follow(&core, &tenant, &batch, from_seq, &tx).await {
+        if let Err(e) = follow(&jobs, &tenant, &batch, from_seq, &tx).await {
             let _ = tx.send(Err(e.into())).await;
         }
     });
@@ -40,14 +38,14 @@ pub fn stream(
 
 type Tx = mpsc::Sender<Result<pb::BatchEvent, Status>>;
 
-async fn follow(core: &Core, tenant: &TenantId, batch: &BatchId, from_seq: u64, tx: &Tx) -> Result<(), ApiError> {
-    let (_, record) = crate::jobs::ops::get_batch(core, tenant, batch).await?;
+async fn follow(jobs: &Jobs, tenant: &TenantId, batch: &BatchId, from_seq: u64, tx: &Tx) -> Result<(), ApiError> {
+    let (_, record) = jobs.get_batch(tenant, batch).await?;
     let total = record.total as usize;
-    let prefix = format!("{}{}", JobsPrefix(Some(tenant)), JobId::item_prefix(batch));
+    let prefix = records::jobs_prefix(tenant, Some(batch));
     // What had finished at the first page's revision; later finishes come from the watch.
     let (mut finished, mut after, mut at) = (Vec::new(), None::<String>, 0);
     loop {
-        let page = core.store.range(&prefix, after.as_deref(), 1000).await?;
+        let page = jobs.store.range(&prefix, after.as_deref(), 1000).await?;
         if at == 0 {
             at = page.revision;
         }
@@ -64,7 +62,7 @@ async fn follow(core: &Core, tenant: &TenantId, batch: &BatchId, from_seq: u64, 
         }
     }
     finished.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let mut changes = core.store.watch(&prefix, at + 1).await?;
+    let mut changes = jobs.store.watch(&prefix, at + 1).await?;
     let mut sent: HashSet<JobId> = HashSet::new();
     let mut seq = 0u64;
     for (_, _, record) in finished {
@@ -97,7 +95,7 @@ async fn follow(core: &Core, tenant: &TenantId, batch: &BatchId, from_seq: u64, 
 }
 
 fn terminal(kv: &KeyValue) -> Result<Option<JobRecord>, ApiError> {
-    let record: JobRecord = store::decode(kv)?;
+    let record = records::decode_job(kv)?;
     Ok(record.state.is_terminal().then_some(record))
 }
 

@@ -8,9 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use corral_core::ids::TenantId;
-use corral_core::jobs::{BatchId, BatchRecord, INDEX_DIGITS, JobSpec};
-use corral_core::keys::BatchesPrefix;
-use corral_core::store;
+use corral_core::jobs::{BatchId, BatchRecord, JobSpec};
 use corral_core::time::now_ms;
 use corral_proto::v1 as pb;
 use corral_proto::v1::batches_server::Batches;
@@ -23,8 +21,7 @@ use super::jobs::{batch_id, page_size, page_token, request_bytes};
 use super::{convert, tenant};
 use crate::config::CoordinatorConfig;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{ops, upload};
-use crate::service::Core;
+use crate::jobs::{Jobs, records, upload};
 
 const DEFAULT_CONCURRENCY: u32 = 20;
 const MAX_CONCURRENCY: u32 = 10_000;
@@ -68,8 +65,8 @@ fn total(cfg: &CoordinatorConfig, total_items: u32, items: usize) -> ApiResult<u
 
 /// Validates every item of a part starting at batch index `first` before anything is written;
 /// errors name `items[i].field` and, in a later part, the item's index in the batch.
-fn specs(core: &Core, first: u32, raw: Vec<pb::JobSpec>) -> ApiResult<Vec<JobSpec>> {
-    let nodes = core.view.nodes();
+fn specs(api: &BatchesApi, first: u32, raw: Vec<pb::JobSpec>) -> ApiResult<Vec<JobSpec>> {
+    let nodes = api.jobs.view.nodes();
     let named = |i: usize, e: ApiError| match within(&format!("items[{i}]."), e) {
         ApiError::InvalidField { field, why } if first > 0 => {
             let index = thousands(u64::from(first) + i as u64);
@@ -79,7 +76,7 @@ fn specs(core: &Core, first: u32, raw: Vec<pb::JobSpec>) -> ApiResult<Vec<JobSpe
     };
     raw.into_iter()
         .enumerate()
-        .map(|(i, item)| jc::job_spec(item, &core.config, &nodes).map_err(|e| named(i, e)))
+        .map(|(i, item)| jc::job_spec(item, &api.config, &nodes).map_err(|e| named(i, e)))
         .collect()
 }
 
@@ -97,27 +94,19 @@ fn max_concurrency(raw: u32) -> ApiResult<u32> {
 /// The new batch's record (not accepted, nothing received) from a checked request.
 fn new_batch(tenant: TenantId, req: &pb::SubmitBatchRequest, total: u32, body_hash: String) -> ApiResult<BatchRecord> {
     let now = now_ms();
-    Ok(BatchRecord {
-        v: BatchRecord::VERSION,
-        id: BatchId::random(),
-        tenant,
-        total,
-        max_concurrency: max_concurrency(req.max_concurrency)?,
-        retries_per_item: jc::retries("retries_per_item", req.retries_per_item)?,
-        deadline_at_ms: jc::batch_deadline_ms(req.deadline_seconds, now)?,
-        deadline_lease: 0,
-        labels: convert::labels("labels", &req.labels)?,
-        created_at_ms: now,
-        accepted: false,
-        received: Some(0),
-        updated_at_ms: now,
-        index_digits: INDEX_DIGITS,
-        cancelled: None,
-        body_hash,
-    })
+    let mut batch = records::new_batch(BatchId::random(), tenant, total, now, body_hash);
+    batch.max_concurrency = max_concurrency(req.max_concurrency)?;
+    batch.retries_per_item = jc::retries("retries_per_item", req.retries_per_item)?;
+    batch.deadline_at_ms = jc::batch_deadline_ms(req.deadline_seconds, now)?;
+    batch.labels = convert::labels("labels", &req.labels)?;
+    Ok(batch)
 }
 
-pub struct BatchesApi(pub Arc<Core>);
+/// The `Batches` service: the jobs component, and the settings that bound what a request may ask.
+pub struct BatchesApi {
+    pub jobs: Arc<Jobs>,
+    pub config: Arc<CoordinatorConfig>,
+}
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::BatchEvent, Status>> + Send>>;
 
@@ -125,7 +114,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::BatchEvent, Status>> + S
 impl Batches for BatchesApi {
     #[tracing::instrument(name = "api.Batches.Submit", skip_all)]
     async fn submit(&self, req: Request<pb::SubmitBatchRequest>) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        let cfg = &self.0.config;
+        let cfg = &self.config;
         check_request(cfg, req.get_ref().encoded_len(), req.get_ref().items.len())?;
         let tenant = tenant(&req);
         let mut req = req.into_inner();
@@ -136,11 +125,11 @@ impl Batches for BatchesApi {
         let mut batch = new_batch(tenant, &req, total, hash)?;
         if batch.deadline_at_ms > 0 {
             let after = std::time::Duration::from_secs_f64(req.deadline_seconds);
-            batch.deadline_lease = self.0.deadline_lease_after(after).await?;
+            batch.deadline_lease = self.jobs.deadline_lease_after(after).await?;
         }
-        let items = specs(&self.0, 0, std::mem::take(&mut req.items))?;
+        let items = specs(self, 0, std::mem::take(&mut req.items))?;
         let first = upload::item_records(&batch, 0, items)?;
-        let (done, progress) = upload::create(&self.0, batch, first, idem).await?;
+        let (done, progress) = self.jobs.create_batch(batch, first, idem).await?;
         Ok(Response::new(pb::SubmitBatchResponse {
             batch_id: done.id,
             created: done.created,
@@ -151,13 +140,13 @@ impl Batches for BatchesApi {
 
     #[tracing::instrument(name = "api.Batches.Append", skip_all, fields(batch_id))]
     async fn append(&self, req: Request<pb::AppendBatchRequest>) -> Result<Response<pb::AppendBatchResponse>, Status> {
-        check_request(&self.0.config, req.get_ref().encoded_len(), req.get_ref().items.len())?;
+        check_request(&self.config, req.get_ref().encoded_len(), req.get_ref().items.len())?;
         let tenant = tenant(&req);
         let req = req.into_inner();
         let id = batch_id(&req.batch_id)?;
         tracing::Span::current().record("batch_id", id.as_str());
-        let items = specs(&self.0, req.first_index, req.items)?;
-        let progress = upload::append(&self.0, &tenant, &id, req.first_index, items).await?;
+        let items = specs(self, req.first_index, req.items)?;
+        let progress = self.jobs.append(&tenant, &id, req.first_index, items).await?;
         Ok(Response::new(pb::AppendBatchResponse { received: progress.received, accepted: progress.accepted }))
     }
 
@@ -165,8 +154,8 @@ impl Batches for BatchesApi {
     async fn get(&self, req: Request<pb::GetBatchRequest>) -> Result<Response<pb::GetBatchResponse>, Status> {
         let tenant = tenant(&req);
         let id = batch_id(&req.get_ref().batch_id)?;
-        let (_, record) = ops::get_batch(&self.0, &tenant, &id).await?;
-        let entry = self.0.view.jobs.batch(&id);
+        let (_, record) = self.jobs.get_batch(&tenant, &id).await?;
+        let entry = self.jobs.table.batch(&id);
         Ok(Response::new(pb::GetBatchResponse { batch: Some(jc::batch_to_pb(record, entry.as_ref())) }))
     }
 
@@ -177,12 +166,12 @@ impl Batches for BatchesApi {
         let tenant = tenant(&req);
         let req = req.into_inner();
         let id = batch_id(&req.batch_id)?;
-        let (_, record) = ops::get_batch(&self.0, &tenant, &id).await?;
+        let (_, record) = self.jobs.get_batch(&tenant, &id).await?;
         if req.from_seq > u64::from(record.total) {
             let why = format!("{} is past the batch's {} items", req.from_seq, record.total);
             return Err(ApiError::field("from_seq", why).into());
         }
-        let stream = super::batch_watch::stream(self.0.clone(), tenant, id, req.from_seq);
+        let stream = super::batch_watch::stream(self.jobs.clone(), tenant, id, req.from_seq);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -190,8 +179,8 @@ impl Batches for BatchesApi {
     async fn cancel(&self, req: Request<pb::CancelBatchRequest>) -> Result<Response<pb::CancelBatchResponse>, Status> {
         let tenant = tenant(&req);
         let id = batch_id(&req.get_ref().batch_id)?;
-        let record = ops::cancel_batch(&self.0, &tenant, &id, "cancelled by client").await?;
-        let entry = self.0.view.jobs.batch(&id);
+        let record = self.jobs.cancel_batch(&tenant, &id, "cancelled by client").await?;
+        let entry = self.jobs.table.batch(&id);
         Ok(Response::new(pb::CancelBatchResponse { batch: Some(jc::batch_to_pb(record, entry.as_ref())) }))
     }
 
@@ -201,14 +190,14 @@ impl Batches for BatchesApi {
         let req = req.into_inner();
         let limit = page_size(req.page_size)?;
         let labels = convert::labels("labels", &req.labels)?;
-        let prefix = BatchesPrefix(Some(&tenant)).to_string();
+        let prefix = records::batches_prefix(&tenant);
         let after = page_token(&req.page_token, &prefix)?;
-        let page = self.0.store.range(&prefix, after, limit).await.map_err(ApiError::from)?;
+        let page = self.jobs.store.range(&prefix, after, limit).await.map_err(ApiError::from)?;
         let mut batches = Vec::new();
         for kv in &page.kvs {
-            let record: BatchRecord = store::decode(kv).map_err(ApiError::from)?;
+            let record = records::decode_batch(kv).map_err(ApiError::from)?;
             if labels.iter().all(|(k, v)| record.labels.get(k) == Some(v)) {
-                let entry = self.0.view.jobs.batch(&record.id);
+                let entry = self.jobs.table.batch(&record.id);
                 batches.push(jc::batch_to_pb(record, entry.as_ref()));
             }
         }

@@ -4,11 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_core::jobs::{BatchId, JobId, JobLogs, JobRecord, JobState};
-use corral_core::keys::{JobLogsKey, JobsPrefix};
-use corral_core::store;
+use corral_core::jobs::{BatchId, JobId, JobState};
 use corral_proto::v1 as pb;
-use corral_proto::v1::jobs_server::Jobs;
+use corral_proto::v1::jobs_server::Jobs as JobsService;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -16,8 +14,7 @@ use super::job_convert::{self as jc, within};
 use super::{convert, tenant};
 use crate::config::CoordinatorConfig;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::ops;
-use crate::service::Core;
+use crate::jobs::{Jobs, records};
 
 const DEFAULT_PAGE: i32 = 100;
 const MAX_PAGE: i32 = 1000;
@@ -66,24 +63,28 @@ pub(super) fn request_bytes(cfg: &CoordinatorConfig, size: usize, way_out: &str)
     Ok(())
 }
 
-pub struct JobsApi(pub Arc<Core>);
+/// The `Jobs` service: the jobs component, and the settings that bound what a request may ask.
+pub struct JobsApi {
+    pub jobs: Arc<Jobs>,
+    pub config: Arc<CoordinatorConfig>,
+}
 
 #[tonic::async_trait]
-impl Jobs for JobsApi {
+impl JobsService for JobsApi {
     #[tracing::instrument(name = "api.Jobs.Submit", skip_all)]
     async fn submit(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let tenant = tenant(&req);
         let way_out = "a job's code, stdin, argv and env must fit in one stored record (about 1.2 MB); pass larger inputs as files";
-        request_bytes(&self.0.config, req.get_ref().encoded_len(), way_out)?;
+        request_bytes(&self.config, req.get_ref().encoded_len(), way_out)?;
         let mut req = req.into_inner();
         let key = std::mem::take(&mut req.idempotency_key);
         let idem = jc::idempotency_key(&key)?;
         let hash = if idem.is_some() { jc::hash_of(&req) } else { String::new() };
         let retries = jc::retries("retries", req.retries)?;
         let raw = req.job.ok_or_else(|| ApiError::field("job", "is required"))?;
-        let spec = jc::job_spec(raw, &self.0.config, &self.0.view.nodes()).map_err(|e| within("job.", e))?;
-        let record = ops::new_job(JobId::random(), &tenant, spec, retries, hash);
-        let done = ops::submit(&self.0, record, idem).await?;
+        let spec = jc::job_spec(raw, &self.config, &self.jobs.view.nodes()).map_err(|e| within("job.", e))?;
+        let record = records::new_job(JobId::random(), &tenant, spec, retries, hash);
+        let done = self.jobs.submit(record, idem).await?;
         Ok(Response::new(pb::SubmitJobResponse { job_id: done.id, created: done.created }))
     }
 
@@ -91,8 +92,8 @@ impl Jobs for JobsApi {
     async fn get(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
         let tenant = tenant(&req);
         let id = job_id(&req.get_ref().job_id)?;
-        let (_, record) = ops::get(&self.0, &tenant, &id).await?;
-        let position = self.0.view.jobs.queue_position(&tenant, &id);
+        let (_, record) = self.jobs.get(&tenant, &id).await?;
+        let position = self.jobs.table.queue_position(&tenant, &id);
         Ok(Response::new(pb::GetJobResponse { job: Some(jc::job_to_pb(record, position, true)) }))
     }
 
@@ -110,9 +111,9 @@ impl Jobs for JobsApi {
             .into());
         }
         let timeout = Duration::from_secs_f64(if t == 0.0 { DEFAULT_WAIT } else { t });
-        let record = ops::wait(&self.0, &tenant, &id, timeout).await?;
+        let record = self.jobs.wait(&tenant, &id, timeout).await?;
         let done = record.state.is_terminal();
-        let position = self.0.view.jobs.queue_position(&tenant, &id);
+        let position = self.jobs.table.queue_position(&tenant, &id);
         Ok(Response::new(pb::WaitJobResponse { job: Some(jc::job_to_pb(record, position, true)), done }))
     }
 
@@ -120,7 +121,7 @@ impl Jobs for JobsApi {
     async fn cancel(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelJobResponse>, Status> {
         let tenant = tenant(&req);
         let id = job_id(&req.get_ref().job_id)?;
-        let record = ops::cancel(&self.0, &tenant, &id, "cancelled by client").await?;
+        let record = self.jobs.cancel(&tenant, &id, "cancelled by client").await?;
         Ok(Response::new(pb::CancelJobResponse { job: Some(jc::job_to_pb(record, 0, true)) }))
     }
 
@@ -132,15 +133,16 @@ impl Jobs for JobsApi {
         let states: HashSet<JobState> =
             req.states.iter().map(|s| jc::state_from_pb("states", *s)).collect::<ApiResult<_>>()?;
         let labels = convert::labels("labels", &req.labels)?;
-        let prefix = match req.batch_id.as_str() {
-            "" => JobsPrefix(Some(&tenant)).to_string(),
-            raw => format!("{}{}", JobsPrefix(Some(&tenant)), JobId::item_prefix(&batch_id(raw)?)),
+        let batch = match req.batch_id.as_str() {
+            "" => None,
+            raw => Some(batch_id(raw)?),
         };
+        let prefix = records::jobs_prefix(&tenant, batch.as_ref());
         let mut after = page_token(&req.page_token, &prefix)?.map(str::to_owned);
         let (mut jobs, mut scanned) = (Vec::new(), 0);
         let next = loop {
             let page = self
-                .0
+                .jobs
                 .store
                 .range(&prefix, after.as_deref(), limit.min(MAX_SCAN - scanned).max(1))
                 .await
@@ -148,7 +150,7 @@ impl Jobs for JobsApi {
             scanned += page.kvs.len();
             for kv in &page.kvs {
                 after = Some(kv.key.clone());
-                let record: JobRecord = store::decode(kv).map_err(ApiError::from)?;
+                let record = records::decode_job(kv).map_err(ApiError::from)?;
                 let labelled = labels.iter().all(|(k, v)| record.spec.labels.get(k) == Some(v));
                 if (states.is_empty() || states.contains(&record.state)) && labelled {
                     jobs.push(jc::job_to_pb(record, 0, false));
@@ -171,18 +173,14 @@ impl Jobs for JobsApi {
     async fn logs(&self, req: Request<pb::JobLogsRequest>) -> Result<Response<pb::JobLogsResponse>, Status> {
         let tenant = tenant(&req);
         let id = job_id(&req.get_ref().job_id)?;
-        let (_, record) = ops::get(&self.0, &tenant, &id).await?;
+        let (_, record) = self.jobs.get(&tenant, &id).await?;
         let Some(result) = record.result else {
             return Ok(Response::new(pb::JobLogsResponse::default()));
         };
         let (stdout, stderr) = if result.clipped {
-            let kv =
-                self.0.store.get(&JobLogsKey { tenant: &tenant, id: &id }.to_string()).await.map_err(ApiError::from)?;
-            match kv {
-                Some(kv) => {
-                    let logs: JobLogs = store::decode(&kv).map_err(ApiError::from)?;
-                    (logs.stdout, logs.stderr)
-                }
+            let logs = records::get_logs(self.jobs.store.as_ref(), &tenant, &id).await.map_err(ApiError::from)?;
+            match logs {
+                Some(logs) => (logs.stdout, logs.stderr),
                 None => (result.stdout, result.stderr),
             }
         } else {

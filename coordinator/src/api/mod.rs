@@ -8,7 +8,7 @@
 //! - `code`, `processes`: parts of Exec, called by `exec`;
 //! - the services: `sandboxes` (on [`crate::sandboxes::Sandboxes`]), `exec`, `sessions`, `files`
 //!   (on [`calls::SandboxCalls`]), `code::LanguagesApi` (on the cluster view), and `jobs`,
-//!   `batches`, `batch_watch` (on [`crate::service::Core`]).
+//!   `batches`, `batch_watch` (on [`crate::jobs::Jobs`]).
 
 pub mod batch_watch;
 pub mod batches;

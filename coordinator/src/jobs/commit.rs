@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use corral_core::bus::Request;
 use corral_core::jobs::{
-    INLINE_OUTPUT, JobAcks, JobCommand, JobId, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobResult,
-    JobSpec, JobState, JobWork, Verdict,
+    JobAcks, JobCommand, JobId, JobLogs, JobOutcome, JobRecord, JobReport, JobReports, JobSpec, JobState, JobWork,
+    Verdict,
 };
-use corral_core::keys::{JobKey, JobLogsKey};
 use corral_core::protocol;
-use corral_core::store::{self, StoreError, Txn};
+use corral_core::store::StoreError;
 use corral_core::subjects::JOB_RESULTS_SUBJECT;
 use corral_core::time::now_ms;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::schedule::{GROUP, MAX_INFRA_FAILURES};
-use crate::service::Core;
+use super::records::{self, GROUP, TXN_BYTES, Writes};
+use super::service::Jobs;
+use super::table::Inner;
 
 /// Serves the results subject while this coordinator leads; runs until dropped.
 ///
@@ -29,12 +29,12 @@ use crate::service::Core;
 /// taken together: each node's reports in one commit (usually one transaction) instead of one
 /// commit per request waiting its turn (commits and claims take the planning lock one at a time
 /// anyway, so merging costs no request any time).
-pub async fn serve(core: Arc<Core>) -> Result<(), String> {
+pub async fn serve(jobs: Arc<Jobs>) -> Result<(), String> {
     loop {
-        while !core.leadership.is_leader() {
+        while !jobs.leadership.is_leader() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mut requests = match core.dispatch.bus().serve(JOB_RESULTS_SUBJECT).await {
+        let mut requests = match jobs.dispatch.bus().serve(JOB_RESULTS_SUBJECT).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serve job results; retrying");
@@ -45,7 +45,7 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
         tracing::info!("serving job results");
         // Ends once `queue` is dropped (with this term) and what it holds is committed.
         let (queue, waiting) = mpsc::unbounded_channel();
-        corral_core::task::spawn_detached("coordinator.job_results", commit_requests(core.clone(), waiting));
+        corral_core::task::spawn_detached("coordinator.job_results", commit_requests(jobs.clone(), waiting));
         let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
@@ -59,7 +59,7 @@ pub async fn serve(core: Arc<Core>) -> Result<(), String> {
                     }
                 }
                 _ = check.tick() => {
-                    if !core.leadership.is_leader() {
+                    if !jobs.leadership.is_leader() {
                         tracing::info!("no longer the leader: not serving job results");
                         break;
                     }
@@ -74,7 +74,7 @@ type Waiting = (Vec<JobReport>, Request);
 
 /// Commits waiting requests, everything that is waiting at once (up to what one commit takes),
 /// until the queue closes.
-async fn commit_requests(core: Arc<Core>, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
+async fn commit_requests(jobs: Arc<Jobs>, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
     let mut next: Option<Waiting> = None;
     loop {
         let first = match next.take() {
@@ -95,7 +95,7 @@ async fn commit_requests(core: Arc<Core>, mut waiting: mpsc::UnboundedReceiver<W
             taken.push(w);
         }
         for group in by_node(taken) {
-            answer_group(&core, group).await;
+            jobs.answer_group(group).await;
         }
     }
 }
@@ -116,65 +116,165 @@ fn by_node(taken: Vec<Waiting>) -> Vec<Vec<Waiting>> {
     groups
 }
 
-/// Commits one node's requests together; each request is answered with the verdicts on its own
-/// reports, and the first one also carries the node's next work. No reply means "not
-/// committed": the agent sends the reports again.
-async fn answer_group(core: &Arc<Core>, group: Vec<Waiting>) {
-    let reports: Vec<JobReport> = group.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
-    let (verdicts, mut work) = match commit_and_schedule(core, reports).await {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not commit job reports; the agent retries");
-            return;
-        }
-    };
-    tracing::debug!(requests = group.len(), reports = verdicts.len(), work = work.len(), "job reports committed");
-    let replies = group.into_iter().map(|(reports, req)| {
-        let mine: std::collections::HashSet<(&JobId, u32)> = reports.iter().map(|r| (&r.job, r.attempt)).collect();
-        let verdicts: Vec<Ack> =
-            verdicts.iter().filter(|(job, attempt, _)| mine.contains(&(job, *attempt))).cloned().collect();
-        let acks = JobAcks { verdicts, work: std::mem::take(&mut work) };
-        async move {
-            if let Err(e) = req.reply(protocol::encode(&acks)).await {
-                tracing::debug!(error = %e, "could not acknowledge job reports");
-            }
-        }
-    });
-    futures::future::join_all(replies.collect::<Vec<_>>()).await;
-}
-
 type Ack = (JobId, u32, Verdict);
 
-/// Commits one node's reports and claims the next jobs for the slots they free; the verdicts
-/// and the work for that node (which rides on the reply). Usually one transaction: when every
-/// report is for the running attempt the index knows, the commit and the claims go together
-/// ([`super::claim::commit_and_claim`]); otherwise, or when that transaction fails, the
-/// reports are committed on their own and a scheduling round follows.
-pub async fn commit_and_schedule(
-    core: &Arc<Core>,
-    reports: Vec<JobReport>,
-) -> Result<(Vec<Ack>, Vec<JobWork>), StoreError> {
-    let reports = distinct(reports);
-    let Some(node) = reports.first().map(|r| r.node.clone()) else { return Ok((Vec::new(), Vec::new())) };
-    if let Some(fence) = core.leadership.fence()
-        && reports.len() <= GROUP / 2
-        && reports.iter().all(|r| r.node == node)
-        && reports.iter().map(|r| report_bytes(&core.view.jobs.lock(), r)).sum::<usize>() <= super::TXN_BYTES / 2
-        && let Some(mut writes) = prepare(core, &reports, now_ms())
-    {
-        writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-        if let Some(work) = super::claim::commit_and_claim(core, fence, &node, &writes).await? {
-            let acks = writes.into_iter().map(|(_, r, _)| (r.id, r.attempt, Verdict::Committed)).collect();
-            return Ok((acks, work));
-        }
+/// A job record to write over the revision seen, and the full logs to keep with it.
+type Write = (i64, JobRecord, Option<JobLogs>);
+
+impl Jobs {
+    /// Commits one node's requests together; each request is answered with the verdicts on its
+    /// own reports, and the first one also carries the node's next work. No reply means "not
+    /// committed": the agent sends the reports again.
+    async fn answer_group(&self, group: Vec<Waiting>) {
+        let reports: Vec<JobReport> = group.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+        let (verdicts, mut work) = match self.commit_and_schedule(reports).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not commit job reports; the agent retries");
+                return;
+            }
+        };
+        tracing::debug!(requests = group.len(), reports = verdicts.len(), work = work.len(), "job reports committed");
+        let replies = group.into_iter().map(|(reports, req)| {
+            let mine: std::collections::HashSet<(&JobId, u32)> = reports.iter().map(|r| (&r.job, r.attempt)).collect();
+            let verdicts: Vec<Ack> =
+                verdicts.iter().filter(|(job, attempt, _)| mine.contains(&(job, *attempt))).cloned().collect();
+            let acks = JobAcks { verdicts, work: std::mem::take(&mut work) };
+            async move {
+                if let Err(e) = req.reply(protocol::encode(&acks)).await {
+                    tracing::debug!(error = %e, "could not acknowledge job reports");
+                }
+            }
+        });
+        futures::future::join_all(replies.collect::<Vec<_>>()).await;
     }
-    let acks = commit(core, reports).await?;
-    // The freed slots go to the next jobs at once; this node's share rides on the reply.
-    let work = match core.leadership.fence() {
-        Some(fence) => super::schedule::schedule_for(core, fence, &node).await,
-        None => Vec::new(),
-    };
-    Ok((acks, work))
+
+    /// Commits one node's reports and claims the next jobs for the slots they free; the
+    /// verdicts and the work for that node (which rides on the reply). Usually one transaction:
+    /// when every report is for the running attempt the index knows, the commit and the claims
+    /// go together ([`Jobs::commit_and_claim`]); otherwise, or when that transaction fails, the
+    /// reports are committed on their own and a scheduling round follows.
+    pub async fn commit_and_schedule(&self, reports: Vec<JobReport>) -> Result<(Vec<Ack>, Vec<JobWork>), StoreError> {
+        let reports = distinct(reports);
+        let Some(node) = reports.first().map(|r| r.node.clone()) else { return Ok((Vec::new(), Vec::new())) };
+        if let Some(fence) = self.leadership.fence()
+            && reports.len() <= GROUP / 2
+            && reports.iter().all(|r| r.node == node)
+            && reports.iter().map(|r| report_bytes(&self.table.lock(), r)).sum::<usize>() <= TXN_BYTES / 2
+            && let Some(mut writes) = self.prepare(&reports, now_ms())
+        {
+            writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+            if let Some(work) = self.commit_and_claim(fence, &node, &writes).await? {
+                let acks = writes.into_iter().map(|(_, r, _)| (r.id, r.attempt, Verdict::Committed)).collect();
+                return Ok((acks, work));
+            }
+        }
+        let acks = self.commit(reports).await?;
+        // The freed slots go to the next jobs at once; this node's share rides on the reply.
+        let work = match self.leadership.fence() {
+            Some(fence) => self.schedule_for(fence, &node).await,
+            None => Vec::new(),
+        };
+        Ok((acks, work))
+    }
+
+    /// The writes for `reports` when the index has every one's job RUNNING at the report's
+    /// attempt: (revision seen, next record, full logs to keep).
+    fn prepare(&self, reports: &[JobReport], now: i64) -> Option<Vec<Write>> {
+        let inner = self.table.lock();
+        reports.iter().map(|report| decide_indexed(&inner, report, now)).collect()
+    }
+
+    /// Commits a group of reports; the verdict of each.
+    pub async fn commit(&self, reports: Vec<JobReport>) -> Result<Vec<Ack>, StoreError> {
+        let reports = distinct(reports);
+        let mut acks = Vec::with_capacity(reports.len());
+        let chunks = {
+            let inner = self.table.lock();
+            records::split(reports, GROUP / 2, TXN_BYTES, |r| report_bytes(&inner, r))
+        };
+        for chunk in chunks {
+            acks.extend(self.commit_group(&chunk).await?);
+        }
+        Ok(acks)
+    }
+
+    async fn commit_group(&self, reports: &[JobReport]) -> Result<Vec<Ack>, StoreError> {
+        let now = now_ms();
+        let mut acks = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
+        let mut slow = Vec::new();
+        {
+            let inner = self.table.lock();
+            for report in reports {
+                match decide_indexed(&inner, report, now) {
+                    Some(write) => writes.push(write),
+                    // The index may lag behind the store: look before calling a report stale.
+                    None => slow.push(report.clone()),
+                }
+            }
+        }
+        if !writes.is_empty() {
+            // In id order, so batch items finishing in one commit are seen (and watched) in
+            // index order on every coordinator.
+            writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+            let mut txn = Writes::new();
+            for (revision, r, logs) in &writes {
+                txn = txn.put_job(*revision, r);
+                if let Some(logs) = logs {
+                    txn = txn.logs(r, logs);
+                }
+            }
+            let out = txn.run(self.store.as_ref()).await?;
+            if out.succeeded {
+                for (_, r, _) in writes {
+                    acks.push((r.id.clone(), r.attempt, Verdict::Committed));
+                    self.table.apply_job(r, out.revision, 0);
+                }
+            } else {
+                let by_id: std::collections::HashMap<_, _> = reports.iter().map(|r| (&r.job, r)).collect();
+                slow.extend(writes.iter().filter_map(|(_, r, _)| by_id.get(&r.id).map(|rep| (*rep).clone())));
+            }
+        }
+        for report in slow {
+            acks.push((report.job.clone(), report.attempt, self.commit_one(&report).await?));
+        }
+        Ok(acks)
+    }
+
+    /// Commits one report with a fresh read, retrying lost races.
+    async fn commit_one(&self, report: &JobReport) -> Result<Verdict, StoreError> {
+        for _ in 0..16 {
+            let Some((revision, record)) = records::get_job(self.store.as_ref(), &report.tenant, &report.job).await?
+            else {
+                return Ok(stale(report, "no such job"));
+            };
+            if record.state != JobState::Running || record.attempt != report.attempt {
+                if record.attempt == report.attempt
+                    && record.state.is_terminal()
+                    && record.node.as_ref() == Some(&report.node)
+                    && record.result.is_some()
+                {
+                    // Already committed from an earlier delivery of this report.
+                    return Ok(Verdict::Committed);
+                }
+                return Ok(stale(report, record.state.as_str()));
+            }
+            let Ok((next, logs)) = records::report(&record, report, now_ms()) else {
+                return Ok(stale(report, record.state.as_str()));
+            };
+            let mut txn = Writes::new().put_job(revision, &next);
+            if let Some(logs) = &logs {
+                txn = txn.logs(&next, logs);
+            }
+            let out = txn.run(self.store.as_ref()).await?;
+            if out.succeeded {
+                self.table.apply_job(next, out.revision, 0);
+                return Ok(Verdict::Committed);
+            }
+        }
+        Err(StoreError::Unavailable(format!("job {} changed too often to commit its result", report.job)))
+    }
 }
 
 /// The reports without repeats (an agent may send one report twice: a redelivered attempt
@@ -188,11 +288,11 @@ fn distinct(mut reports: Vec<JobReport>) -> Vec<JobReport> {
 /// About how many bytes a report adds to a transaction: its inline output twice over (record
 /// and logs), plus the job's record as the index holds it (its spec can be up to
 /// `MAX_RECORD_BYTES`: a job's code and stdin are in it), plus room for the result's fields.
-fn report_bytes(inner: &super::table::Inner, r: &JobReport) -> usize {
+fn report_bytes(inner: &Inner, r: &JobReport) -> usize {
     let record = match inner.jobs.get(&r.job).and_then(|e| e.record.as_ref()) {
         // A spec this small encodes under 16 KiB even if every byte were escaped (6x): no need
         // to encode it on the commit path.
-        Some(rec) if spec_text_bytes(&rec.spec) > SMALL_SPEC => store::encode(&**rec).len(),
+        Some(rec) if spec_text_bytes(&rec.spec) > SMALL_SPEC => records::encoded_len(rec),
         _ => 16 * 1024,
     };
     let output = match &r.outcome {
@@ -216,232 +316,15 @@ fn spec_text_bytes(s: &JobSpec) -> usize {
     command + s.stdin.len() + maps + s.image.len()
 }
 
-/// The writes for `reports` when the index has every one's job RUNNING at the report's
-/// attempt: (revision seen, next record, full logs to keep).
-fn prepare(core: &Core, reports: &[JobReport], now: i64) -> Option<Vec<Write>> {
-    let inner = core.view.jobs.lock();
-    reports.iter().map(|report| decide_indexed(&inner, report, now)).collect()
-}
-
-/// A job record to write over the revision seen, and the full logs to keep with it.
-type Write = (i64, JobRecord, Option<JobLogs>);
-
 /// The write for `report` when the index has its job RUNNING at the report's attempt.
-fn decide_indexed(inner: &super::table::Inner, report: &JobReport, now: i64) -> Option<Write> {
+fn decide_indexed(inner: &Inner, report: &JobReport, now: i64) -> Option<Write> {
     let e = inner.jobs.get(&report.job)?;
     let record = e.record.as_ref().filter(|r| r.state == JobState::Running && r.attempt == report.attempt)?;
-    let (next, logs) = decide(record, report, now);
+    let (next, logs) = records::report(record, report, now).ok()?;
     Some((e.revision, next, logs))
-}
-
-/// Commits a group of reports; the verdict of each.
-pub async fn commit(core: &Core, reports: Vec<JobReport>) -> Result<Vec<Ack>, StoreError> {
-    let reports = distinct(reports);
-    let mut acks = Vec::with_capacity(reports.len());
-    let chunks = {
-        let inner = core.view.jobs.lock();
-        super::split(reports, GROUP / 2, super::TXN_BYTES, |r| report_bytes(&inner, r))
-    };
-    for chunk in chunks {
-        acks.extend(commit_group(core, &chunk).await?);
-    }
-    Ok(acks)
-}
-
-async fn commit_group(core: &Core, reports: &[JobReport]) -> Result<Vec<Ack>, StoreError> {
-    let now = now_ms();
-    let mut acks = Vec::new();
-    let mut writes: Vec<Write> = Vec::new();
-    let mut slow = Vec::new();
-    {
-        let inner = core.view.jobs.lock();
-        for report in reports {
-            match decide_indexed(&inner, report, now) {
-                Some(write) => writes.push(write),
-                // The index may lag behind the store: look before calling a report stale.
-                None => slow.push(report.clone()),
-            }
-        }
-    }
-    if !writes.is_empty() {
-        // In id order, so batch items finishing in one commit are seen (and watched) in index
-        // order on every coordinator.
-        writes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-        let mut txn = Txn::new();
-        for (revision, r, logs) in &writes {
-            let key = JobKey { tenant: &r.tenant, id: &r.id };
-            txn = txn.when(&key, *revision).put(&key, store::encode(r));
-            if let Some(logs) = logs {
-                txn = txn.put(JobLogsKey { tenant: &r.tenant, id: &r.id }, store::encode(logs));
-            }
-        }
-        let out = core.store.txn(txn).await?;
-        if out.succeeded {
-            for (_, r, _) in writes {
-                acks.push((r.id.clone(), r.attempt, Verdict::Committed));
-                core.view.jobs.apply_job(r, out.revision, 0);
-            }
-        } else {
-            let by_id: std::collections::HashMap<_, _> = reports.iter().map(|r| (&r.job, r)).collect();
-            slow.extend(writes.iter().filter_map(|(_, r, _)| by_id.get(&r.id).map(|rep| (*rep).clone())));
-        }
-    }
-    for report in slow {
-        acks.push((report.job.clone(), report.attempt, commit_one(core, &report).await?));
-    }
-    Ok(acks)
-}
-
-/// Commits one report with a fresh read, retrying lost races.
-async fn commit_one(core: &Core, report: &JobReport) -> Result<Verdict, StoreError> {
-    let key = JobKey { tenant: &report.tenant, id: &report.job };
-    for _ in 0..16 {
-        let Some(kv) = core.store.get(&key.to_string()).await? else {
-            return Ok(stale(report, "no such job"));
-        };
-        let record: JobRecord = store::decode(&kv)?;
-        if record.state != JobState::Running || record.attempt != report.attempt {
-            if record.attempt == report.attempt
-                && record.state.is_terminal()
-                && record.node.as_ref() == Some(&report.node)
-                && record.result.is_some()
-            {
-                // Already committed from an earlier delivery of this report.
-                return Ok(Verdict::Committed);
-            }
-            return Ok(stale(report, record.state.as_str()));
-        }
-        let (next, logs) = decide(&record, report, now_ms());
-        let mut txn = Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&next));
-        if let Some(logs) = &logs {
-            txn = txn.put(JobLogsKey { tenant: &report.tenant, id: &report.job }, store::encode(logs));
-        }
-        let out = core.store.txn(txn).await?;
-        if out.succeeded {
-            core.view.jobs.apply_job(next, out.revision, 0);
-            return Ok(Verdict::Committed);
-        }
-    }
-    Err(StoreError::Unavailable(format!("job {} changed too often to commit its result", report.job)))
 }
 
 fn stale(report: &JobReport, now: &str) -> Verdict {
     tracing::info!(job = %report.job, attempt = report.attempt, node = %report.node, job_now = now, "rejected a stale job report");
     Verdict::Stale
-}
-
-/// The record after `report` (which is for the running attempt) and the full logs to keep when
-/// the output is longer than what the record holds.
-pub fn decide(record: &JobRecord, report: &JobReport, now: i64) -> (JobRecord, Option<JobLogs>) {
-    let mut next = record.clone();
-    let mut logs = None;
-    match &report.outcome {
-        JobOutcome::Ran { status, stdout, stderr } => {
-            let clipped = stdout.len() > INLINE_OUTPUT || stderr.len() > INLINE_OUTPUT;
-            if clipped {
-                logs = Some(JobLogs { attempt: report.attempt, stdout: stdout.clone(), stderr: stderr.clone() });
-            }
-            next.result = Some(JobResult {
-                status: *status,
-                stdout: stdout[..stdout.len().min(INLINE_OUTPUT)].to_vec(),
-                stderr: stderr[..stderr.len().min(INLINE_OUTPUT)].to_vec(),
-                clipped,
-            });
-            let ok = status.exit_code == 0 && status.signal == 0 && !status.timed_out;
-            if ok {
-                finish(&mut next, JobState::Completed, "", now);
-            } else {
-                next.failures += 1;
-                let end = if status.timed_out { JobState::Timeout } else { JobState::Failed };
-                if next.failures <= next.retries {
-                    next.state = JobState::Pending;
-                    next.reason = format!("attempt {} ended {end}; retrying", report.attempt);
-                } else {
-                    finish(&mut next, end, "", now);
-                }
-            }
-        }
-        JobOutcome::Refused(why) => finish(&mut next, JobState::Failed, why, now),
-        JobOutcome::Infra(why) => return (infra_failure(record, why, now), None),
-    }
-    (next, logs)
-}
-
-/// The record after an attempt ended for reasons that are not the job's: back to PENDING, or
-/// LOST once that happened [`MAX_INFRA_FAILURES`] times.
-pub fn infra_failure(record: &JobRecord, why: &str, now: i64) -> JobRecord {
-    let mut next = record.clone();
-    next.infra_failures += 1;
-    if next.infra_failures >= MAX_INFRA_FAILURES {
-        let why = format!("{why} ({} infrastructure failures)", next.infra_failures);
-        finish(&mut next, JobState::Lost, &why, now);
-    } else {
-        next.state = JobState::Pending;
-        next.reason = format!("attempt {}: {why}; retrying", record.attempt);
-    }
-    next
-}
-
-fn finish(r: &mut JobRecord, state: JobState, why: &str, now: i64) {
-    r.state = state;
-    r.reason = why.to_owned();
-    r.finished_at_ms = now.max(r.started_at_ms).max(r.created_at_ms);
-}
-
-#[cfg(test)]
-mod tests {
-    use corral_core::ids::NodeId;
-    use corral_core::jobs::JobId;
-    use corral_core::model::ExitStatus;
-
-    use super::*;
-
-    fn running(retries: u32) -> JobRecord {
-        JobRecord { retries, ..crate::jobs::test_record(JobId::random(), JobState::Running) }
-    }
-
-    fn ran(record: &JobRecord, exit_code: i32, out: usize) -> JobReport {
-        let status =
-            ExitStatus { exit_code, signal: 0, timed_out: false, truncated: false, duration_ms: 3, oom_killed: false };
-        JobReport {
-            job: record.id.clone(),
-            tenant: record.tenant.clone(),
-            attempt: record.attempt,
-            node: NodeId::parse("n1").unwrap(),
-            outcome: JobOutcome::Ran { status, stdout: vec![b'x'; out], stderr: vec![] },
-        }
-    }
-
-    #[test]
-    fn user_failures_retry_then_fail() {
-        let r = running(1);
-        let (next, _) = decide(&r, &ran(&r, 3, 1), 10);
-        assert_eq!((next.state, next.failures), (JobState::Pending, 1));
-        let mut again = next.clone();
-        again.state = JobState::Running;
-        again.attempt = 2;
-        let (last, _) = decide(&again, &ran(&again, 3, 1), 11);
-        assert_eq!((last.state, last.failures, last.finished_at_ms), (JobState::Failed, 2, 11));
-    }
-
-    #[test]
-    fn infra_failures_do_not_count_against_retries() {
-        let mut r = running(0);
-        for _ in 1..MAX_INFRA_FAILURES {
-            r = infra_failure(&r, "node gone", 5);
-            assert_eq!((r.state, r.failures), (JobState::Pending, 0));
-            r.state = JobState::Running;
-        }
-        assert_eq!(infra_failure(&r, "node gone", 5).state, JobState::Lost);
-    }
-
-    #[test]
-    fn long_output_goes_to_the_logs() {
-        let r = running(0);
-        let (next, logs) = decide(&r, &ran(&r, 0, INLINE_OUTPUT + 1), 10);
-        let result = next.result.unwrap();
-        assert!(result.clipped && result.stdout.len() == INLINE_OUTPUT);
-        assert_eq!(logs.unwrap().stdout.len(), INLINE_OUTPUT + 1);
-        assert_eq!(next.state, JobState::Completed);
-    }
 }

@@ -1,50 +1,54 @@
 //! Jobs and fan-out batches (see docs/ARCHITECTURE.md "Jobs and batches").
 //!
+//! - [`records`]: the job table in the store: keys, encoding, and every state change of a job or
+//!   a batch (through `check_transition`); the only writer of job and batch records;
 //! - [`table`]: every coordinator's index of jobs and batches, fed by the store's watch;
 //! - [`place`]: pure placement of pending jobs on node slots (fair between tenants, capped per
 //!   tenant and per batch), property-tested;
-//! - [`schedule`]: the leader's loop: planning rounds, and the sweeps for lost nodes, lost work
-//!   items and batch deadlines;
+//! - [`service`]: [`Jobs`], the component the jobs code and the jobs API work with;
+//! - [`plan`]: the placement over a snapshot of the index and the nodes;
 //! - [`claim`]: claims (fenced CAS, group-committed, or folded into a commit) and dispatch;
 //! - [`commit`]: the leader commits agents' reports, rejecting stale attempts;
 //! - [`ops`]: submit (idempotent), get, wait, cancel, for jobs and batches;
-//! - [`upload`]: batches sent in parts (create, append, accept, abandon).
+//! - [`upload`]: batches sent in parts (create, append, accept, abandon);
+//! - [`sweep`]: the leader's sweeps for lost nodes, lost work items, batch deadlines and
+//!   abandoned uploads;
+//! - [`schedule`]: the leader's loop: planning rounds and sweeps.
+//!
+//! Layers: each module uses (imports, or calls methods of `Jobs` defined in) only modules above
+//! it in this list, so there is no cycle:
+//!
+//! | module | uses (within `jobs`) |
+//! |---|---|
+//! | `records` | — |
+//! | `place` | — |
+//! | `table` | `records` |
+//! | `service` | `table` |
+//! | `plan` | `place`, `service`, `table` |
+//! | `claim` | `plan`, `records`, `service`, `table` |
+//! | `commit` | `claim`, `records`, `service`, `table` |
+//! | `ops` | `records`, `service`, `table` |
+//! | `upload` | `ops`, `records`, `service`, `table` |
+//! | `sweep` | `claim`, `ops`, `records`, `service`, `table`, `upload` |
+//! | `schedule` | `claim`, `plan`, `records`, `service`, `sweep`, `table` |
+//!
+//! The API side (`crate::api::{jobs, batches, batch_watch}`) uses `service`, `ops`, `upload`,
+//! `records` and `table`.
 
 pub mod claim;
 pub mod commit;
 pub mod ops;
 pub mod place;
+pub mod plan;
+pub mod records;
 pub mod schedule;
+pub mod service;
+pub mod sweep;
 pub mod table;
 pub mod upload;
 
+pub use service::{JobLimits, Jobs};
 pub use table::JobTable;
-
-/// Bytes of records per transaction at most (etcd refuses requests over 1.5 MiB by default).
-pub const TXN_BYTES: usize = 1024 * 1024;
-/// Largest encoded job record accepted (one must fit in a transaction with room to spare).
-pub const MAX_RECORD_BYTES: usize = 1200 * 1024;
-
-/// Splits `items` into runs of at most `count` items and about `bytes` bytes (an item larger
-/// than `bytes` goes alone), keeping their order.
-pub fn split<T>(items: Vec<T>, count: usize, bytes: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
-    let mut out: Vec<Vec<T>> = Vec::new();
-    let mut run: Vec<T> = Vec::new();
-    let mut run_bytes = 0;
-    for item in items {
-        let n = size(&item);
-        if !run.is_empty() && (run.len() == count || run_bytes + n > bytes) {
-            out.push(std::mem::take(&mut run));
-            run_bytes = 0;
-        }
-        run_bytes += n;
-        run.push(item);
-    }
-    if !run.is_empty() {
-        out.push(run);
-    }
-    out
-}
 
 /// A job record for unit tests: `true` on bubblewrap, in `state` (RUNNING: attempt 1 on node
 /// `n1`).
@@ -83,15 +87,5 @@ pub(crate) fn test_record(
         started_at_ms: if running { 2 } else { 0 },
         finished_at_ms: 0,
         body_hash: String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn split_bounds_count_and_bytes_and_keeps_order() {
-        let runs = super::split((1..=10).collect(), 3, 10, |n: &usize| *n);
-        assert_eq!(runs, vec![vec![1, 2, 3], vec![4, 5], vec![6], vec![7], vec![8], vec![9], vec![10]]);
-        assert_eq!(super::split(vec![50usize], 3, 10, |n| *n), vec![vec![50]]);
     }
 }

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::ids::{NodeId, TenantId};
 use corral_core::jobs::{BatchId, BatchRecord, JobId, JobRecord, JobState};
-use corral_core::store::{self, EventKind, KeyValue};
+use corral_core::store::{EventKind, KeyValue};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use super::records::{self, Watched};
 use crate::capacity::Resources;
 
 /// What the index keeps of a job.
@@ -142,25 +143,20 @@ impl JobTable {
         }
     }
 
-    /// Routes a watch event under `jobs/` or `batches/` (other keys are ignored).
+    /// Routes a watch event of the job table (other keys are ignored).
     pub fn apply_event(&self, kind: EventKind, rest: &str, kv: &KeyValue) {
         if kind == EventKind::Delete {
             // Records are never deleted by Corral; a manual delete leaves the index as it was.
             return;
         }
-        if rest.starts_with("jobs/") {
-            match store::decode::<JobRecord>(kv) {
-                Ok(record) => {
-                    let create = if kv.create_revision > 0 { kv.create_revision } else { kv.mod_revision };
-                    self.apply_job(record, kv.mod_revision, create)
-                }
-                Err(e) => tracing::warn!(error = %e, "ignoring unreadable job record"),
+        match records::decode_watched(rest, kv) {
+            None => {}
+            Some(Ok(Watched::Job(record))) => {
+                let create = if kv.create_revision > 0 { kv.create_revision } else { kv.mod_revision };
+                self.apply_job(record, kv.mod_revision, create)
             }
-        } else if rest.starts_with("batches/") {
-            match store::decode::<BatchRecord>(kv) {
-                Ok(record) => self.apply_batch(record, kv.mod_revision),
-                Err(e) => tracing::warn!(error = %e, "ignoring unreadable batch record"),
-            }
+            Some(Ok(Watched::Batch(record))) => self.apply_batch(record, kv.mod_revision),
+            Some(Err(e)) => tracing::warn!(error = %e, "ignoring an unreadable job or batch record"),
         }
     }
 
@@ -360,24 +356,7 @@ impl Inner {
 /// A batch whose items the index saw before its record (revision 0 until the record arrives).
 fn placeholder(id: &BatchId, tenant: &TenantId) -> BatchEntry {
     BatchEntry {
-        record: Arc::new(BatchRecord {
-            v: BatchRecord::VERSION,
-            id: id.clone(),
-            tenant: tenant.clone(),
-            total: 0,
-            max_concurrency: 0,
-            retries_per_item: 0,
-            deadline_at_ms: 0,
-            deadline_lease: 0,
-            labels: Default::default(),
-            created_at_ms: 0,
-            accepted: false,
-            received: None,
-            updated_at_ms: 0,
-            index_digits: corral_core::jobs::INDEX_DIGITS,
-            cancelled: None,
-            body_hash: String::new(),
-        }),
+        record: Arc::new(records::new_batch(id.clone(), tenant.clone(), 0, 0, String::new())),
         revision: 0,
         counts: [0; 7],
         finished: Vec::new(),

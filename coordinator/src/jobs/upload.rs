@@ -11,17 +11,16 @@
 use std::collections::BTreeMap;
 
 use corral_core::ids::TenantId;
-use corral_core::jobs::{BatchId, BatchRecord, Cancelled, IdemRecord, JobRecord, JobSpec};
-use corral_core::keys::{BatchKey, DeadlineKey, IdemKey, JobKey};
-use corral_core::store::{self, StateStore, Txn};
+use corral_core::jobs::{BatchId, BatchRecord, Cancelled, JobRecord, JobSpec};
+use corral_core::store::StateStore;
 use corral_core::time::now_ms;
 use futures::future::join_all;
 
-use super::ops::{self, Submitted};
-use super::schedule::GROUP;
+use super::ops::Submitted;
+use super::records::{self, GROUP, JobWrite, TXN_BYTES, Writes};
+use super::service::Jobs;
 use crate::api::job_convert::thousands;
 use crate::error::{ApiError, ApiResult};
-use crate::service::Core;
 
 /// How far an upload got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +44,8 @@ pub fn item_records(batch: &BatchRecord, first: u32, specs: Vec<JobSpec>) -> Api
     for (i, mut spec) in specs.into_iter().enumerate() {
         merge_labels(&batch.labels, &mut spec.labels);
         let id = batch.item_id(first + i as u32);
-        let record = ops::new_job(id, &batch.tenant, spec, batch.retries_per_item, String::new());
-        ops::check_record_size(&format!("items[{i}]"), &record)?;
+        let record = records::new_job(id, &batch.tenant, spec, batch.retries_per_item, String::new());
+        records::check_record_size(&format!("items[{i}]"), &record)?;
         records.push(record);
     }
     Ok(records)
@@ -59,54 +58,49 @@ fn merge_labels(batch: &BTreeMap<String, String>, item: &mut BTreeMap<String, St
     }
 }
 
-/// Creates `batch` (not accepted) with its idempotency key and stores its first part. When the
-/// key already made a batch, that one is returned; its first part is stored again where missing,
-/// so a retried Submit finishes an interrupted one.
-pub async fn create(
-    core: &Core,
-    batch: BatchRecord,
-    first: Vec<JobRecord>,
-    idem: Option<&str>,
-) -> ApiResult<(Submitted, Progress)> {
-    let tenant = batch.tenant.clone();
-    if let Some(key) = idem
-        && let Some(id) = ops::idem_lookup(core.store.as_ref(), &tenant, key, &batch.body_hash).await?
-    {
-        let existing = BatchId::parse(&id).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (kv, record) = ops::get_batch(core, &tenant, &existing).await?;
-        if let Some(c) = &record.cancelled {
-            return Err(closed(&record, c));
+impl Jobs {
+    /// Creates `batch` (not accepted) with its idempotency key and stores its first part. When
+    /// the key already made a batch, that one is returned; its first part is stored again where
+    /// missing, so a retried Submit finishes an interrupted one.
+    pub async fn create_batch(
+        &self,
+        batch: BatchRecord,
+        first: Vec<JobRecord>,
+        idem: Option<&str>,
+    ) -> ApiResult<(Submitted, Progress)> {
+        let tenant = batch.tenant.clone();
+        if let Some(key) = idem
+            && let Some(id) = self.idem_lookup(&tenant, key, &batch.body_hash).await?
+        {
+            let existing = BatchId::parse(&id).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let (revision, record) = self.get_batch(&tenant, &existing).await?;
+            if let Some(c) = &record.cancelled {
+                return Err(closed(&record, c));
+            }
+            let first: Vec<JobRecord> = first
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut r)| {
+                    r.id = record.item_id(i as u32);
+                    r
+                })
+                .collect();
+            let progress = self.store_part(record, revision, 0, first).await?;
+            return Ok((Submitted { id, created: false }, progress));
         }
-        let first: Vec<JobRecord> = first
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut r)| {
-                r.id = record.item_id(i as u32);
-                r
-            })
-            .collect();
-        let progress = store_part(core, record, kv.mod_revision, 0, first).await?;
-        return Ok((Submitted { id, created: false }, progress));
+        self.check_queue(&tenant, batch.total as usize)?;
+        let mut txn = Writes::new().create_batch(&batch);
+        if let Some(key) = idem {
+            txn = txn.idem(&tenant, key, batch.id.to_string(), batch.body_hash.clone());
+        }
+        let out = self.forget_lost_lease(txn.run(self.store.as_ref()).await.map_err(ApiError::from))?;
+        if !out.succeeded {
+            return Err(ApiError::Conflict("batch submit with this idempotency_key".into()));
+        }
+        let id = batch.id.to_string();
+        let progress = self.store_part(batch, out.revision, 0, first).await?;
+        Ok((Submitted { id, created: true }, progress))
     }
-    ops::check_queue(core, &tenant, batch.total as usize)?;
-    let key = BatchKey { tenant: &tenant, id: &batch.id };
-    let mut txn = Txn::new().when(&key, 0).put(&key, store::encode(&batch));
-    if batch.deadline_lease != 0 {
-        let deadline = DeadlineKey { tenant: &tenant, id: batch.id.as_str() };
-        txn = txn.put_with_lease(&deadline, batch.id.as_str().as_bytes().to_vec(), batch.deadline_lease);
-    }
-    if let Some(k) = idem {
-        let idem_record = IdemRecord { id: batch.id.to_string(), body_hash: batch.body_hash.clone() };
-        let k = IdemKey { tenant: &tenant, key: k };
-        txn = txn.when(&k, 0).put(&k, store::encode(&idem_record));
-    }
-    let out = core.forget_lost_lease(core.store.txn(txn).await.map_err(ApiError::from))?;
-    if !out.succeeded {
-        return Err(ApiError::Conflict("batch submit with this idempotency_key".into()));
-    }
-    let id = batch.id.to_string();
-    let progress = store_part(core, batch, out.revision, 0, first).await?;
-    Ok((Submitted { id, created: true }, progress))
 }
 
 /// Checks that a part of `count` items from `first` may be appended to `batch`.
@@ -148,137 +142,113 @@ fn closed(batch: &BatchRecord, c: &Cancelled) -> ApiError {
     ))
 }
 
-/// Appends a part to a batch being uploaded (after [`check_append`]).
-pub async fn append(
-    core: &Core,
-    tenant: &TenantId,
-    id: &BatchId,
-    first: u32,
-    specs: Vec<JobSpec>,
-) -> ApiResult<Progress> {
-    let (kv, batch) = ops::get_batch(core, tenant, id).await?;
-    check_append(&batch, first, specs.len())?;
-    let records = item_records(&batch, first, specs)?;
-    store_part(core, batch, kv.mod_revision, first, records).await
-}
+impl Jobs {
+    /// Appends a part to a batch being uploaded (after [`check_append`]).
+    pub async fn append(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        first: u32,
+        specs: Vec<JobSpec>,
+    ) -> ApiResult<Progress> {
+        let (revision, batch) = self.get_batch(tenant, id).await?;
+        check_append(&batch, first, specs.len())?;
+        let items = item_records(&batch, first, specs)?;
+        self.store_part(batch, revision, first, items).await
+    }
 
-/// Stores the items of a part that are not stored yet, then advances the batch's `received`
-/// (accepting it when the last part landed) with a compare-and-swap on its revision.
-async fn store_part(
-    core: &Core,
-    mut batch: BatchRecord,
-    mut revision: i64,
-    first: u32,
-    records: Vec<JobRecord>,
-) -> ApiResult<Progress> {
-    let end = first + records.len() as u32;
-    let skip = batch.received().saturating_sub(first) as usize;
-    let fresh: Vec<(JobRecord, Vec<u8>)> = records
-        .into_iter()
-        .skip(skip)
-        .map(|r| {
-            let b = store::encode(&r);
-            (r, b)
-        })
-        .collect();
-    let runs = super::split(fresh, GROUP, super::TXN_BYTES, |(_, bytes)| bytes.len());
-    for result in join_all(runs.iter().map(|run| put_absent(core.store.as_ref(), run))).await {
-        result?;
+    /// Stores the items of a part that are not stored yet, then advances the batch's `received`
+    /// (accepting it when the last part landed) with a compare-and-swap on its revision.
+    async fn store_part(
+        &self,
+        mut batch: BatchRecord,
+        mut revision: i64,
+        first: u32,
+        items: Vec<JobRecord>,
+    ) -> ApiResult<Progress> {
+        let end = first + items.len() as u32;
+        let skip = batch.received().saturating_sub(first) as usize;
+        let fresh: Vec<JobWrite> = items.into_iter().skip(skip).map(|r| JobWrite::new(0, r)).collect();
+        let runs = records::split(fresh, GROUP, TXN_BYTES, JobWrite::size);
+        for result in join_all(runs.iter().map(|run| put_absent(self.store.as_ref(), run))).await {
+            result?;
+        }
+        drop(runs);
+        for _ in 0..32 {
+            if let Some(c) = &batch.cancelled {
+                return Err(closed(&batch, c));
+            }
+            if batch.received() >= end {
+                return Ok(Progress::of(&batch));
+            }
+            records::receive_part(&mut batch, end, now_ms()).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let out = Writes::new().put_batch(revision, &batch).run(self.store.as_ref()).await?;
+            if out.succeeded {
+                let progress = Progress::of(&batch);
+                self.table.apply_batch(batch, out.revision);
+                return Ok(progress);
+            }
+            (revision, batch) = self.get_batch(&batch.tenant.clone(), &batch.id.clone()).await?;
+        }
+        Err(ApiError::Conflict(format!("batch {}", batch.id)))
     }
-    drop(runs);
-    for _ in 0..32 {
-        if let Some(c) = &batch.cancelled {
-            return Err(closed(&batch, c));
+
+    /// Leader sweep: abandons uploads with no part for `timeout_ms`: cancels the batch (its
+    /// total becomes what arrived, none of which ran) and its items.
+    pub(super) async fn sweep_abandoned(&self, timeout_ms: i64) {
+        // How long since a part arrived is measured on this coordinator's clock (from when its
+        // index saw the record change), never by comparing times written by other coordinators.
+        let timeout = std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+        let stale: Vec<(TenantId, BatchId, i64)> = {
+            let inner = self.table.lock();
+            inner
+                .batches
+                .values()
+                .filter(|b| b.revision > 0 && !b.record.accepted && b.record.cancelled.is_none())
+                .filter(|b| b.changed.elapsed() >= timeout)
+                .map(|b| (b.record.tenant.clone(), b.record.id.clone(), b.revision))
+                .collect()
+        };
+        for (tenant, id, revision) in stale {
+            if let Err(e) = self.abandon(&tenant, &id, revision, timeout_ms).await {
+                tracing::warn!(batch = %id, error = %e, "could not abandon a stalled batch upload; the sweep retries");
+            }
         }
-        if batch.received() >= end {
-            return Ok(Progress::of(&batch));
+    }
+
+    async fn abandon(&self, tenant: &TenantId, id: &BatchId, seen: i64, timeout_ms: i64) -> ApiResult<()> {
+        let (revision, mut batch) = self.get_batch(tenant, id).await?;
+        // A part that arrived since the index saw the record postpones it.
+        if batch.accepted || batch.cancelled.is_some() || revision != seen {
+            return Ok(());
         }
-        batch.received = Some(end);
-        batch.accepted = end == batch.total;
-        batch.updated_at_ms = now_ms();
-        let key = BatchKey { tenant: &batch.tenant, id: &batch.id };
-        let out = core.store.txn(Txn::new().when(&key, revision).put(&key, store::encode(&batch))).await?;
+        let reason = format!(
+            "upload abandoned: no part for {} s after {} of {} items",
+            timeout_ms / 1000,
+            thousands(batch.received().into()),
+            thousands(batch.total.into())
+        );
+        records::close_batch(&mut batch, &reason, now_ms()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let out = Writes::new().put_batch(revision, &batch).run(self.store.as_ref()).await?;
         if out.succeeded {
-            let progress = Progress::of(&batch);
-            core.view.jobs.apply_batch(batch, out.revision);
-            return Ok(progress);
+            tracing::info!(batch = %id, %reason, "batch upload abandoned");
+            self.table.apply_batch(batch, out.revision);
+            self.cancel_items(tenant, id, &reason).await;
         }
-        let (kv, now) = ops::get_batch(core, &batch.tenant.clone(), &batch.id.clone()).await?;
-        (batch, revision) = (now, kv.mod_revision);
+        Ok(())
     }
-    Err(ApiError::Conflict(format!("batch {}", batch.id)))
 }
 
 /// Writes records that do not exist yet (all in one transaction when none exists).
-async fn put_absent(store: &dyn StateStore, records: &[(JobRecord, Vec<u8>)]) -> ApiResult<()> {
-    let mut txn = Txn::new();
-    for (r, bytes) in records {
-        let key = JobKey { tenant: &r.tenant, id: &r.id };
-        txn = txn.when(&key, 0).put(&key, bytes.clone());
-    }
-    if store.txn(txn).await?.succeeded {
+async fn put_absent(store: &dyn StateStore, items: &[JobWrite]) -> ApiResult<()> {
+    let txn = items.iter().fold(Writes::new(), Writes::job);
+    if txn.run(store).await?.succeeded {
         return Ok(());
     }
-    for (r, bytes) in records {
-        let key = JobKey { tenant: &r.tenant, id: &r.id };
-        store.txn(Txn::new().when(&key, 0).put(&key, bytes.clone())).await?;
+    for w in items {
+        Writes::new().job(w).run(store).await?;
     }
     Ok(())
-}
-
-/// Leader sweep: abandons uploads with no part for `timeout_ms`: cancels the batch (its total
-/// becomes what arrived, none of which ran) and its items.
-pub async fn sweep_abandoned(core: &Core, timeout_ms: i64) {
-    // How long since a part arrived is measured on this coordinator's clock (from when its index
-    // saw the record change), never by comparing times written by other coordinators.
-    let timeout = std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
-    let stale: Vec<(TenantId, BatchId, i64)> = {
-        let inner = core.view.jobs.lock();
-        inner
-            .batches
-            .values()
-            .filter(|b| b.revision > 0 && !b.record.accepted && b.record.cancelled.is_none())
-            .filter(|b| b.changed.elapsed() >= timeout)
-            .map(|b| (b.record.tenant.clone(), b.record.id.clone(), b.revision))
-            .collect()
-    };
-    for (tenant, id, revision) in stale {
-        if let Err(e) = abandon(core, &tenant, &id, revision, timeout_ms).await {
-            tracing::warn!(batch = %id, error = %e, "could not abandon a stalled batch upload; the sweep retries");
-        }
-    }
-}
-
-async fn abandon(core: &Core, tenant: &TenantId, id: &BatchId, seen: i64, timeout_ms: i64) -> ApiResult<()> {
-    let (kv, mut batch) = ops::get_batch(core, tenant, id).await?;
-    // A part that arrived since the index saw the record postpones it.
-    if batch.accepted || batch.cancelled.is_some() || kv.mod_revision != seen {
-        return Ok(());
-    }
-    let reason = format!(
-        "upload abandoned: no part for {} s after {} of {} items",
-        timeout_ms / 1000,
-        thousands(batch.received().into()),
-        thousands(batch.total.into())
-    );
-    close(&mut batch, &reason);
-    let key = BatchKey { tenant, id };
-    let out = core.store.txn(Txn::new().when(&key, kv.mod_revision).put(&key, store::encode(&batch))).await?;
-    if out.succeeded {
-        tracing::info!(batch = %id, %reason, "batch upload abandoned");
-        core.view.jobs.apply_batch(batch, out.revision);
-        ops::cancel_items(core, tenant, id, &reason).await;
-    }
-    Ok(())
-}
-
-/// Marks a batch cancelled; one still uploading shrinks to the items that arrived, so it ends
-/// (and its watchers finish) once those are cancelled.
-pub fn close(batch: &mut BatchRecord, reason: &str) {
-    batch.cancelled = Some(Cancelled { reason: reason.to_owned(), at_ms: now_ms() });
-    if !batch.accepted {
-        batch.total = batch.received();
-    }
 }
 
 #[cfg(test)]
@@ -332,13 +302,13 @@ mod tests {
     #[test]
     fn a_closed_upload_takes_no_more_parts_and_shrinks_to_what_arrived() {
         let mut b = batch(3000, 1000);
-        close(&mut b, "cancelled by client");
+        records::close_batch(&mut b, "cancelled by client", now_ms()).unwrap();
         assert_eq!((b.total, b.received()), (1000, 1000));
         let e = check_append(&b, 1000, 10).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
         assert!(e.to_string().contains("was cancelled (cancelled by client)"), "{e}");
         let mut done = batch(10, 10);
-        close(&mut done, "x");
+        records::close_batch(&mut done, "x", now_ms()).unwrap();
         assert_eq!(done.total, 10, "an accepted batch keeps its total");
     }
 

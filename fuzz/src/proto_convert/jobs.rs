@@ -6,7 +6,7 @@ use corral_coordinator::CoordinatorConfig;
 use corral_coordinator::api::convert::MAX_CODE_BYTES;
 use corral_coordinator::api::job_convert::{self as jc, MAX_RETRIES};
 use corral_coordinator::error::ApiError;
-use corral_coordinator::jobs::ops;
+use corral_coordinator::jobs::records;
 use corral_core::ids::{NodeId, TenantId};
 use corral_core::jobs::{JobCommand, JobId, JobSpec};
 use corral_core::languages::{self, LanguageOffer};
@@ -112,7 +112,7 @@ fn job(raw: pb::JobSpec, cfg: &CoordinatorConfig, prefix: &str) {
         assert!(field.starts_with(prefix), "{field} lacks the prefix {prefix}");
     }
     let Some(spec) = valid(result, |s| check_job(s, timeout, cfg, &nodes)) else { return };
-    let record = ops::new_job(JobId::random(), &TenantId::default_tenant(), spec.clone(), 0, String::new());
+    let record = records::new_job(JobId::random(), &TenantId::default_tenant(), spec.clone(), 0, String::new());
     let wire = jc::job_to_pb(record, 0, true).spec.expect("a job on the wire has its spec");
     let back = jc::job_spec(wire, cfg, &nodes).unwrap_or_else(|e| panic!("{spec:?} on the wire: {e}"));
     assert_eq!(back, spec, "a job spec changed on the wire");
