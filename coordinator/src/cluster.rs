@@ -1,13 +1,16 @@
 //! The coordinator's in-memory view of the cluster: registered nodes and the live sandboxes
 //! placed on them. Filled from the state store (a full read, then a watch), and updated
 //! immediately by this coordinator's own writes so back-to-back placements see each other.
+//!
+//! The same watch feeds one more index, a [`Follower`] (the jobs table, which implements it):
+//! the view hands it the keys it claims and asks it what its running work reserves per node,
+//! without depending on the jobs code.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use corral_core::ids::{NodeId, SandboxId, TenantId};
-use corral_core::jobs::BatchId;
 use corral_core::keys::{DeadlinesPrefix, NodesPrefix, SandboxesPrefix};
 use corral_core::model::{NodeInfo, SandboxRecord};
 use corral_core::state::SandboxState;
@@ -50,14 +53,58 @@ struct Inner {
     revision: i64,
 }
 
-#[derive(Clone, Default)]
+/// An index of other records fed by the view's watch.
+pub trait Follower: Send + Sync + 'static {
+    /// Prefixes (full keys) of the records it indexes, read on every (re)load.
+    fn prefixes(&self) -> Vec<String>;
+    /// Whether `rest` (a key without the root) is one of its records.
+    fn owns(&self, rest: &str) -> bool;
+    /// A put or delete of one of its records.
+    fn apply(&self, kind: EventKind, rest: &str, kv: &KeyValue);
+    /// The deadline key of `id` was deleted (its deadline passed).
+    fn deadline_deleted(&self, id: &str);
+    /// After a (re)load: the ids whose deadline key is present.
+    fn deadlines_present(&self, present: &HashSet<&str>);
+    /// What its running work reserves on each node (placement counts it with the sandboxes).
+    fn used_by_node(&self) -> HashMap<NodeId, Resources>;
+}
+
+/// No other index: the view of nodes and sandboxes alone.
+pub struct NoFollower;
+
+impl Follower for NoFollower {
+    fn prefixes(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn owns(&self, _: &str) -> bool {
+        false
+    }
+    fn apply(&self, _: EventKind, _: &str, _: &KeyValue) {}
+    fn deadline_deleted(&self, _: &str) {}
+    fn deadlines_present(&self, _: &HashSet<&str>) {}
+    fn used_by_node(&self) -> HashMap<NodeId, Resources> {
+        HashMap::new()
+    }
+}
+
+#[derive(Clone)]
 pub struct ClusterView {
     inner: Arc<Mutex<Inner>>,
-    /// Jobs and batches, fed by the same watch.
-    pub jobs: crate::jobs::JobTable,
+    follower: Arc<dyn Follower>,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self::new(Arc::new(NoFollower))
+    }
 }
 
 impl ClusterView {
+    /// A view that also feeds `follower`.
+    pub fn new(follower: Arc<dyn Follower>) -> Self {
+        Self { inner: Arc::default(), follower }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -70,7 +117,7 @@ impl ClusterView {
         tenant: &TenantId,
         demand: Demand,
     ) -> Result<NodeId, scheduler::PlacementError> {
-        let jobs = self.jobs.used_by_node();
+        let jobs = self.follower.used_by_node();
         let mut inner = self.lock();
         let candidates: Vec<Candidate<'_>> = inner
             .nodes
@@ -136,10 +183,12 @@ impl ClusterView {
         let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap_or(key);
         if let Some(deadline) = rest.strip_prefix("deadlines/")
             && kind == EventKind::Delete
-            && let Some(batch) = deadline.rsplit('/').next().and_then(|s| BatchId::parse(s).ok())
+            && let Some(id) = deadline.rsplit('/').next()
         {
-            self.jobs.deadline_passed(batch);
-        } else if crate::jobs::records::is_table_key(rest) {
+            self.follower.deadline_deleted(id);
+            // A sandbox's deadline is the view's own (the put and delete go on below).
+            self.lock().apply_event(kind, key, value, revision);
+        } else if self.follower.owns(rest) {
             let kv = KeyValue {
                 key: key.to_owned(),
                 value: value.to_vec(),
@@ -147,7 +196,7 @@ impl ClusterView {
                 create_revision,
                 lease: 0,
             };
-            self.jobs.apply_event(kind, rest, &kv);
+            self.follower.apply(kind, rest, &kv);
         } else {
             self.lock().apply_event(kind, key, value, revision);
         }
@@ -238,11 +287,13 @@ impl ClusterView {
         let nodes = read_all(store, &NodesPrefix.to_string()).await?;
         let sandboxes = read_all(store, &SandboxesPrefix.to_string()).await?;
         let deadlines = read_all(store, &DeadlinesPrefix.to_string()).await?;
-        let [batches, jobs] = crate::jobs::records::table_prefixes();
-        let batches = read_all(store, &batches).await?;
-        let jobs = read_all(store, &jobs).await?;
-        for kv in batches.0.iter().chain(&jobs.0) {
-            self.apply(EventKind::Put, &kv.key, &kv.value, kv.mod_revision, kv.create_revision);
+        let mut followed_from = i64::MAX;
+        for prefix in self.follower.prefixes() {
+            let (kvs, revision) = read_all(store, &prefix).await?;
+            followed_from = followed_from.min(revision);
+            for kv in &kvs {
+                self.apply(EventKind::Put, &kv.key, &kv.value, kv.mod_revision, kv.create_revision);
+            }
         }
         let mut inner = self.lock();
         inner.nodes.clear();
@@ -263,10 +314,10 @@ impl ClusterView {
             .map(|(id, _)| id.clone())
             .collect();
         inner.deadlines_gone = gone;
-        self.jobs.deadlines_present(&present);
+        self.follower.deadlines_present(&present);
         // Both reads happened at or after the first page's revision; watching from the smaller
         // one replays anything in between (applying an event twice is harmless).
-        let revision = nodes.1.min(sandboxes.1).min(deadlines.1).min(batches.1).min(jobs.1);
+        let revision = nodes.1.min(sandboxes.1).min(deadlines.1).min(followed_from);
         inner.revision = revision;
         Ok(revision)
     }

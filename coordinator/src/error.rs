@@ -96,3 +96,27 @@ impl From<ApiError> for tonic::Status {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A count with thousands separators, as error messages show limits (`1,200,000`).
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_show_thousands_separators() {
+        let cases = [(0, "0"), (999, "999"), (1000, "1,000"), (100_000, "100,000"), (1_200_000, "1,200,000")];
+        for (n, text) in cases {
+            assert_eq!(super::thousands(n), text);
+        }
+    }
+}

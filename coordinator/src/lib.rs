@@ -15,8 +15,8 @@
 //!
 //! Layering, bottom up: `error`, `config`, `records`, `capacity`, `scheduler`, `cluster`,
 //! `dispatch`, `leader`, `deadlines`, `confirm`; then `sandboxes` and `jobs`; then `reconciler`
-//! and `api`. No module uses one above it, except that the
-//! cluster view holds the jobs table and `jobs` uses `api::job_convert` (left to the jobs side).
+//! and `api`. No module uses one above it: the cluster view feeds the jobs table through its
+//! `Follower` trait, not by name.
 
 pub mod api;
 pub mod capacity;
@@ -83,7 +83,8 @@ pub async fn run(
     // likewise jobs and batches up to twice max_request_bytes get RESOURCE_EXHAUSTED naming it.
     let max_message = 2 * config.max_file_bytes as usize + 1024 * 1024;
     let max_request = 2 * config.max_request_bytes;
-    let view = ClusterView::default();
+    let table = jobs::JobTable::default();
+    let view = ClusterView::new(Arc::new(table.clone()));
     // Supervised: a watch broken by an etcd restart would otherwise leave a frozen view; each
     // restart reloads the view from the store before watching again.
     let _view_task = {
@@ -122,6 +123,7 @@ pub async fn run(
     };
     let jobs = Arc::new(jobs::Jobs::new(
         store.clone(),
+        table,
         view.clone(),
         dispatch,
         leadership.clone(),

@@ -16,10 +16,11 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::job_convert::{self as jc, thousands, within};
+use super::job_convert::{self as jc, within};
 use super::jobs::{batch_id, page_size, page_token, request_bytes};
 use super::{convert, tenant};
 use crate::config::CoordinatorConfig;
+use crate::error::thousands;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{Jobs, records, upload};
 

@@ -18,19 +18,6 @@ const MAX_IDEM_KEY: usize = 128;
 /// Longest batch deadline.
 const MAX_DEADLINE_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
-/// A count with thousands separators, as error messages show limits (`1,200,000`).
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(d);
-    }
-    out
-}
-
 /// Puts `prefix` in front of the field an error names (`items[3].` + `argv`).
 pub fn within(prefix: &str, e: ApiError) -> ApiError {
     match e {
@@ -300,14 +287,6 @@ pub fn batch_to_pb(r: BatchRecord, entry: Option<&BatchEntry>) -> pb::Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_show_thousands_separators() {
-        let cases = [(0, "0"), (999, "999"), (1000, "1,000"), (100_000, "100,000"), (1_200_000, "1,200,000")];
-        for (n, text) in cases {
-            assert_eq!(thousands(n), text);
-        }
-    }
 
     #[test]
     fn bad_bytes_are_named_by_field_and_place() {

@@ -56,8 +56,8 @@ pub(super) fn request_bytes(cfg: &CoordinatorConfig, size: usize, way_out: &str)
     if size > cfg.max_request_bytes {
         return Err(ApiError::OverLimit(format!(
             "the request is {} bytes and exceeds max_request_bytes {}; {way_out}",
-            jc::thousands(size as u64),
-            jc::thousands(cfg.max_request_bytes as u64)
+            crate::error::thousands(size as u64),
+            crate::error::thousands(cfg.max_request_bytes as u64)
         )));
     }
     Ok(())

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::records::{self, GROUP, Writes};
 use super::service::Jobs;
-use crate::api::job_convert::thousands;
+use crate::error::thousands;
 use crate::error::{ApiError, ApiResult};
 
 /// What a Submit returns.

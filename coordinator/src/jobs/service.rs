@@ -50,13 +50,14 @@ pub struct Jobs {
 impl Jobs {
     pub fn new(
         store: Arc<dyn StateStore>,
+        table: JobTable,
         view: ClusterView,
         dispatch: Arc<Dispatcher>,
         leadership: Leadership,
         deadlines: Arc<DeadlineLeases>,
         limits: JobLimits,
     ) -> Self {
-        Self { store, table: view.jobs.clone(), view, dispatch, leadership, deadlines, limits }
+        Self { store, table, view, dispatch, leadership, deadlines, limits }
     }
 
     /// A lease for a deadline `after` from now; 0 for none (see [`DeadlineLeases::lease_after`]).

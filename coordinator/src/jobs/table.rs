@@ -209,6 +209,35 @@ impl JobTable {
     }
 }
 
+/// The cluster view's watch feeds the index (the view knows it only by this trait).
+impl crate::cluster::Follower for JobTable {
+    fn prefixes(&self) -> Vec<String> {
+        records::table_prefixes().into()
+    }
+
+    fn owns(&self, rest: &str) -> bool {
+        records::is_table_key(rest)
+    }
+
+    fn apply(&self, kind: EventKind, rest: &str, kv: &KeyValue) {
+        self.apply_event(kind, rest, kv);
+    }
+
+    fn deadline_deleted(&self, id: &str) {
+        if let Ok(batch) = BatchId::parse(id) {
+            self.deadline_passed(batch);
+        }
+    }
+
+    fn deadlines_present(&self, present: &HashSet<&str>) {
+        JobTable::deadlines_present(self, present);
+    }
+
+    fn used_by_node(&self) -> HashMap<NodeId, Resources> {
+        JobTable::used_by_node(self)
+    }
+}
+
 impl Inner {
     /// How many PENDING jobs `tenant` has.
     pub fn queued(&self, tenant: &TenantId) -> usize {

@@ -19,7 +19,7 @@ use futures::future::join_all;
 use super::ops::Submitted;
 use super::records::{self, GROUP, JobWrite, TXN_BYTES, Writes};
 use super::service::Jobs;
-use crate::api::job_convert::thousands;
+use crate::error::thousands;
 use crate::error::{ApiError, ApiResult};
 
 /// How far an upload got.
