@@ -197,6 +197,7 @@ impl Agent {
             labels: c.labels.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             registered_at_ms: now_ms(),
+            lease: 0,
         }
     }
 }

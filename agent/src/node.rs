@@ -20,7 +20,7 @@ pub async fn heartbeat(agent: Arc<Agent>) -> Result<(), StoreError> {
     let period = agent.config.heartbeat();
     loop {
         let mut info = agent.node_info().await;
-        let lease = match register(&agent, &info, ttl).await {
+        let lease = match register(&agent, &mut info, ttl).await {
             Ok(lease) => lease,
             Err(e) => {
                 tracing::warn!(error = %e, "could not register the node; retrying");
@@ -85,6 +85,7 @@ fn renew_watchdog(agent: &Agent) {
 async fn refresh(agent: &Agent, info: &mut NodeInfo, lease: LeaseId) {
     let mut now = agent.node_info().await;
     now.registered_at_ms = info.registered_at_ms;
+    now.lease = lease;
     if now == *info {
         return;
     }
@@ -98,9 +99,10 @@ async fn refresh(agent: &Agent, info: &mut NodeInfo, lease: LeaseId) {
     }
 }
 
-async fn register(agent: &Agent, info: &NodeInfo, ttl: Duration) -> Result<LeaseId, StoreError> {
+async fn register(agent: &Agent, info: &mut NodeInfo, ttl: Duration) -> Result<LeaseId, StoreError> {
     let granted = std::time::Instant::now();
     let lease = agent.store.grant_lease(ttl).await?;
+    info.lease = lease;
     let txn = Txn::new().put_with_lease(NodeKey(&info.node_id), store::encode(info), lease);
     agent.store.txn(txn).await?;
     // Counted from before the grant: the lease cannot have been renewed later than that.

@@ -115,6 +115,7 @@ async fn register_node(store: Arc<EtcdStore>) -> anyhow::Result<OwnedTask> {
         labels: BTreeMap::new(),
         agent_version: "bench".to_owned(),
         registered_at_ms: now_ms(),
+        lease: 0,
     };
     let lease = store.grant_lease(LEASE_TTL).await?;
     store.txn(Txn::new().put_with_lease(NodeKey(&node), store::encode(&info), lease)).await?;

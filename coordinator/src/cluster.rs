@@ -202,6 +202,11 @@ impl ClusterView {
         }
     }
 
+    /// The lease a registered node's record is on (0 for a record written before it was kept).
+    pub fn node_lease(&self, id: &NodeId) -> Option<corral_core::store::LeaseId> {
+        self.lock().nodes.get(id).map(|n| n.lease)
+    }
+
     pub fn nodes(&self) -> Vec<NodeInfo> {
         self.lock().nodes.values().cloned().collect()
     }

@@ -33,6 +33,7 @@ fn node(id: &str) -> anyhow::Result<NodeInfo> {
         labels: BTreeMap::new(),
         agent_version: "test".into(),
         registered_at_ms: 0,
+        lease: 0,
     })
 }
 

@@ -131,6 +131,11 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     pub registered_at_ms: i64,
+    /// The store lease this record is on (the agent sets it when it writes the record): the
+    /// node's running job attempts hold their tenant and batch permits on it, so they go when
+    /// the node does. 0 in records written before permits existed.
+    #[serde(default)]
+    pub lease: crate::store::LeaseId,
 }
 
 impl NodeInfo {

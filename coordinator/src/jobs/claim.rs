@@ -12,7 +12,7 @@ use corral_core::store::StoreError;
 use corral_core::time::now_ms;
 use futures::future::join_all;
 
-use super::records::{self, GROUP, JobWrite, TXN_BYTES, Writes};
+use super::records::{self, CLAIM_OPS, CLAIMS_PER_TXN, JobWrite, TXN_BYTES, Writes};
 use super::service::Jobs;
 
 /// Most operations of either kind (conditions, writes) in a commit with its claims folded in:
@@ -33,7 +33,7 @@ impl Jobs {
 
     /// Claims `plan` in groups; the work claimed for `node`.
     async fn claim_groups(&self, fence: i64, plan: Vec<(JobId, NodeId)>, node: &NodeId) -> Vec<JobWork> {
-        let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(GROUP).map(<[_]>::to_vec).collect();
+        let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(CLAIMS_PER_TXN).map(<[_]>::to_vec).collect();
         join_all(groups.into_iter().map(|g| self.claim(fence, g, Some(node))))
             .await
             .into_iter()
@@ -64,7 +64,7 @@ impl Jobs {
                 txn = txn.logs(r, logs);
             }
         }
-        let room = FUSED_OPS.saturating_sub(txn.ops());
+        let room = FUSED_OPS.saturating_sub(txn.ops()) / CLAIM_OPS;
         let later = plan.split_off(plan.len().min(room));
         let mut claims = self.prepare_claims(plan, now_ms());
         // Claims that would take the transaction over its byte budget wait for a round of their own.
@@ -84,7 +84,7 @@ impl Jobs {
         for w in &claims {
             txn = txn.job(w);
         }
-        debug_assert!(txn.conditions() <= FUSED_OPS + 1);
+        debug_assert!(txn.ops() <= FUSED_OPS + 1);
         let out = txn.run(self.store.as_ref()).await?;
         if !out.succeeded {
             return Ok(None);
@@ -114,7 +114,7 @@ impl Jobs {
             return (0, Vec::new());
         }
         let mut won: Vec<(i64, JobRecord)> = Vec::new();
-        for run in records::split(claims, GROUP, TXN_BYTES, JobWrite::size) {
+        for run in records::split(claims, CLAIMS_PER_TXN, TXN_BYTES, JobWrite::size) {
             let txn = run.iter().fold(Writes::fenced(fence), Writes::job);
             match txn.run(self.store.as_ref()).await {
                 Ok(out) if out.succeeded => won.extend(run.into_iter().map(|w| (out.revision, w.record))),
@@ -133,7 +133,9 @@ impl Jobs {
         for (id, node) in group {
             let Some(entry) = inner.jobs.get(&id) else { continue };
             let Some(record) = entry.record.as_ref().filter(|r| r.state == JobState::Pending) else { continue };
-            match records::claim(entry.revision, record, node, now) {
+            // A node that left the view meanwhile gets nothing; its lease holds the permits.
+            let Some(lease) = self.view.node_lease(&node) else { continue };
+            match records::claim(entry.revision, record, node, lease, now) {
                 Ok(claim) => claims.push(claim),
                 Err(e) => tracing::warn!(job = %id, error = %e, "not claiming a job"),
             }

@@ -33,9 +33,9 @@ impl Jobs {
         }
         let less = |n: usize, freed: Option<&usize>| n.saturating_sub(freed.copied().unwrap_or(0));
         let running_by_tenant: HashMap<_, _> =
-            inner.running_by_tenant.iter().map(|(t, n)| (t.clone(), less(*n, freed_tenant.get(t)))).collect();
+            inner.running_by_tenant().into_iter().map(|(t, n)| (t.clone(), less(n, freed_tenant.get(&t)))).collect();
         let running_by_batch: HashMap<_, _> =
-            inner.running_by_batch.iter().map(|(b, n)| (b.clone(), less(*n, freed_batch.get(b)))).collect();
+            inner.running_by_batch().into_iter().map(|(b, n)| (b.clone(), less(n, freed_batch.get(&b)))).collect();
         let mut slots: Vec<Slots> = nodes
             .iter()
             .map(|n| {
@@ -177,6 +177,39 @@ mod tests {
         id
     }
 
+    /// The caps count the permits: a running attempt holds its tenant's and its batch's, and a
+    /// permit the store deleted (its node's lease ended) frees the slot before any record moves.
+    #[test]
+    fn caps_count_permits_and_a_lease_that_ended_frees_them() {
+        use corral_core::keys::{SemEntryKey, SemScope};
+        use corral_core::store::{EventKind, KeyValue};
+
+        use crate::cluster::Follower;
+        let table = JobTable::default();
+        let b = batch(&table, 1, 2);
+        let running = job(JobId::item(&b, 0), JobState::Running);
+        table.apply_job(running.clone(), 3, 3);
+        table.apply_job(job(JobId::item(&b, 1), JobState::Pending), 4, 4);
+        let tenant = TenantId::default_tenant();
+        let queued = |table: &JobTable| {
+            let inner = table.lock();
+            assert_eq!(inner.running_by_tenant().get(&tenant).copied(), inner.running_by_batch().get(&b).copied());
+            let mut caps = HashMap::new();
+            tenant_queue(&inner, &inner.pending[&tenant], &inner.running_by_batch(), &mut caps, 10).len()
+        };
+        assert_eq!(table.lock().running_by_batch().get(&b), Some(&1));
+        assert_eq!(queued(&table), 0, "the batch is at its cap of 1");
+        let holder = format!("{}.{}", running.id, running.attempt);
+        for scope in [SemScope::Batch(b.clone()), SemScope::Tenant(tenant.clone())] {
+            let key = SemEntryKey { scope: &scope, holder: &holder }.to_string();
+            let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap().to_owned();
+            let kv = KeyValue { key, value: Vec::new(), mod_revision: 5, create_revision: 0, lease: 0 };
+            table.apply(EventKind::Delete, &rest, &kv);
+        }
+        assert_eq!(table.lock().running_by_batch().get(&b), None);
+        assert_eq!(queued(&table), 1, "the permit the lease took is free again");
+    }
+
     #[test]
     fn a_tenant_queue_passes_over_full_batches_in_queue_order() {
         let table = JobTable::default();
@@ -202,7 +235,7 @@ mod tests {
         let by_batch = &inner.pending[&tenant];
         let ids = |room| {
             let mut caps = HashMap::new();
-            let queue = tenant_queue(&inner, by_batch, &inner.running_by_batch, &mut caps, room);
+            let queue = tenant_queue(&inner, by_batch, &inner.running_by_batch(), &mut caps, room);
             assert_eq!(caps.get(&full), Some(&1));
             queue.into_iter().map(|w| w.id).collect::<Vec<_>>()
         };

@@ -5,8 +5,9 @@
 //! A claim is a CAS on the job record (its revision as the index saw it) that bumps the attempt,
 //! in a transaction that also requires the leader key at this leader's revision: a deposed leader
 //! cannot claim anything, and two claims of one job cannot both succeed. Claims are
-//! group-committed (up to [`super::records::GROUP`] jobs per transaction) and each node gets one
-//! work item per group, whose message id is derived from the claim's revision.
+//! group-committed (up to [`super::records::CLAIMS_PER_TXN`] jobs per transaction, each with
+//! its tenant and batch permits) and each node gets one work item per group, whose message id is
+//! derived from the claim's revision.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use corral_core::jobs::JobId;
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use super::records::GROUP;
+use super::records::CLAIMS_PER_TXN;
 use super::service::Jobs;
 
 /// How often the leader sweeps.
@@ -48,7 +49,7 @@ impl Jobs {
             return 0;
         }
         let mut claimed = 0;
-        let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(GROUP).map(<[_]>::to_vec).collect();
+        let groups: Vec<Vec<(JobId, NodeId)>> = plan.chunks(CLAIMS_PER_TXN).map(<[_]>::to_vec).collect();
         for (n, _) in join_all(groups.into_iter().map(|g| self.claim(fence, g, None))).await {
             claimed += n;
         }

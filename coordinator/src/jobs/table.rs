@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::ids::{NodeId, TenantId};
 use corral_core::jobs::{BatchId, BatchRecord, JobId, JobRecord, JobState};
+use corral_core::keys::SemScope;
+use corral_core::semaphore::LineCache;
 use corral_core::store::{EventKind, KeyValue};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
@@ -78,8 +80,11 @@ pub struct Inner {
     /// PENDING jobs per tenant by batch (`None`: jobs outside batches), each in queue order, so
     /// the scheduler can pass over a batch at its cap without walking its items.
     pub pending: HashMap<TenantId, PendingByBatch>,
-    pub running_by_tenant: HashMap<TenantId, usize>,
-    pub running_by_batch: HashMap<BatchId, usize>,
+    /// The tenant and batch semaphore lines: the permits RUNNING attempts hold, as the store
+    /// has them (its watch: a node whose lease ends takes its attempts' permits with it) and as
+    /// this coordinator's own writes change them (a record written RUNNING holds its permits,
+    /// one leaving RUNNING gave them back in the same transaction). The caps are counted here.
+    pub permits: LineCache,
     /// What the RUNNING jobs of each node reserve.
     pub running_by_node: HashMap<NodeId, Resources>,
     pub batches: HashMap<BatchId, BatchEntry>,
@@ -212,15 +217,23 @@ impl JobTable {
 /// The cluster view's watch feeds the index (the view knows it only by this trait).
 impl crate::cluster::Follower for JobTable {
     fn prefixes(&self) -> Vec<String> {
-        records::table_prefixes().into()
+        let [batches, jobs] = records::table_prefixes();
+        vec![batches, jobs, records::permits_prefix()]
     }
 
     fn owns(&self, rest: &str) -> bool {
-        records::is_table_key(rest)
+        records::is_table_key(rest) || records::is_permit_key(rest)
     }
 
     fn apply(&self, kind: EventKind, rest: &str, kv: &KeyValue) {
-        self.apply_event(kind, rest, kv);
+        if !records::is_permit_key(rest) {
+            return self.apply_event(kind, rest, kv);
+        }
+        self.lock().permits.apply(kind, &kv.key);
+        if kind == EventKind::Delete {
+            // A permit given back outside this coordinator's writes (a node's lease ended).
+            self.wake.notify_one();
+        }
     }
 
     fn deadline_deleted(&self, id: &str) {
@@ -238,7 +251,32 @@ impl crate::cluster::Follower for JobTable {
     }
 }
 
+impl JobEntry {
+    fn permit_scopes(&self) -> impl Iterator<Item = SemScope> {
+        let batch = self.batch.as_ref().map(|(b, _)| SemScope::Batch(b.clone()));
+        std::iter::once(SemScope::Tenant(self.tenant.clone())).chain(batch)
+    }
+}
+
 impl Inner {
+    /// Permits held per tenant (running attempts, as the tenant semaphore counts them).
+    pub fn running_by_tenant(&self) -> HashMap<TenantId, usize> {
+        let tenant = |(scope, n): (&SemScope, usize)| match scope {
+            SemScope::Tenant(t) => Some((t.clone(), n)),
+            _ => None,
+        };
+        self.permits.iter().filter_map(tenant).collect()
+    }
+
+    /// Permits held per batch.
+    pub fn running_by_batch(&self) -> HashMap<BatchId, usize> {
+        let batch = |(scope, n): (&SemScope, usize)| match scope {
+            SemScope::Batch(b) => Some((b.clone(), n)),
+            _ => None,
+        };
+        self.permits.iter().filter_map(batch).collect()
+    }
+
     /// How many PENDING jobs `tenant` has.
     pub fn queued(&self, tenant: &TenantId) -> usize {
         self.pending.get(tenant).map_or(0, |by_batch| by_batch.values().map(BTreeSet::len).sum())
@@ -285,9 +323,9 @@ impl Inner {
                 by_batch.entry(batch).or_default().insert((e.seq, id.clone()));
             }
             JobState::Running => {
-                *self.running_by_tenant.entry(e.tenant.clone()).or_default() += 1;
-                if let Some((b, _)) = &e.batch {
-                    *self.running_by_batch.entry(b.clone()).or_default() += 1;
+                let holder = format!("{id}.{}", e.attempt);
+                for scope in e.permit_scopes() {
+                    self.permits.joined(scope, holder.clone());
                 }
                 if let Some(n) = &e.node {
                     self.running_by_node.entry(n.clone()).or_default().add(&e.need);
@@ -306,14 +344,6 @@ impl Inner {
     }
 
     fn unaccount(&mut self, id: &JobId, e: &JobEntry) {
-        fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: &K) {
-            if let Some(n) = map.get_mut(k) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(k);
-                }
-            }
-        }
         match e.state {
             JobState::Pending => {
                 let batch = e.batch.as_ref().map(|(b, _)| b.clone());
@@ -330,9 +360,9 @@ impl Inner {
                 }
             }
             JobState::Running => {
-                dec(&mut self.running_by_tenant, &e.tenant);
-                if let Some((b, _)) = &e.batch {
-                    dec(&mut self.running_by_batch, b);
+                let holder = format!("{id}.{}", e.attempt);
+                for scope in e.permit_scopes() {
+                    self.permits.left(&scope, &holder);
                 }
                 if let Some(n) = &e.node
                     && let Some(used) = self.running_by_node.get_mut(n)

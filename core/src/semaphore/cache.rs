@@ -43,6 +43,11 @@ impl LineCache {
         self.lines.get(scope).map_or(0, HashSet::len)
     }
 
+    /// Every non-empty line and its length.
+    pub fn iter(&self) -> impl Iterator<Item = (&SemScope, usize)> {
+        self.lines.iter().map(|(scope, line)| (scope, line.len()))
+    }
+
     pub fn contains(&self, scope: &SemScope, holder: &str) -> bool {
         self.lines.get(scope).is_some_and(|l| l.contains(holder))
     }

@@ -46,6 +46,7 @@ fn nodes() -> Vec<NodeInfo> {
         labels: BTreeMap::new(),
         agent_version: "fuzz".into(),
         registered_at_ms: 0,
+        lease: 0,
     };
     vec![
         node(

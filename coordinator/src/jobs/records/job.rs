@@ -7,7 +7,8 @@ use corral_core::ids::{NodeId, TenantId};
 use corral_core::jobs::{
     INLINE_OUTPUT, InvalidJobTransition, JobId, JobLogs, JobOutcome, JobRecord, JobReport, JobResult, JobSpec, JobState,
 };
-use corral_core::store;
+use corral_core::keys::SemScope;
+use corral_core::store::{self, LeaseId};
 use corral_core::time::{now_ms, now_ms_after};
 
 use crate::error::{ApiError, ApiResult};
@@ -20,12 +21,14 @@ pub struct JobWrite {
     pub revision: i64,
     pub record: JobRecord,
     pub(super) bytes: Vec<u8>,
+    /// For a claim: the lease of the node it goes to, which its permits are on.
+    pub(super) lease: LeaseId,
 }
 
 impl JobWrite {
     pub fn new(revision: i64, record: JobRecord) -> Self {
         let bytes = store::encode(&record);
-        Self { revision, record, bytes }
+        Self { revision, record, bytes, lease: 0 }
     }
 
     /// Encoded bytes.
@@ -74,8 +77,26 @@ pub fn check_record_size(field: &str, record: &JobRecord) -> ApiResult<()> {
     Ok(())
 }
 
-/// The claim of a PENDING record read at `revision` for `node`: its next attempt, RUNNING there.
-pub fn claim(revision: i64, record: &JobRecord, node: NodeId, now: i64) -> Result<JobWrite, InvalidJobTransition> {
+/// Who holds a RUNNING attempt's permits: the job and its attempt (`job-….3`).
+pub fn permit_holder(r: &JobRecord) -> String {
+    format!("{}.{}", r.id, r.attempt)
+}
+
+/// The semaphores a running attempt of `r` holds a permit of: its tenant's, and its batch's.
+pub fn permit_scopes(r: &JobRecord) -> impl Iterator<Item = SemScope> {
+    let batch = r.batch_item().map(|(b, _)| SemScope::Batch(b));
+    std::iter::once(SemScope::Tenant(r.tenant.clone())).chain(batch)
+}
+
+/// The claim of a PENDING record read at `revision` for `node` (registered on `lease`): its next
+/// attempt, RUNNING there, with its permits on that lease.
+pub fn claim(
+    revision: i64,
+    record: &JobRecord,
+    node: NodeId,
+    lease: LeaseId,
+    now: i64,
+) -> Result<JobWrite, InvalidJobTransition> {
     let mut next = record.clone();
     next.state = record.state.check_transition(JobState::Running)?;
     next.attempt += 1;
@@ -83,7 +104,7 @@ pub fn claim(revision: i64, record: &JobRecord, node: NodeId, now: i64) -> Resul
     // The submitting coordinator's clock may be ahead of this one.
     next.started_at_ms = now.max(record.created_at_ms);
     next.reason.clear();
-    Ok(JobWrite::new(revision, next))
+    Ok(JobWrite { lease, ..JobWrite::new(revision, next) })
 }
 
 /// The record after `report` (which is for the running attempt) and the full logs to keep when
@@ -185,7 +206,7 @@ mod tests {
         let r = running(1);
         let (next, _) = report(&r, &ran(&r, 3, 1), 10).unwrap();
         assert_eq!((next.state, next.failures), (JobState::Pending, 1));
-        let again = claim(1, &next, NodeId::parse("n1").unwrap(), 10).unwrap().record;
+        let again = claim(1, &next, NodeId::parse("n1").unwrap(), 0, 10).unwrap().record;
         assert_eq!(again.attempt, 2);
         let (last, _) = report(&again, &ran(&again, 3, 1), 11).unwrap();
         assert_eq!((last.state, last.failures, last.finished_at_ms), (JobState::Failed, 2, 11));
@@ -197,7 +218,7 @@ mod tests {
         for _ in 1..MAX_INFRA_FAILURES {
             r = infra_failure(&r, "node gone", 5).unwrap();
             assert_eq!((r.state, r.failures), (JobState::Pending, 0));
-            r = claim(1, &r, NodeId::parse("n1").unwrap(), 5).unwrap().record;
+            r = claim(1, &r, NodeId::parse("n1").unwrap(), 0, 5).unwrap().record;
         }
         assert_eq!(infra_failure(&r, "node gone", 5).unwrap().state, JobState::Lost);
     }
@@ -216,7 +237,7 @@ mod tests {
     fn changes_of_the_wrong_state_are_refused() {
         let node = || NodeId::parse("n1").unwrap();
         let running = running(0);
-        assert!(claim(1, &running, node(), 5).is_err(), "a running job is not claimed again");
+        assert!(claim(1, &running, node(), 0, 5).is_err(), "a running job is not claimed again");
         let pending = crate::jobs::test_record(JobId::random(), JobState::Pending);
         assert!(infra_failure(&pending, "x", 5).is_err(), "only a running attempt fails");
         assert!(report(&pending, &ran(&pending, 0, 1), 5).is_err(), "only a running attempt reports");

@@ -9,18 +9,25 @@ pub mod batch;
 pub mod job;
 
 use corral_core::ids::TenantId;
-use corral_core::jobs::{BatchId, BatchRecord, IdemRecord, JobId, JobLogs, JobRecord};
-use corral_core::keys::{BatchKey, BatchesPrefix, DeadlineKey, IdemKey, JobKey, JobLogsKey, JobsPrefix, LeaderKey};
-use corral_core::store::{self, KeyValue, StateStore, StoreResult, Txn, TxnOutcome};
+use corral_core::jobs::{BatchId, BatchRecord, IdemRecord, JobId, JobLogs, JobRecord, JobState};
+use corral_core::keys::{
+    BatchKey, BatchesPrefix, DeadlineKey, IdemKey, JobKey, JobLogsKey, JobsPrefix, LeaderKey, ROOT,
+};
+use corral_core::semaphore::StoreSemaphore;
+use corral_core::store::{self, KeyValue, LeaseId, StateStore, StoreResult, Txn, TxnOutcome};
 
 pub use batch::{close_batch, new_batch, receive_part};
 pub use job::{
-    JobWrite, MAX_INFRA_FAILURES, cancel, check_record_size, claim, encoded_len, infra_failure, new_job, report,
+    JobWrite, MAX_INFRA_FAILURES, cancel, check_record_size, claim, encoded_len, infra_failure, new_job, permit_holder,
+    permit_scopes, report,
 };
 
-/// Jobs per claim transaction, and records per transaction elsewhere (etcd allows 128
-/// operations per transaction by default).
+/// Records per transaction (etcd allows 128 operations per transaction by default).
 pub const GROUP: usize = 100;
+/// Operations a claim takes: its record and a permit of its tenant and of its batch.
+pub const CLAIM_OPS: usize = 3;
+/// Claims per transaction.
+pub const CLAIMS_PER_TXN: usize = 120 / CLAIM_OPS;
 /// Bytes of records per transaction at most (etcd refuses requests over 1.5 MiB by default).
 pub const TXN_BYTES: usize = 1024 * 1024;
 /// Largest encoded job record accepted (one must fit in a transaction with room to spare).
@@ -79,15 +86,35 @@ impl Writes {
         self
     }
 
-    /// An already encoded job record over the revision it was made from.
+    /// An already encoded job record over the revision it was made from, with its permits.
     pub fn job(self, w: &JobWrite) -> Self {
         let key = JobKey { tenant: &w.record.tenant, id: &w.record.id };
-        self.put(key, Some(w.revision), w.bytes.clone())
+        self.put(key, Some(w.revision), w.bytes.clone()).permits(&w.record, w.lease)
     }
 
-    /// A job record over `revision`.
+    /// A job record over `revision` (not a claim), with the release of its permits.
     pub fn put_job(self, revision: i64, r: &JobRecord) -> Self {
-        self.put(JobKey { tenant: &r.tenant, id: &r.id }, Some(revision), store::encode(r))
+        debug_assert!(r.state != JobState::Running, "a claim is written with its node's lease (`job`)");
+        self.put(JobKey { tenant: &r.tenant, id: &r.id }, Some(revision), store::encode(r)).permits(r, 0)
+    }
+
+    /// The semaphore side of writing `r`: a RUNNING attempt takes its tenant and batch permits
+    /// (on its node's `lease`), a record that leaves RUNNING gives them back. The permits land
+    /// or not with the record; the leader counts the lines before it claims (see `plan`).
+    fn permits(mut self, r: &JobRecord, lease: LeaseId) -> Self {
+        if r.state != JobState::Running && r.attempt == 0 {
+            return self;
+        }
+        let holder = job::permit_holder(r);
+        for scope in job::permit_scopes(r) {
+            self.txn = if r.state == JobState::Running {
+                StoreSemaphore::grant_in(self.txn, &scope, &holder, lease)
+            } else {
+                StoreSemaphore::release_in(self.txn, &scope, &holder)
+            };
+            self.puts += 1;
+        }
+        self
     }
 
     /// The full logs of `r`'s attempt (unguarded: they go with the record's CAS).
@@ -180,6 +207,16 @@ pub fn table_prefixes() -> [String; 2] {
 /// Whether a key under the root (`rest`: the key without it) is a job or batch record.
 pub fn is_table_key(rest: &str) -> bool {
     rest.starts_with("jobs/") || rest.starts_with("batches/")
+}
+
+/// The prefix of every semaphore line (the tenant and batch permits of running attempts).
+pub fn permits_prefix() -> String {
+    format!("{ROOT}sem/")
+}
+
+/// Whether a key under the root is a semaphore place.
+pub fn is_permit_key(rest: &str) -> bool {
+    rest.starts_with("sem/")
 }
 
 /// The prefix of a tenant's batch records.
