@@ -12,12 +12,8 @@ use corral_core::store::StoreError;
 use corral_core::time::now_ms;
 use futures::future::join_all;
 
-use super::records::{self, CLAIM_OPS, CLAIMS_PER_TXN, JobWrite, TXN_BYTES, Writes};
+use super::records::{self, CLAIM_OPS, CLAIMS_PER_TXN, JobWrite, MAX_TXN_OPS, TXN_BYTES, Writes};
 use super::service::Jobs;
-
-/// Most operations of either kind (conditions, writes) in a commit with its claims folded in:
-/// below etcd's default limit of 128 per transaction.
-const FUSED_OPS: usize = 120;
 
 /// Most bytes of jobs in one work item (the bus carries at most 1 MiB per message).
 const WORK_BYTES: usize = 512 * 1024;
@@ -64,7 +60,7 @@ impl Jobs {
                 txn = txn.logs(r, logs);
             }
         }
-        let room = FUSED_OPS.saturating_sub(txn.ops()) / CLAIM_OPS;
+        let room = MAX_TXN_OPS.saturating_sub(txn.ops()) / CLAIM_OPS;
         let later = plan.split_off(plan.len().min(room));
         let mut claims = self.prepare_claims(plan, now_ms());
         // Claims that would take the transaction over its byte budget wait for a round of their own.
@@ -84,7 +80,6 @@ impl Jobs {
         for w in &claims {
             txn = txn.job(w);
         }
-        debug_assert!(txn.ops() <= FUSED_OPS + 1);
         let out = txn.run(self.store.as_ref()).await?;
         if !out.succeeded {
             return Ok(None);

@@ -19,7 +19,7 @@ use corral_core::time::now_ms;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::records::{self, GROUP, TXN_BYTES, Writes};
+use super::records::{self, COMMITS_PER_TXN, TXN_BYTES, Writes};
 use super::service::Jobs;
 use super::table::Inner;
 
@@ -101,7 +101,7 @@ async fn commit_requests(jobs: Arc<Jobs>, mut waiting: mpsc::UnboundedReceiver<W
 }
 
 /// Most reports committed together from several requests (one request may carry more).
-const MERGED_REPORTS: usize = GROUP / 2;
+const MERGED_REPORTS: usize = COMMITS_PER_TXN;
 
 /// The requests grouped by the node of their first report, in arrival order.
 fn by_node(taken: Vec<Waiting>) -> Vec<Vec<Waiting>> {
@@ -158,7 +158,7 @@ impl Jobs {
         let reports = distinct(reports);
         let Some(node) = reports.first().map(|r| r.node.clone()) else { return Ok((Vec::new(), Vec::new())) };
         if let Some(fence) = self.leadership.fence()
-            && reports.len() <= GROUP / 2
+            && reports.len() <= COMMITS_PER_TXN
             && reports.iter().all(|r| r.node == node)
             && reports.iter().map(|r| report_bytes(&self.table.lock(), r)).sum::<usize>() <= TXN_BYTES / 2
             && let Some(mut writes) = self.prepare(&reports, now_ms())
@@ -191,7 +191,7 @@ impl Jobs {
         let mut acks = Vec::with_capacity(reports.len());
         let chunks = {
             let inner = self.table.lock();
-            records::split(reports, GROUP / 2, TXN_BYTES, |r| report_bytes(&inner, r))
+            records::split(reports, COMMITS_PER_TXN, TXN_BYTES, |r| report_bytes(&inner, r))
         };
         for chunk in chunks {
             acks.extend(self.commit_group(&chunk).await?);

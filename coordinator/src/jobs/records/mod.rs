@@ -22,12 +22,20 @@ pub use job::{
     permit_scopes, report,
 };
 
-/// Records per transaction (etcd allows 128 operations per transaction by default).
+/// Records per transaction where each is one operation (new jobs).
 pub const GROUP: usize = 100;
+/// Operations one transaction carries at most (etcd refuses more than 128 by default), besides
+/// its leader fence.
+pub const MAX_TXN_OPS: usize = 120;
 /// Operations a claim takes: its record and a permit of its tenant and of its batch.
 pub const CLAIM_OPS: usize = 3;
 /// Claims per transaction.
-pub const CLAIMS_PER_TXN: usize = 120 / CLAIM_OPS;
+pub const CLAIMS_PER_TXN: usize = MAX_TXN_OPS / CLAIM_OPS;
+/// Operations a committed report takes: its record, its full logs, and giving back its tenant
+/// and batch permits.
+pub const COMMIT_OPS: usize = 4;
+/// Reports committed per transaction.
+pub const COMMITS_PER_TXN: usize = MAX_TXN_OPS / COMMIT_OPS;
 /// Bytes of records per transaction at most (etcd refuses requests over 1.5 MiB by default).
 pub const TXN_BYTES: usize = 1024 * 1024;
 /// Largest encoded job record accepted (one must fit in a transaction with room to spare).
@@ -159,6 +167,8 @@ impl Writes {
     }
 
     pub async fn run(self, store: &dyn StateStore) -> StoreResult<TxnOutcome> {
+        // The embedded store has no limit; etcd refuses the whole transaction.
+        debug_assert!(self.ops() <= MAX_TXN_OPS + 1, "{} operations in one transaction", self.ops());
         store.txn(self.txn).await
     }
 }
