@@ -211,6 +211,14 @@ pub async fn cancel(agent: &Agent, job: &JobId, attempt: u32) {
 }
 
 async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
+    // The attempt's permits are on the registration it was claimed under: run it only under that
+    // one (a node that fenced and registered again must not run what was claimed before).
+    if work.lease != 0 && agent.lease() != Some(work.lease) {
+        return JobOutcome::Infra(format!(
+            "the attempt was claimed under an earlier registration of node {} (lease {:x})",
+            agent.node, work.lease
+        ));
+    }
     let spec = &work.spec;
     if spec.runtime == RuntimeKind::Noop {
         return if agent.config.noop_runtime {

@@ -59,6 +59,7 @@ fn timed_job() -> JobWork {
             stdin: Vec::new(),
             labels: Default::default(),
         },
+        lease: 0,
     }
 }
 

@@ -144,8 +144,7 @@ impl Jobs {
         let mut by_node: HashMap<NodeId, (i64, Vec<JobWork>)> = HashMap::new();
         for (revision, r) in won {
             let node = r.node.clone().expect("a claim names its node");
-            let work =
-                JobWork { job: r.id.clone(), tenant: r.tenant.clone(), attempt: r.attempt, spec: r.spec.clone() };
+            let work = JobWork::of(&r);
             self.table.apply_job(r, revision, 0);
             let slot = by_node.entry(node).or_insert((revision, Vec::new()));
             slot.1.push(work);

@@ -87,5 +87,6 @@ pub(crate) fn test_record(
         started_at_ms: if running { 2 } else { 0 },
         finished_at_ms: 0,
         body_hash: String::new(),
+        lease: 0,
     }
 }

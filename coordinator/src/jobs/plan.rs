@@ -177,10 +177,12 @@ mod tests {
         id
     }
 
-    /// The caps count the permits: a running attempt holds its tenant's and its batch's, and a
-    /// permit the store deleted (its node's lease ended) frees the slot before any record moves.
+    /// The caps count the permits: a running attempt holds its tenant's and its batch's. A
+    /// permit the store deleted (its node's lease ended) still counts while the index has its
+    /// attempt RUNNING, and stops counting once the record moves (errs high, never low); a
+    /// permit given back frees the slot.
     #[test]
-    fn caps_count_permits_and_a_lease_that_ended_frees_them() {
+    fn caps_count_permits_and_never_less_than_the_running_attempts() {
         use corral_core::keys::{SemEntryKey, SemScope};
         use corral_core::store::{EventKind, KeyValue};
 
@@ -200,14 +202,22 @@ mod tests {
         assert_eq!(table.lock().running_by_batch().get(&b), Some(&1));
         assert_eq!(queued(&table), 0, "the batch is at its cap of 1");
         let holder = format!("{}.{}", running.id, running.attempt);
-        for scope in [SemScope::Batch(b.clone()), SemScope::Tenant(tenant.clone())] {
-            let key = SemEntryKey { scope: &scope, holder: &holder }.to_string();
-            let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap().to_owned();
-            let kv = KeyValue { key, value: Vec::new(), mod_revision: 5, create_revision: 0, lease: 0 };
-            table.apply(EventKind::Delete, &rest, &kv);
-        }
+        let delete = |table: &JobTable| {
+            for scope in [SemScope::Batch(b.clone()), SemScope::Tenant(tenant.clone())] {
+                let key = SemEntryKey { scope: &scope, holder: &holder }.to_string();
+                let rest = key.strip_prefix(corral_core::keys::ROOT).unwrap().to_owned();
+                let kv = KeyValue { key, value: Vec::new(), mod_revision: 5, create_revision: 0, lease: 0 };
+                table.apply(EventKind::Delete, &rest, &kv);
+            }
+        };
+        delete(&table);
+        assert_eq!(queued(&table), 0, "a lease that ended under a RUNNING record frees nothing yet");
+        let mut requeued = running.clone();
+        requeued.state = JobState::Pending;
+        table.apply_job(requeued, 6, 3);
+        delete(&table);
         assert_eq!(table.lock().running_by_batch().get(&b), None);
-        assert_eq!(queued(&table), 1, "the permit the lease took is free again");
+        assert_eq!(queued(&table), 1, "once the record moved, the slot is free");
     }
 
     #[test]

@@ -24,12 +24,12 @@ impl Jobs {
         let (mut orphaned, mut resend) = (Vec::new(), Vec::new());
         {
             let inner = self.table.lock();
-            for (id, e) in &inner.jobs {
+            for e in inner.jobs.values() {
                 let (JobState::Running, Some(record), Some(node)) = (e.state, &e.record, &e.node) else { continue };
                 if !nodes.contains(node) {
                     orphaned.push((e.revision, record.clone()));
                 } else if e.dispatched.is_none_or(|at| at.elapsed() >= REDISPATCH) {
-                    resend.push((id.clone(), record.clone()));
+                    resend.push(record.clone());
                 }
             }
         }
@@ -54,10 +54,9 @@ impl Jobs {
         }
         // Grouped per node: a long batch re-sends its running attempts every REDISPATCH.
         let mut by_node: HashMap<NodeId, Vec<JobWork>> = HashMap::new();
-        for (id, record) in resend {
+        for record in resend {
             let Some(node) = record.node.clone() else { continue };
-            let work =
-                JobWork { job: id, tenant: record.tenant.clone(), attempt: record.attempt, spec: record.spec.clone() };
+            let work = JobWork::of(&record);
             by_node.entry(node).or_default().push(work);
         }
         let tag = format!("again.{}", now_ms());

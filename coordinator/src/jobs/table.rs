@@ -229,11 +229,14 @@ impl crate::cluster::Follower for JobTable {
         if !records::is_permit_key(rest) {
             return self.apply_event(kind, rest, kv);
         }
-        self.lock().permits.apply(kind, &kv.key);
-        if kind == EventKind::Delete {
-            // A permit given back outside this coordinator's writes (a node's lease ended).
-            self.wake.notify_one();
+        let mut inner = self.lock();
+        if kind == EventKind::Delete && inner.holds_running(&kv.key) {
+            // The permit's lease ended under an attempt whose record is still RUNNING: it counts
+            // until the record moves (the sweep re-queues the jobs of a node that is gone), so
+            // the count errs high, never low, whatever the order of events.
+            return;
         }
+        inner.permits.apply(kind, &kv.key);
     }
 
     fn deadline_deleted(&self, id: &str) {
@@ -275,6 +278,16 @@ impl Inner {
             _ => None,
         };
         self.permits.iter().filter_map(batch).collect()
+    }
+
+    /// Whether the permit key `key` belongs to an attempt the index has RUNNING.
+    fn holds_running(&self, key: &str) -> bool {
+        let Some((_, holder)) = corral_core::keys::SemEntryKey::parse(key) else { return false };
+        let Some((id, attempt)) = holder.rsplit_once('.') else { return false };
+        let Ok(id) = JobId::parse(id) else { return false };
+        self.jobs
+            .get(&id)
+            .is_some_and(|e| e.state == JobState::Running && attempt.parse::<u32>().is_ok_and(|a| a == e.attempt))
     }
 
     /// How many PENDING jobs `tenant` has.

@@ -20,6 +20,7 @@ pub use wire::{JobAcks, JobOutcome, JobReport, JobReports, JobWork, Verdict};
 
 use crate::ids::{NodeId, TenantId};
 use crate::model::{ExitStatus, RuntimeKind};
+use crate::store::LeaseId;
 
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +99,10 @@ pub struct JobRecord {
     /// Hash of the submitted body when submitted with an idempotency key.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body_hash: String,
+    /// The registration of `node` (its store lease) the running attempt was claimed under: the
+    /// attempt's permits are on that lease, and the node runs the attempt only under it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease: LeaseId,
 }
 
 impl JobRecord {

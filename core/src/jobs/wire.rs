@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{JobId, JobSpec};
 use crate::ids::{NodeId, TenantId};
 use crate::model::ExitStatus;
+use crate::store::LeaseId;
 
 /// One attempt of a job, sent to the node that claimed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +15,16 @@ pub struct JobWork {
     pub tenant: TenantId,
     pub attempt: u32,
     pub spec: JobSpec,
+    /// The node registration the attempt was claimed under ([`super::JobRecord::lease`]); an
+    /// agent registered under another lease does not run it.
+    pub lease: LeaseId,
+}
+
+impl JobWork {
+    /// The running attempt of `r`.
+    pub fn of(r: &super::JobRecord) -> Self {
+        Self { job: r.id.clone(), tenant: r.tenant.clone(), attempt: r.attempt, spec: r.spec.clone(), lease: r.lease }
+    }
 }
 
 /// How an attempt ended on the agent.
@@ -91,6 +102,7 @@ mod tests {
                 stdin: vec![],
                 labels: BTreeMap::new(),
             },
+            lease: 7,
         };
         let bytes = crate::protocol::encode(&work);
         assert_eq!(crate::protocol::decode::<JobWork>(&bytes).unwrap(), work);

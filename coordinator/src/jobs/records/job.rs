@@ -21,14 +21,12 @@ pub struct JobWrite {
     pub revision: i64,
     pub record: JobRecord,
     pub(super) bytes: Vec<u8>,
-    /// For a claim: the lease of the node it goes to, which its permits are on.
-    pub(super) lease: LeaseId,
 }
 
 impl JobWrite {
     pub fn new(revision: i64, record: JobRecord) -> Self {
         let bytes = store::encode(&record);
-        Self { revision, record, bytes, lease: 0 }
+        Self { revision, record, bytes }
     }
 
     /// Encoded bytes.
@@ -56,6 +54,7 @@ pub fn new_job(id: JobId, tenant: &TenantId, spec: JobSpec, retries: u32, body_h
         started_at_ms: 0,
         finished_at_ms: 0,
         body_hash,
+        lease: 0,
     }
 }
 
@@ -104,7 +103,8 @@ pub fn claim(
     // The submitting coordinator's clock may be ahead of this one.
     next.started_at_ms = now.max(record.created_at_ms);
     next.reason.clear();
-    Ok(JobWrite { lease, ..JobWrite::new(revision, next) })
+    next.lease = lease;
+    Ok(JobWrite::new(revision, next))
 }
 
 /// The record after `report` (which is for the running attempt) and the full logs to keep when

@@ -14,7 +14,7 @@ use corral_core::keys::{
     BatchKey, BatchesPrefix, DeadlineKey, IdemKey, JobKey, JobLogsKey, JobsPrefix, LeaderKey, ROOT,
 };
 use corral_core::semaphore::StoreSemaphore;
-use corral_core::store::{self, KeyValue, LeaseId, StateStore, StoreResult, Txn, TxnOutcome};
+use corral_core::store::{self, KeyValue, StateStore, StoreResult, Txn, TxnOutcome};
 
 pub use batch::{close_batch, new_batch, receive_part};
 pub use job::{
@@ -97,26 +97,27 @@ impl Writes {
     /// An already encoded job record over the revision it was made from, with its permits.
     pub fn job(self, w: &JobWrite) -> Self {
         let key = JobKey { tenant: &w.record.tenant, id: &w.record.id };
-        self.put(key, Some(w.revision), w.bytes.clone()).permits(&w.record, w.lease)
+        self.put(key, Some(w.revision), w.bytes.clone()).permits(&w.record)
     }
 
     /// A job record over `revision` (not a claim), with the release of its permits.
     pub fn put_job(self, revision: i64, r: &JobRecord) -> Self {
         debug_assert!(r.state != JobState::Running, "a claim is written with its node's lease (`job`)");
-        self.put(JobKey { tenant: &r.tenant, id: &r.id }, Some(revision), store::encode(r)).permits(r, 0)
+        self.put(JobKey { tenant: &r.tenant, id: &r.id }, Some(revision), store::encode(r)).permits(r)
     }
 
     /// The semaphore side of writing `r`: a RUNNING attempt takes its tenant and batch permits
-    /// (on its node's `lease`), a record that leaves RUNNING gives them back. The permits land
+    /// (on the node registration it was claimed under, `r.lease`), a record that leaves RUNNING
+    /// gives them back. The permits land
     /// or not with the record; the leader counts the lines before it claims (see `plan`).
-    fn permits(mut self, r: &JobRecord, lease: LeaseId) -> Self {
+    fn permits(mut self, r: &JobRecord) -> Self {
         if r.state != JobState::Running && r.attempt == 0 {
             return self;
         }
         let holder = job::permit_holder(r);
         for scope in job::permit_scopes(r) {
             self.txn = if r.state == JobState::Running {
-                StoreSemaphore::grant_in(self.txn, &scope, &holder, lease)
+                StoreSemaphore::grant_in(self.txn, &scope, &holder, r.lease)
             } else {
                 StoreSemaphore::release_in(self.txn, &scope, &holder)
             };
