@@ -35,22 +35,6 @@ pub struct SemEntryKey<'a> {
     pub holder: &'a str,
 }
 
-impl SemEntryKey<'_> {
-    /// The scope and holder of a place's key (`None` for any other key).
-    pub fn parse(key: &str) -> Option<(SemScope, String)> {
-        let rest = key.strip_prefix(ROOT)?.strip_prefix("sem/")?;
-        let (kind, rest) = rest.split_once('/')?;
-        let (id, holder) = rest.split_once('/')?;
-        let scope = match kind {
-            "tenant" => SemScope::Tenant(TenantId::parse(id).ok()?),
-            "batch" => SemScope::Batch(BatchId::parse(id).ok()?),
-            "node" => SemScope::Node(NodeId::parse(id).ok()?),
-            _ => return None,
-        };
-        (!holder.is_empty() && !holder.contains('/')).then(|| (scope, holder.to_owned()))
-    }
-}
-
 impl fmt::Display for SemLinePrefix<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{ROOT}sem/{}/", self.0)
@@ -242,24 +226,5 @@ mod tests {
         );
         assert!(SandboxKey { tenant: &t, id: &id }.to_string().starts_with(&TenantSandboxesPrefix(&t).to_string()));
         assert_eq!(NodeKey(&NodeId::parse("n1").unwrap()).to_string(), "/corral/v1/nodes/n1");
-    }
-
-    #[test]
-    fn semaphore_places_parse_back() {
-        let b = BatchId::random();
-        for scope in [
-            SemScope::Tenant(TenantId::default_tenant()),
-            SemScope::Batch(b.clone()),
-            SemScope::Node(NodeId::parse("n1").unwrap()),
-        ] {
-            let key = SemEntryKey { scope: &scope, holder: "job-1.2" }.to_string();
-            assert!(key.starts_with(&SemLinePrefix(&scope).to_string()));
-            assert_eq!(SemEntryKey::parse(&key), Some((scope, "job-1.2".to_owned())));
-        }
-        for other in
-            ["/corral/v1/nodes/n1", "/corral/v1/sem/tenant/default/", "/corral/v1/sem/pool/x/h", "/x/sem/node/n1/h"]
-        {
-            assert_eq!(SemEntryKey::parse(other), None, "{other}");
-        }
     }
 }

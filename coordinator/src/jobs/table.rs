@@ -80,10 +80,11 @@ pub struct Inner {
     /// PENDING jobs per tenant by batch (`None`: jobs outside batches), each in queue order, so
     /// the scheduler can pass over a batch at its cap without walking its items.
     pub pending: HashMap<TenantId, PendingByBatch>,
-    /// The tenant and batch semaphore lines: the permits RUNNING attempts hold, as the store
-    /// has them (its watch: a node whose lease ends takes its attempts' permits with it) and as
-    /// this coordinator's own writes change them (a record written RUNNING holds its permits,
-    /// one leaving RUNNING gave them back in the same transaction). The caps are counted here.
+    /// The tenant and batch semaphore lines: the permits RUNNING attempts hold. A record is
+    /// written RUNNING in the same transaction as its permits and leaves RUNNING in the same
+    /// one as their release, so the records the index has RUNNING are the lines (and where an
+    /// older leader wrote no permit, or a node's lease took them, they still count: the count
+    /// errs high, never low). The caps are counted here.
     pub permits: LineCache,
     /// What the RUNNING jobs of each node reserve.
     pub running_by_node: HashMap<NodeId, Resources>,
@@ -217,26 +218,15 @@ impl JobTable {
 /// The cluster view's watch feeds the index (the view knows it only by this trait).
 impl crate::cluster::Follower for JobTable {
     fn prefixes(&self) -> Vec<String> {
-        let [batches, jobs] = records::table_prefixes();
-        vec![batches, jobs, records::permits_prefix()]
+        records::table_prefixes().into()
     }
 
     fn owns(&self, rest: &str) -> bool {
-        records::is_table_key(rest) || records::is_permit_key(rest)
+        records::is_table_key(rest)
     }
 
     fn apply(&self, kind: EventKind, rest: &str, kv: &KeyValue) {
-        if !records::is_permit_key(rest) {
-            return self.apply_event(kind, rest, kv);
-        }
-        let mut inner = self.lock();
-        if kind == EventKind::Delete && inner.holds_running(&kv.key) {
-            // The permit's lease ended under an attempt whose record is still RUNNING: it counts
-            // until the record moves (the sweep re-queues the jobs of a node that is gone), so
-            // the count errs high, never low, whatever the order of events.
-            return;
-        }
-        inner.permits.apply(kind, &kv.key);
+        self.apply_event(kind, rest, kv);
     }
 
     fn deadline_deleted(&self, id: &str) {
@@ -278,16 +268,6 @@ impl Inner {
             _ => None,
         };
         self.permits.iter().filter_map(batch).collect()
-    }
-
-    /// Whether the permit key `key` belongs to an attempt the index has RUNNING.
-    fn holds_running(&self, key: &str) -> bool {
-        let Some((_, holder)) = corral_core::keys::SemEntryKey::parse(key) else { return false };
-        let Some((id, attempt)) = holder.rsplit_once('.') else { return false };
-        let Ok(id) = JobId::parse(id) else { return false };
-        self.jobs
-            .get(&id)
-            .is_some_and(|e| e.state == JobState::Running && attempt.parse::<u32>().is_ok_and(|a| a == e.attempt))
     }
 
     /// How many PENDING jobs `tenant` has.

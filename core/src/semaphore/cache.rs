@@ -1,10 +1,9 @@
-//! Who is in each semaphore line, as a store watch shows it: what a single writer that stages
-//! permits in its own transactions ([`super::StoreSemaphore::grant_in`]) counts before it writes.
+//! Who is in each semaphore line: what a single writer that stages permits in its own
+//! transactions ([`super::StoreSemaphore::grant_in`]) counts before it writes.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::keys::{SemEntryKey, SemScope};
-use crate::store::EventKind;
+use crate::keys::SemScope;
 
 /// Places per scope (holders and waiters alike; a single writer only writes granted places).
 #[derive(Debug, Default)]
@@ -13,17 +12,7 @@ pub struct LineCache {
 }
 
 impl LineCache {
-    /// Applies a store event; false when `key` is not a semaphore place.
-    pub fn apply(&mut self, kind: EventKind, key: &str) -> bool {
-        let Some((scope, holder)) = SemEntryKey::parse(key) else { return false };
-        match kind {
-            EventKind::Put => self.joined(scope, holder),
-            EventKind::Delete => self.left(&scope, &holder),
-        }
-        true
-    }
-
-    /// Notes a place written (by the caller's own transaction, before its watch shows it).
+    /// Notes a place written.
     pub fn joined(&mut self, scope: SemScope, holder: String) {
         self.lines.entry(scope).or_default().insert(holder);
     }
@@ -64,22 +53,21 @@ mod tests {
     use crate::ids::{NodeId, TenantId};
 
     #[test]
-    fn follows_puts_and_deletes_of_places_only() {
+    fn counts_places_per_line() {
         let mut cache = LineCache::default();
         let t = SemScope::Tenant(TenantId::default_tenant());
         let n = SemScope::Node(NodeId::parse("n1").unwrap());
-        let key = |scope: &SemScope, h: &str| SemEntryKey { scope, holder: h }.to_string();
-        assert!(cache.apply(EventKind::Put, &key(&t, "a")));
-        assert!(cache.apply(EventKind::Put, &key(&t, "a")), "a rewrite counts once");
-        assert!(cache.apply(EventKind::Put, &key(&t, "b")));
-        assert!(cache.apply(EventKind::Put, &key(&n, "a")));
-        assert!(!cache.apply(EventKind::Put, "/corral/v1/nodes/n1"));
-        assert_eq!((cache.len(&t), cache.len(&n)), (2, 1));
-        assert!(cache.apply(EventKind::Delete, &key(&t, "a")));
-        assert!(cache.apply(EventKind::Delete, &key(&t, "gone")));
+        cache.joined(t.clone(), "a".into());
+        cache.joined(t.clone(), "a".into());
+        cache.joined(t.clone(), "b".into());
+        cache.joined(n.clone(), "a".into());
+        assert_eq!((cache.len(&t), cache.len(&n)), (2, 1), "a place joins once");
+        cache.left(&t, "a");
+        cache.left(&t, "gone");
         assert_eq!(cache.len(&t), 1);
         assert!(cache.contains(&t, "b") && !cache.contains(&t, "a"));
-        cache.clear();
-        assert_eq!(cache.len(&n), 0);
+        assert_eq!(cache.iter().count(), 2);
+        cache.left(&n, "a");
+        assert_eq!(cache.iter().count(), 1, "an empty line goes");
     }
 }

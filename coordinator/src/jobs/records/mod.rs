@@ -10,9 +10,7 @@ pub mod job;
 
 use corral_core::ids::TenantId;
 use corral_core::jobs::{BatchId, BatchRecord, IdemRecord, JobId, JobLogs, JobRecord, JobState};
-use corral_core::keys::{
-    BatchKey, BatchesPrefix, DeadlineKey, IdemKey, JobKey, JobLogsKey, JobsPrefix, LeaderKey, ROOT,
-};
+use corral_core::keys::{BatchKey, BatchesPrefix, DeadlineKey, IdemKey, JobKey, JobLogsKey, JobsPrefix, LeaderKey};
 use corral_core::semaphore::StoreSemaphore;
 use corral_core::store::{self, KeyValue, StateStore, StoreResult, Txn, TxnOutcome};
 
@@ -218,16 +216,6 @@ pub fn table_prefixes() -> [String; 2] {
 /// Whether a key under the root (`rest`: the key without it) is a job or batch record.
 pub fn is_table_key(rest: &str) -> bool {
     rest.starts_with("jobs/") || rest.starts_with("batches/")
-}
-
-/// The prefix of every semaphore line (the tenant and batch permits of running attempts).
-pub fn permits_prefix() -> String {
-    format!("{ROOT}sem/")
-}
-
-/// Whether a key under the root is a semaphore place.
-pub fn is_permit_key(rest: &str) -> bool {
-    rest.starts_with("sem/")
 }
 
 /// The prefix of a tenant's batch records.
