@@ -1,9 +1,10 @@
 //! The node's cap on running work, `agent.max_sandboxes` (the slots it advertises): a
 //! [`LocalSemaphore`] of scope `node/{id}`. Each sandbox holds a permit from its create to its
 //! destroy, and each job attempt while it runs; both wait for one in line (first come, first
-//! served) when the node is full, a sandbox create at most [`SANDBOX_PATIENCE`]. The coordinators place within the advertised slots, so
-//! the line only forms when placements raced (two coordinators, a sandbox and a claim at once):
-//! the node then runs the extra work later instead of more than it offers.
+//! served) when the node is full, a sandbox create at most [`SANDBOX_PATIENCE`]. The
+//! coordinators place within the advertised slots, so the line only forms when placements raced
+//! (two coordinators, a sandbox and a claim at once): the node then runs the extra work later
+//! instead of more than it offers.
 
 use std::time::Duration;
 
