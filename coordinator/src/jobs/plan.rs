@@ -33,9 +33,9 @@ impl Jobs {
         }
         let less = |n: usize, freed: Option<&usize>| n.saturating_sub(freed.copied().unwrap_or(0));
         let running_by_tenant: HashMap<_, _> =
-            inner.running_by_tenant().into_iter().map(|(t, n)| (t.clone(), less(n, freed_tenant.get(&t)))).collect();
+            inner.running_by_tenant.iter().map(|(t, n)| (t.clone(), less(*n, freed_tenant.get(t)))).collect();
         let running_by_batch: HashMap<_, _> =
-            inner.running_by_batch().into_iter().map(|(b, n)| (b.clone(), less(n, freed_batch.get(&b)))).collect();
+            inner.running_by_batch.iter().map(|(b, n)| (b.clone(), less(*n, freed_batch.get(b)))).collect();
         let mut slots: Vec<Slots> = nodes
             .iter()
             .map(|n| {
@@ -189,17 +189,16 @@ mod tests {
         let tenant = TenantId::default_tenant();
         let queued = |table: &JobTable| {
             let inner = table.lock();
-            assert_eq!(inner.running_by_tenant().get(&tenant).copied(), inner.running_by_batch().get(&b).copied());
+            assert_eq!(inner.running_by_tenant.get(&tenant).copied(), inner.running_by_batch.get(&b).copied());
             let mut caps = HashMap::new();
-            tenant_queue(&inner, &inner.pending[&tenant], &inner.running_by_batch(), &mut caps, 10).len()
+            tenant_queue(&inner, &inner.pending[&tenant], &inner.running_by_batch, &mut caps, 10).len()
         };
-        let holder = format!("{}.{}", running.id, running.attempt);
-        assert!(table.lock().permits.contains(&corral_core::keys::SemScope::Batch(b.clone()), &holder));
+        assert_eq!(table.lock().running_by_batch.get(&b), Some(&1));
         assert_eq!(queued(&table), 0, "the batch is at its cap of 1");
         let mut requeued = running.clone();
         requeued.state = JobState::Pending;
         table.apply_job(requeued, 6, 3);
-        assert_eq!(table.lock().running_by_batch().get(&b), None);
+        assert_eq!(table.lock().running_by_batch.get(&b), None);
         assert_eq!(queued(&table), 1, "the permit went back with the record: one may start again");
     }
 
@@ -228,7 +227,7 @@ mod tests {
         let by_batch = &inner.pending[&tenant];
         let ids = |room| {
             let mut caps = HashMap::new();
-            let queue = tenant_queue(&inner, by_batch, &inner.running_by_batch(), &mut caps, room);
+            let queue = tenant_queue(&inner, by_batch, &inner.running_by_batch, &mut caps, room);
             assert_eq!(caps.get(&full), Some(&1));
             queue.into_iter().map(|w| w.id).collect::<Vec<_>>()
         };

@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use corral_core::ids::{NodeId, TenantId};
 use corral_core::jobs::{BatchId, BatchRecord, JobId, JobRecord, JobState};
-use corral_core::keys::SemScope;
-use corral_core::semaphore::LineCache;
 use corral_core::store::{EventKind, KeyValue};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
@@ -80,12 +78,13 @@ pub struct Inner {
     /// PENDING jobs per tenant by batch (`None`: jobs outside batches), each in queue order, so
     /// the scheduler can pass over a batch at its cap without walking its items.
     pub pending: HashMap<TenantId, PendingByBatch>,
-    /// The tenant and batch semaphore lines: the permits RUNNING attempts hold. A record is
-    /// written RUNNING in the same transaction as its permits and leaves RUNNING in the same
-    /// one as their release, so the records the index has RUNNING are the lines (and where an
-    /// older leader wrote no permit, or a node's lease took them, they still count: the count
-    /// errs high, never low). The caps are counted here.
-    pub permits: LineCache,
+    /// Permits of the tenant and batch semaphores held, per tenant and per batch: one per
+    /// RUNNING attempt, since a record is written RUNNING in the same transaction as its
+    /// permits and leaves RUNNING in the same one as their release (where an older leader wrote
+    /// no permit, or a node's lease took the keys, the attempt still counts until its record
+    /// moves: the count errs high, never low). The caps are counted here.
+    pub running_by_tenant: HashMap<TenantId, usize>,
+    pub running_by_batch: HashMap<BatchId, usize>,
     /// What the RUNNING jobs of each node reserve.
     pub running_by_node: HashMap<NodeId, Resources>,
     pub batches: HashMap<BatchId, BatchEntry>,
@@ -244,32 +243,7 @@ impl crate::cluster::Follower for JobTable {
     }
 }
 
-impl JobEntry {
-    fn permit_scopes(&self) -> impl Iterator<Item = SemScope> {
-        let batch = self.batch.as_ref().map(|(b, _)| SemScope::Batch(b.clone()));
-        std::iter::once(SemScope::Tenant(self.tenant.clone())).chain(batch)
-    }
-}
-
 impl Inner {
-    /// Permits held per tenant (running attempts, as the tenant semaphore counts them).
-    pub fn running_by_tenant(&self) -> HashMap<TenantId, usize> {
-        let tenant = |(scope, n): (&SemScope, usize)| match scope {
-            SemScope::Tenant(t) => Some((t.clone(), n)),
-            _ => None,
-        };
-        self.permits.iter().filter_map(tenant).collect()
-    }
-
-    /// Permits held per batch.
-    pub fn running_by_batch(&self) -> HashMap<BatchId, usize> {
-        let batch = |(scope, n): (&SemScope, usize)| match scope {
-            SemScope::Batch(b) => Some((b.clone(), n)),
-            _ => None,
-        };
-        self.permits.iter().filter_map(batch).collect()
-    }
-
     /// How many PENDING jobs `tenant` has.
     pub fn queued(&self, tenant: &TenantId) -> usize {
         self.pending.get(tenant).map_or(0, |by_batch| by_batch.values().map(BTreeSet::len).sum())
@@ -316,9 +290,9 @@ impl Inner {
                 by_batch.entry(batch).or_default().insert((e.seq, id.clone()));
             }
             JobState::Running => {
-                let holder = format!("{id}.{}", e.attempt);
-                for scope in e.permit_scopes() {
-                    self.permits.joined(scope, holder.clone());
+                *self.running_by_tenant.entry(e.tenant.clone()).or_default() += 1;
+                if let Some((b, _)) = &e.batch {
+                    *self.running_by_batch.entry(b.clone()).or_default() += 1;
                 }
                 if let Some(n) = &e.node {
                     self.running_by_node.entry(n.clone()).or_default().add(&e.need);
@@ -337,6 +311,14 @@ impl Inner {
     }
 
     fn unaccount(&mut self, id: &JobId, e: &JobEntry) {
+        fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: &K) {
+            if let Some(n) = map.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(k);
+                }
+            }
+        }
         match e.state {
             JobState::Pending => {
                 let batch = e.batch.as_ref().map(|(b, _)| b.clone());
@@ -353,9 +335,9 @@ impl Inner {
                 }
             }
             JobState::Running => {
-                let holder = format!("{id}.{}", e.attempt);
-                for scope in e.permit_scopes() {
-                    self.permits.left(&scope, &holder);
+                dec(&mut self.running_by_tenant, &e.tenant);
+                if let Some((b, _)) = &e.batch {
+                    dec(&mut self.running_by_batch, b);
                 }
                 if let Some(n) = &e.node
                     && let Some(used) = self.running_by_node.get_mut(n)

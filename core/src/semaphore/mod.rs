@@ -20,9 +20,8 @@
 //! A single writer that must take permits atomically with its own records (the leading
 //! coordinator claiming jobs) stages them in its transactions instead
 //! ([`StoreSemaphore::grant_in`], [`StoreSemaphore::release_in`]), counting the lines it writes
-//! in a [`LineCache`] fed by its watch.
+//! itself.
 
-mod cache;
 mod local;
 mod store;
 
@@ -30,7 +29,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use cache::LineCache;
 pub use local::LocalSemaphore;
 pub use store::StoreSemaphore;
 

@@ -163,8 +163,8 @@ impl Semaphore for StoreSemaphore {
 }
 
 /// Permits written inside a caller's own transaction, for a single writer (the leading
-/// coordinator, fenced by its leader key) that counts the line itself, in a [`LineCache`]
-/// (`super::LineCache`), and writes a place only where there is room: such places are all among
+/// coordinator, fenced by its leader key) that counts the line itself and writes a place only
+/// where there is room: such places are all among
 /// the first `limit`, so they hold permits, and the permit lands or not with the rest of the
 /// transaction (a claim and its permits, a result and their release).
 impl StoreSemaphore {
