@@ -1,5 +1,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "corral/v1/codebase.proto",
         "corral/v1/sandbox.proto",
         "corral/v1/exec.proto",
         "corral/v1/files.proto",

@@ -2,6 +2,7 @@
 # Installs what Corral needs and is missing, on Debian/Ubuntu (run as root or with sudo).
 #   scripts/install-deps.sh          # to build and run: bubblewrap, protoc
 #   scripts/install-deps.sh --test   # also the real services the tests start: etcd, nats-server,
+#                                    # s3s-fs (an S3-protocol server, for corral-blob's tests),
 #                                    # faketime for the clock-skew tests, iproute2 + iptables for the
 #                                    # fault suite's network cuts (tests/src/faults), and the fuzzing tools
 #   scripts/install-deps.sh --fuzz   # only what scripts/fuzz.sh needs: cargo-afl and its AFL++
@@ -10,6 +11,8 @@ set -euo pipefail
 # cargo-afl builds AFL++ (its afl-fuzz and the runtime the targets link) when installed; the
 # `afl` crate in Cargo.toml must be the same version.
 cargo_afl_version=0.18.2
+# The S3-protocol server testkit starts (testkit/src/s3.rs); newer versions need a newer Rust.
+s3s_fs_version=0.14.1
 
 want_test=0 want_fuzz=0
 case "${1:-}" in
@@ -64,4 +67,8 @@ if [[ $want_test -eq 1 ]] && ! command -v nats-server >/dev/null; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required: install Rust from https://rustup.rs" >&2; exit 1; }
+if [[ $want_test -eq 1 ]] && ! command -v s3s-fs >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
+  echo "installing s3s-fs $s3s_fs_version (the S3 server of the blob tests, about 2 minutes)"
+  cargo install --locked --quiet "s3s-fs@$s3s_fs_version" --features binary
+fi
 [[ $want_fuzz -eq 0 ]] || install_fuzz_tools

@@ -75,6 +75,12 @@ pub struct AgentConfig {
     pub sandbox_inodes: u64,
     /// Largest disk (MiB) one sandbox may ask for on this node.
     pub max_sandbox_disk_mb: u64,
+    /// Codebases kept on the node (MiB): trees no sandbox uses are evicted, least recently used
+    /// first, past this.
+    pub codebase_cache_mb: u64,
+    /// Path of `corral-fs` (the permission file system of codebases); empty = next to the
+    /// running binary, then PATH. Without it, or without `/dev/fuse`, the node offers no codebases.
+    pub fs_path: PathBuf,
 }
 
 /// The `agent.disk_quota` setting.
@@ -131,12 +137,17 @@ impl Default for AgentConfig {
             sandbox_disk_mb: 1024,
             sandbox_inodes: 100_000,
             max_sandbox_disk_mb: 16 * 1024,
+            codebase_cache_mb: 10 * 1024,
+            fs_path: PathBuf::new(),
         }
     }
 }
 
 impl AgentConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if self.codebase_cache_mb == 0 {
+            return Err("agent.codebase_cache_mb must be at least 1".into());
+        }
         if self.lease_ttl_seconds < 2 {
             return Err("agent.lease_ttl_seconds must be at least 2".into());
         }

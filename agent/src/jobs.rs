@@ -269,6 +269,7 @@ async fn run(agent: &Arc<Agent>, work: &JobWork) -> JobOutcome {
         workdir: "/workspace".into(),
         image: spec.image.clone(),
         disk_mb: 0,
+        codebase: None,
     };
     let exec = ExecSpec {
         command,

@@ -78,6 +78,7 @@ async fn probe_image(agent: &Agent, rt: &dyn Runtime, image: &str) -> RuntimeRes
         image: image.to_owned(),
         // The smallest disk: the probe only lists programs.
         disk_mb: crate::runtime::disk::MIN_DISK_MB,
+        codebase: None,
     };
     agent.specs().insert(spec.id.clone(), spec.clone());
     let found = match rt.create(&spec).await {

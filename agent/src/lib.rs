@@ -14,6 +14,7 @@
 //!   [`config`].
 
 pub mod adopt;
+pub mod codebases;
 pub mod config;
 pub mod gc;
 pub mod jobs;

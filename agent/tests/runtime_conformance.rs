@@ -210,6 +210,7 @@ pub fn spec() -> SandboxSpec {
         workdir: "/workspace".into(),
         image: String::new(),
         disk_mb: 0,
+        codebase: None,
     }
 }
 

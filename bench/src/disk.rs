@@ -70,6 +70,7 @@ fn spec(runtime: RuntimeKind) -> SandboxSpec {
         workdir: "/workspace".to_owned(),
         image: image.to_owned(),
         disk_mb: 0,
+        codebase: None,
     }
 }
 

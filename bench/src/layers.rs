@@ -58,6 +58,7 @@ fn spec() -> SandboxSpec {
         workdir: "/workspace".to_owned(),
         image: String::new(),
         disk_mb: 0,
+        codebase: None,
     }
 }
 

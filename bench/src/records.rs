@@ -79,6 +79,7 @@ fn record(tenant: &TenantId, node: &NodeId, now: i64) -> SandboxRecord {
         workdir: "/workspace".to_owned(),
         image: String::new(),
         disk_mb: 0,
+        codebase: None,
     };
     SandboxRecord {
         v: SandboxRecord::VERSION,

@@ -88,6 +88,75 @@ impl Default for ClientConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobBackend {
+    /// A directory (one machine, or a shared file system).
+    Local,
+    /// An S3-protocol object store.
+    S3,
+}
+
+/// Object storage for codebases (and later snapshots), shared by coordinators and agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobSection {
+    pub backend: BlobBackend,
+    /// For `local`: the directory; empty = `{agent.state_dir}/blobs`.
+    pub dir: std::path::PathBuf,
+    /// For `s3`: the endpoint URL (empty = AWS), bucket, region, path-style addressing, key
+    /// prefix, and credentials (both empty = the standard AWS environment and instance ones).
+    pub s3_endpoint: String,
+    pub s3_bucket: String,
+    pub s3_region: String,
+    pub s3_path_style: bool,
+    pub s3_prefix: String,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+}
+
+impl Default for BlobSection {
+    fn default() -> Self {
+        Self {
+            backend: BlobBackend::Local,
+            dir: std::path::PathBuf::new(),
+            s3_endpoint: String::new(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_path_style: true,
+            s3_prefix: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+        }
+    }
+}
+
+impl BlobSection {
+    /// The store's configuration (`state_dir` places the default local directory).
+    pub fn store_config(&self, state_dir: &Path) -> Result<corral_blob::BlobConfig, ConfigError> {
+        Ok(match self.backend {
+            BlobBackend::Local => corral_blob::BlobConfig::Local {
+                dir: if self.dir.as_os_str().is_empty() { state_dir.join("blobs") } else { self.dir.clone() },
+            },
+            BlobBackend::S3 => {
+                if self.s3_bucket.is_empty() {
+                    return Err(ConfigError::Invalid("blob.s3_bucket must be set when blob.backend = \"s3\"".into()));
+                }
+                corral_blob::BlobConfig::S3(corral_blob::S3Config {
+                    endpoint: self.s3_endpoint.clone(),
+                    bucket: self.s3_bucket.clone(),
+                    region: self.s3_region.clone(),
+                    path_style: self.s3_path_style,
+                    access_key_id: self.s3_access_key_id.clone(),
+                    secret_access_key: self.s3_secret_access_key.clone(),
+                    allow_http: self.s3_endpoint.starts_with("http://"),
+                    prefix: self.s3_prefix.clone(),
+                })
+            }
+        })
+    }
+}
+
 /// Everything configurable, in one tree (`corral --dump-config` prints it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,6 +167,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub telemetry: TelemetryConfig,
     pub client: ClientConfig,
+    pub blob: BlobSection,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,10 @@
 use corral_client::v1 as pb;
 use serde_json::{Value, json};
 
+pub mod codebases;
 pub mod jobs;
+
+pub use codebases::print_diff;
 
 /// The `--output` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,7 +99,23 @@ pub fn sandbox_json(s: &pb::Sandbox) -> Value {
         "ended_at": ms_to_rfc3339(s.ended_at_ms),
         "expires_at": ms_to_rfc3339(s.expires_at_ms),
         "termination_reason": s.termination_reason,
+        "codebase_id": s.codebase_id,
+        "preset": s.preset,
+        "codebase_path": s.codebase_path,
     })
+}
+
+/// A permission rule in the CLI's form, `PATTERN=PERMISSION:TYPE[:PRIORITY]`.
+pub fn rule_text(r: &pb::PermissionRule) -> String {
+    let permission = pb::Permission::try_from(r.permission).map(|p| p.as_str_name()).unwrap_or("PERMISSION_UNKNOWN");
+    let kind = pb::PatternType::try_from(r.r#type).map(|p| p.as_str_name()).unwrap_or("PATTERN_TYPE_GLOB");
+    let permission = permission.trim_start_matches("PERMISSION_").to_ascii_lowercase();
+    let kind = kind.trim_start_matches("PATTERN_TYPE_").to_ascii_lowercase();
+    let kind = if kind == "unspecified" { "glob".to_owned() } else { kind };
+    match r.priority {
+        0 => format!("{}={permission}:{kind}", r.pattern),
+        p => format!("{}={permission}:{kind}:{p}", r.pattern),
+    }
 }
 
 pub fn print_sandbox(format: Format, s: &pb::Sandbox) {
@@ -109,6 +128,15 @@ pub fn print_sandbox(format: Format, s: &pb::Sandbox) {
             }
             if let Some(line) = disk_line(s) {
                 println!("  {line}");
+            }
+            if !s.codebase_id.is_empty() {
+                let preset = if s.preset.is_empty() { "rules only" } else { s.preset.as_str() };
+                println!(
+                    "  codebase: {} at {} ({preset}, {} extra rules)",
+                    s.codebase_id,
+                    s.codebase_path,
+                    s.permissions.len()
+                );
             }
         }
     }

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use corral_agent::codebases::{Cache, Layers};
 use corral_agent::config::{DiskQuotaMode, DockerMode};
 use corral_agent::runtime::Runtime;
+use corral_agent::runtime::bwrap::corral_fs_path;
 use corral_agent::runtime::bwrap::{BwrapConfig, BwrapRuntime};
 use corral_agent::runtime::disk::Disks;
 use corral_agent::runtime::docker::{DockerConfig, DockerRuntime};
+use corral_blob::{BlobStore, Chunks};
 use corral_core::bus::Bus;
 use corral_core::bus::mem::MemBus;
 use corral_core::bus::nats::NatsBus;
@@ -34,12 +37,36 @@ async fn bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     })
 }
 
+/// The object store of codebases (`blob.*`).
+fn blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let c = config.blob.store_config(&config.agent.state_dir)?;
+    corral_blob::open(&c).context("opening the object store (blob.*)")
+}
+
+/// Codebases on this node: its cache over the object store and the `corral-fs` binary. `None`
+/// (with a warning) when the node cannot serve them: no `/dev/fuse` or no `corral-fs`.
+fn layers(config: &Config) -> anyhow::Result<Option<Arc<Layers>>> {
+    let a = &config.agent;
+    let exe = if a.fs_path.as_os_str().is_empty() { corral_fs_path().ok() } else { Some(a.fs_path.clone()) };
+    let Some(exe) = exe.filter(|_| std::path::Path::new("/dev/fuse").exists()) else {
+        tracing::warn!("no /dev/fuse or no corral-fs binary: this node offers no codebases");
+        return Ok(None);
+    };
+    let chunks = Chunks::new(blobs(config)?, "content");
+    let cache = Cache::open(a.state_dir.join("codebases"), chunks, a.codebase_cache_mb << 20)
+        .with_context(|| format!("opening the codebase cache in {}", a.state_dir.join("codebases").display()))?;
+    Ok(Some(Arc::new(Layers::new(cache, exe))))
+}
+
 /// The node's runtimes: bubblewrap, plus Docker unless `agent.docker` is off (with `auto`, only
 /// when the engine answers).
 async fn runtimes(config: &Config, node: &NodeId) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
     let disks = disks(config)?;
-    let mut runtimes = vec![bwrap(config, &disks)?];
-    if let Some(docker) = docker(config, node, &disks).await? {
+    std::fs::create_dir_all(&config.agent.state_dir)
+        .with_context(|| format!("creating agent.state_dir {}", config.agent.state_dir.display()))?;
+    let layers = layers(config)?;
+    let mut runtimes = vec![bwrap(config, &disks, layers.clone())?];
+    if let Some(docker) = docker(config, node, &disks, layers).await? {
         runtimes.push(docker);
     }
     Ok(runtimes)
@@ -65,7 +92,12 @@ fn disks(config: &Config) -> anyhow::Result<Disks> {
     }
 }
 
-async fn docker(config: &Config, node: &NodeId, disks: &Disks) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
+async fn docker(
+    config: &Config,
+    node: &NodeId,
+    disks: &Disks,
+    layers: Option<Arc<Layers>>,
+) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
     let a = &config.agent;
     if a.docker == DockerMode::Off {
         return Ok(None);
@@ -78,6 +110,7 @@ async fn docker(config: &Config, node: &NodeId, disks: &Disks) -> anyhow::Result
         dc.socket = Some(a.docker_socket.clone());
     }
     dc.disk = disks.clone();
+    dc.layers = layers;
     match DockerRuntime::connect(dc).await {
         Ok(rt) => Ok(Some(Arc::new(rt))),
         Err(e) if a.docker == DockerMode::Auto => {
@@ -88,7 +121,7 @@ async fn docker(config: &Config, node: &NodeId, disks: &Disks) -> anyhow::Result
     }
 }
 
-fn bwrap(config: &Config, disks: &Disks) -> anyhow::Result<Arc<dyn Runtime>> {
+fn bwrap(config: &Config, disks: &Disks, layers: Option<Arc<Layers>>) -> anyhow::Result<Arc<dyn Runtime>> {
     let a = &config.agent;
     let mut bw = BwrapConfig::with_state_dir(a.state_dir.clone()).context("configuring the bubblewrap runtime")?;
     if !a.bwrap_path.as_os_str().is_empty() {
@@ -99,6 +132,7 @@ fn bwrap(config: &Config, disks: &Disks) -> anyhow::Result<Arc<dyn Runtime>> {
     }
     bw.warm_pool = a.warm_pool;
     bw.disk = disks.clone();
+    bw.layers = layers;
     let rt = BwrapRuntime::new(bw).context("starting the bubblewrap runtime")?;
     Ok(Arc::new(rt))
 }
@@ -145,7 +179,9 @@ pub async fn dev(config: Config) -> anyhow::Result<()> {
     };
     let agent =
         corral_agent::run(config.agent.clone(), node, runtimes, store.clone(), bus.clone(), stopped(stop_rx.clone()));
-    let coordinator = corral_coordinator::run(config.coordinator.clone(), store, bus, listener, stopped(stop_rx));
+    let blobs = blobs(&config)?;
+    let coordinator =
+        corral_coordinator::run(config.coordinator.clone(), store, bus, blobs, listener, stopped(stop_rx));
     tokio::pin!(agent, coordinator);
     // Whichever ends first (a signal, or a failure of either half) stops the other half too.
     let (a, c) = tokio::select! {
@@ -163,7 +199,8 @@ pub async fn coordinator(config: Config) -> anyhow::Result<()> {
     let bus = bus(&config).await?;
     let listener = listener(&config).await?;
     eprintln!("corral coordinator: serving on http://{}", listener.local_addr()?);
-    corral_coordinator::run(config.coordinator.clone(), store, bus, listener, shutdown_signal()).await?;
+    let blobs = blobs(&config)?;
+    corral_coordinator::run(config.coordinator.clone(), store, bus, blobs, listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use corral_proto::v1 as pb;
 use corral_proto::v1::batches_client::BatchesClient;
+use corral_proto::v1::codebase_service_client::CodebaseServiceClient;
 use corral_proto::v1::exec_client::ExecClient;
 use corral_proto::v1::files_client::FilesClient;
 use corral_proto::v1::jobs_client::JobsClient;
@@ -23,8 +24,10 @@ use corral_proto::v1::sessions_client::SessionsClient;
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod codebase;
 mod upload;
 
+pub use codebase::{LocalFile, Progress, ScanError, ScanOptions, scan};
 pub use corral_proto::v1;
 pub use upload::{PART_BYTES, PART_ITEMS, Uploaded};
 
@@ -103,6 +106,7 @@ pub struct Client {
     pub languages: LanguagesClient<Channel>,
     pub jobs: JobsClient<Channel>,
     pub batches: BatchesClient<Channel>,
+    pub codebases: CodebaseServiceClient<Channel>,
 }
 
 impl Client {
@@ -129,6 +133,7 @@ impl Client {
             batches: BatchesClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
+            codebases: CodebaseServiceClient::new(channel.clone()),
             files: FilesClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),

@@ -236,6 +236,18 @@ impl ClusterView {
             .collect()
     }
 
+    /// Live sandboxes created on codebase `id`.
+    pub fn using_codebase(&self, id: &corral_core::ids::CodebaseId) -> Vec<SandboxId> {
+        let inner = self.lock();
+        inner
+            .sandboxes
+            .values()
+            .filter_map(|p| p.record.clone())
+            .filter(|r| !r.state.is_terminal() && r.spec.codebase.as_ref().is_some_and(|c| &c.id == id))
+            .map(|r| r.spec.id.clone())
+            .collect()
+    }
+
     /// Running (or paused) sandboxes with a timeout but no deadline key: records written before
     /// deadline keys existed.
     pub fn without_deadline(&self) -> Vec<Arc<SandboxRecord>> {

@@ -56,6 +56,12 @@ pub struct CoordinatorConfig {
     pub max_request_bytes: usize,
     /// An unaccepted batch with no new part for this long is abandoned (cancelled, never run).
     pub batch_upload_timeout_seconds: u64,
+    /// Largest file (MiB) a codebase takes.
+    pub codebase_max_file_mb: u64,
+    /// Largest codebase (MiB, the sum of its files).
+    pub codebase_max_mb: u64,
+    /// Most files in one codebase.
+    pub codebase_max_files: u64,
 }
 
 /// The part size the Corral clients send: servers must accept at least this.
@@ -87,6 +93,9 @@ impl Default for CoordinatorConfig {
             max_items_per_request: 10_000,
             max_request_bytes: 8 * 1024 * 1024,
             batch_upload_timeout_seconds: 600,
+            codebase_max_file_mb: 100,
+            codebase_max_mb: 1024,
+            codebase_max_files: 100_000,
         }
     }
 }
@@ -152,11 +161,28 @@ impl CoordinatorConfig {
         if !(1..=7 * 24 * 3600).contains(&self.batch_upload_timeout_seconds) {
             return Err("coordinator.batch_upload_timeout_seconds must be in 1..=604800".into());
         }
+        if !(1..=16 * 1024).contains(&self.codebase_max_file_mb) || self.codebase_max_file_mb > self.codebase_max_mb {
+            return Err("coordinator.codebase_max_file_mb must be in 1..=16384 and at most codebase_max_mb".into());
+        }
+        if !(1..=1024 * 1024).contains(&self.codebase_max_mb) {
+            return Err("coordinator.codebase_max_mb must be in 1..=1048576".into());
+        }
+        if !(1..=10_000_000).contains(&self.codebase_max_files) {
+            return Err("coordinator.codebase_max_files must be in 1..=10000000".into());
+        }
         Ok(())
     }
 
     pub fn leader_lease(&self) -> Duration {
         Duration::from_secs(self.leader_lease_seconds)
+    }
+
+    pub fn codebase_limits(&self) -> crate::codebases::CodebaseLimits {
+        crate::codebases::CodebaseLimits {
+            max_file_bytes: self.codebase_max_file_mb << 20,
+            max_total_bytes: self.codebase_max_mb << 20,
+            max_files: self.codebase_max_files,
+        }
     }
 
     pub fn create_timeout(&self) -> Duration {

@@ -39,6 +39,9 @@ pub enum ApiError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// Object storage (codebase contents and file lists).
+    #[error(transparent)]
+    Blob(#[from] corral_blob::BlobError),
     #[error("{0}")]
     Internal(String),
     /// A state write lost a compare-and-swap race too many times.
@@ -79,6 +82,12 @@ impl ApiError {
             Self::Bus(BusError::TooLarge { .. }) => Code::InvalidArgument,
             Self::Bus(_) => Code::Unavailable,
             Self::Decode(_) | Self::Internal(_) => Code::Internal,
+            Self::Blob(e) => match e {
+                corral_blob::BlobError::NotFound { .. } | corral_blob::BlobError::Corrupt { .. } => Code::DataLoss,
+                corral_blob::BlobError::TooLarge { .. } => Code::ResourceExhausted,
+                corral_blob::BlobError::Unavailable { .. } => Code::Unavailable,
+                corral_blob::BlobError::Invalid(_) => Code::Internal,
+            },
             Self::Conflict(_) => Code::Aborted,
             Self::Timeout(_) => Code::Unavailable,
         }
@@ -88,7 +97,7 @@ impl ApiError {
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let code = e.code();
-        if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable) {
+        if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::DataLoss) {
             tracing::warn!(error = %e, ?code, "request failed");
         }
         tonic::Status::new(code, e.to_string())

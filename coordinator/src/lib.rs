@@ -21,6 +21,7 @@
 pub mod api;
 pub mod capacity;
 pub mod cluster;
+pub mod codebases;
 pub mod config;
 pub mod confirm;
 pub mod deadlines;
@@ -41,6 +42,7 @@ use corral_core::bus::Bus;
 use corral_core::store::StateStore;
 use corral_core::task::{self, OwnedTask};
 use corral_proto::v1::batches_server::BatchesServer;
+use corral_proto::v1::codebase_service_server::CodebaseServiceServer;
 use corral_proto::v1::exec_server::ExecServer;
 use corral_proto::v1::files_server::FilesServer;
 use corral_proto::v1::jobs_server::JobsServer;
@@ -70,11 +72,13 @@ pub enum CoordinatorError {
     TaskEnded(&'static str),
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes. Codebase contents and file lists
+/// go to `blobs`.
 pub async fn run(
     config: CoordinatorConfig,
     store: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
+    blobs: Arc<dyn corral_blob::BlobStore>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError> {
@@ -115,6 +119,12 @@ pub async fn run(
         deadlines.clone(),
         config.create_timeout(),
     ));
+    let codebases = Arc::new(codebases::Codebases::new(
+        store.clone(),
+        corral_blob::Chunks::new(blobs, "content"),
+        view.clone(),
+        config.codebase_limits(),
+    ));
     let calls = api::calls::SandboxCalls {
         sandboxes: sandboxes.clone(),
         dispatch: dispatch.clone(),
@@ -152,7 +162,12 @@ pub async fn run(
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi { sandboxes, config: limits.clone() }))
+        .add_service(SandboxesServer::new(api::sandboxes::SandboxesApi {
+            sandboxes,
+            codebases: codebases.clone(),
+            config: limits.clone(),
+        }))
+        .add_service(CodebaseServiceServer::new(api::codebases::CodebasesApi(codebases)))
         .add_service(ExecServer::new(api::exec::ExecApi(calls.clone())))
         .add_service(SessionsServer::new(api::sessions::SessionsApi(calls.clone())))
         .add_service(LanguagesServer::new(api::code::LanguagesApi(view)))
@@ -207,6 +222,7 @@ async fn set_all(health: &tonic_health::server::HealthReporter, status: tonic_he
         <LanguagesServer<api::code::LanguagesApi> as NamedService>::NAME,
         <JobsServer<api::jobs::JobsApi> as NamedService>::NAME,
         <BatchesServer<api::batches::BatchesApi> as NamedService>::NAME,
+        <CodebaseServiceServer<api::codebases::CodebasesApi> as NamedService>::NAME,
     ] {
         health.set_service_status(name, status).await;
     }

@@ -50,6 +50,38 @@ impl fmt::Display for SandboxId {
     }
 }
 
+/// A codebase: `cb-` followed by 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CodebaseId(String);
+
+impl CodebaseId {
+    pub const PREFIX: &'static str = "cb-";
+
+    pub fn random() -> Self {
+        Self(format!("{}{}", Self::PREFIX, random_hex128()))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        let err = |why| InvalidId { kind: "codebase id", value: s.chars().take(80).collect(), why };
+        let hex = s.strip_prefix(Self::PREFIX).ok_or_else(|| err("must start with \"cb-\""))?;
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(err("must be \"cb-\" followed by 32 lowercase hex digits"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CodebaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Validates a name-like id: 1..=63 chars of `[a-z0-9-_]`, starting alphanumeric (no '.', so ids are
 /// single NATS subject tokens).
 fn check_name(kind: &'static str, s: &str) -> Result<(), InvalidId> {

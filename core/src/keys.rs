@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
+use crate::ids::{CodebaseId, NodeId, SandboxId, SandboxName, TenantId};
 use crate::jobs::{BatchId, JobId};
 
 /// The root of every Corral key.
@@ -44,6 +44,30 @@ impl fmt::Display for SemLinePrefix<'_> {
 impl fmt::Display for SemEntryKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{ROOT}sem/{}/{}", self.scope, self.holder)
+    }
+}
+
+/// `codebases/{tenant}/{id}`: a codebase's record (its file list is a blob named by digest).
+pub struct CodebaseKey<'a> {
+    pub tenant: &'a TenantId,
+    pub id: &'a CodebaseId,
+}
+
+/// Prefix of one tenant's codebase records, or of all.
+pub struct CodebasesPrefix<'a>(pub Option<&'a TenantId>);
+
+impl fmt::Display for CodebaseKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ROOT}codebases/{}/{}", self.tenant, self.id)
+    }
+}
+
+impl fmt::Display for CodebasesPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "{ROOT}codebases/{t}/"),
+            None => write!(f, "{ROOT}codebases/"),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codebase::CodebaseMount;
 use crate::ids::{NodeId, SandboxId, SandboxName, TenantId};
 use crate::languages::LanguageOffer;
 use crate::state::SandboxState;
@@ -55,6 +56,10 @@ pub struct SandboxSpec {
     /// written before quotas existed decode as 0).
     #[serde(default)]
     pub disk_mb: u64,
+    /// A codebase shown inside the sandbox through path rules, with the sandbox's own layer.
+    /// (Never skipped when empty: the bus encoding, postcard, is not self-describing.)
+    #[serde(default)]
+    pub codebase: Option<Box<CodebaseMount>>,
 }
 
 /// Space and inodes a sandbox uses on its disk (`statfs` of its file system).

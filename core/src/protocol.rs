@@ -158,8 +158,13 @@ pub enum RpcRequest {
     },
     /// Liveness and identity check.
     Ping,
-    /// Space and inodes the sandbox uses on its disk. Replied with `DiskUsage`.
-    DiskUsage {
+    /// What a sandbox on a codebase changed in it. Replied with `Changes`.
+    Diff {
+        sandbox: SandboxId,
+    },
+    /// The node's view of a live sandbox (disk use, health of its codebase view). Replied with
+    /// `Status`.
+    Status {
         sandbox: SandboxId,
     },
 }
@@ -190,8 +195,18 @@ pub enum RpcReply {
         node: NodeId,
     },
     Error(AgentError),
-    /// `None` when the node enforces no disk quotas.
-    DiskUsage(Option<crate::model::DiskUsage>),
+    Changes {
+        changes: Vec<crate::codebase::Change>,
+        /// More changes than listed.
+        truncated: bool,
+    },
+    Status {
+        /// `None` when the node enforces no disk quotas.
+        disk: Option<crate::model::DiskUsage>,
+        /// The sandbox's codebase view failed (its file system server died): every operation
+        /// on the codebase answers EIO.
+        codebase_failed: bool,
+    },
 }
 
 /// One frame of an exec's output stream.

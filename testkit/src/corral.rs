@@ -233,6 +233,8 @@ impl Cluster {
         let mut cmd = Command::new(&bin);
         cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &etcd.endpoint()]);
         cmd.args(["--nats", &nats.url()]);
+        // One object store for every process (codebases), unless the test names another.
+        cmd.env("CORRAL_BLOB__DIR", dir.path().join("blobs"));
         cmd.envs(coordinator_env.iter().copied());
         let mut coordinator = Proc::spawn("coordinator", cmd, dir.path().join("coordinator.log"))?;
         let endpoint = wait_serving(&mut coordinator)?;
@@ -250,6 +252,7 @@ impl Cluster {
         let mut cmd = Command::new(corral_binary()?);
         cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", &self.etcd.endpoint()]);
         cmd.args(["--nats", &self.nats.url()]);
+        cmd.env("CORRAL_BLOB__DIR", self.dir.path().join("blobs"));
         cmd.envs(env.iter().copied());
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let mut proc = Proc::spawn("coordinator", cmd, self.dir.path().join(format!("coordinator-{n}.log")))?;
@@ -276,6 +279,7 @@ impl Cluster {
         let mut cmd = Command::new(corral_binary()?);
         cmd.args(["agent", "--node-id", &node, "--etcd", &self.etcd.endpoint(), "--nats", &self.nats.url()]);
         cmd.arg("--state-dir").arg(self.dir.path().join(&node));
+        cmd.env("CORRAL_BLOB__DIR", self.dir.path().join("blobs"));
         cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         Proc::spawn(&format!("agent {node}"), cmd, self.dir.path().join(format!("{node}.log")))
     }

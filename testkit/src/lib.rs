@@ -8,12 +8,14 @@
 //! - [`nats`] — [`nats::NatsServer`]
 //! - [`netns`] — [`netns::Netns`], a network namespace joined to the host by a veth pair, whose
 //!   traffic to one host port can be cut and healed
+//! - [`s3`] — [`s3::S3Server`], an S3-protocol server (s3s-fs) with one bucket
 //! - [`storage`] — reaping the sandbox storage a stopped agent left mounted
 
 pub mod corral;
 pub mod etcd;
 pub mod nats;
 pub mod netns;
+pub mod s3;
 pub mod storage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

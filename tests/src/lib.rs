@@ -12,11 +12,13 @@ use tonic::Code;
 
 pub use corral_testkit::corral::{Cluster, DevServer};
 
+pub mod codebases;
 mod disk;
 pub mod faults;
 pub mod jobs;
 pub mod uploads;
 
+pub use codebases::{codebase_bad_rules, codebase_fs_crash, codebase_one_copy, codebase_sandbox, codebase_store};
 pub use disk::disk_quota;
 
 /// The tails of a cluster's logs (coordinator, then each agent), printed when a test fails.

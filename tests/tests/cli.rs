@@ -14,7 +14,7 @@ fn corral(args: &[&str]) -> anyhow::Result<std::process::Output> {
 fn help_lists_the_commands() -> anyhow::Result<()> {
     let out = corral(&["--help"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in "dev coordinator agent sandbox exec run files process languages job batch demo".split(' ') {
+    for cmd in "dev coordinator agent sandbox exec run files process languages job batch codebase demo".split(' ') {
         ensure!(text.contains(cmd), "--help does not mention {cmd}: {text}");
     }
     ensure!(out.status.success());
@@ -173,5 +173,63 @@ async fn health_and_reflection_are_served() -> anyhow::Result<()> {
     for svc in ["corral.v1.Sandboxes", "corral.v1.Exec", "corral.v1.Files"] {
         ensure!(listed.contains(svc), "reflection does not list {svc}: {listed}");
     }
+    Ok(())
+}
+
+/// `corral codebase create --from DIR`, `ls`, `download`, `presets`, `sandbox create --codebase
+/// --preset --rule`, `sandbox diff` and `codebase rm` (refused while in use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_commands() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let _client = ready_client(&server.endpoint).await?;
+    let repo = tempfile::tempdir()?;
+    corral_e2e::codebases::fixture_repo(repo.path())?;
+    let ep = server.endpoint.clone();
+    let cli = move |args: Vec<String>| {
+        let ep = ep.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = vec!["--endpoint".to_owned(), ep];
+            all.extend(args);
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            corral(&refs)
+        })
+    };
+    let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let mut create = args("-o json codebase create repo --from");
+    create.push(repo.path().display().to_string());
+    let out = cli(create).await??;
+    ensure!(out.status.success(), "{out:?}");
+    let cb: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = cb["id"].as_str().unwrap_or_default().to_owned();
+    ensure!(id.starts_with("cb-") && cb["file_count"].as_i64() > Some(3), "{cb}");
+
+    let ls = cli(args(&format!("codebase ls {id}"))).await??;
+    let text = String::from_utf8_lossy(&ls.stdout);
+    ensure!(text.contains("src/main.py") && !text.contains(".env"), "{text}");
+    let got = cli(args(&format!("codebase download {id} src/main.py"))).await??;
+    ensure!(got.stdout == b"print('hello')\n", "{got:?}");
+    let presets = cli(args("codebase presets")).await??;
+    ensure!(String::from_utf8_lossy(&presets.stdout).contains("agent-safe:"), "{presets:?}");
+
+    let sb = cli(args(&format!("-o json sandbox create --codebase {id} --preset agent-safe --rule docs/**=write")))
+        .await??;
+    ensure!(sb.status.success(), "{sb:?}");
+    let sb: serde_json::Value = serde_json::from_slice(&sb.stdout)?;
+    let sid = sb["id"].as_str().unwrap_or_default().to_owned();
+    ensure!(sb["codebase_id"] == id.as_str() && sb["preset"] == "agent-safe", "{sb}");
+    let w =
+        cli(vec!["exec".into(), sid.clone(), "--".into(), "sh".into(), "-c".into(), "echo x >> docs/guide.md".into()])
+            .await??;
+    ensure!(w.status.success(), "{w:?}");
+    let diff = cli(args(&format!("sandbox diff {sid}"))).await??;
+    ensure!(String::from_utf8_lossy(&diff.stdout).contains("M  docs/guide.md"), "{diff:?}");
+    let bad = cli(args(&format!("sandbox create --codebase {id} --rule docs/**=writ"))).await??;
+    ensure!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("permission \"writ\""), "{bad:?}");
+
+    let rm = cli(args(&format!("codebase rm {id}"))).await??;
+    ensure!(!rm.status.success() && String::from_utf8_lossy(&rm.stderr).contains("used by 1"), "{rm:?}");
+    cli(args(&format!("sandbox destroy {sid}"))).await??;
+    let rm = cli(args(&format!("codebase rm {id}"))).await??;
+    ensure!(rm.status.success(), "{rm:?}");
     Ok(())
 }

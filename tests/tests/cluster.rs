@@ -39,6 +39,36 @@ cluster_test!(sessions);
 cluster_test!(run_code);
 cluster_test!(docker_sandbox);
 
+/// Codebases with their contents in a real S3-protocol server, shared by the coordinator and
+/// both agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebases_on_s3() -> anyhow::Result<()> {
+    let s3 = corral_testkit::s3::S3Server::start()?;
+    let env = s3_env(&s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cluster = Cluster::start_with_envs(2, &env, &env)?;
+    let client = ready_client(&cluster.endpoint).await?;
+    let result = async {
+        codebase_store(&client).await?;
+        codebase_sandbox(&client, pb::Runtime::Bwrap).await
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", cluster_logs(&cluster));
+    }
+    result
+}
+
+fn s3_env(s3: &corral_testkit::s3::S3Server) -> Vec<(String, String)> {
+    vec![
+        ("CORRAL_BLOB__BACKEND".into(), "s3".into()),
+        ("CORRAL_BLOB__S3_ENDPOINT".into(), s3.endpoint()),
+        ("CORRAL_BLOB__S3_BUCKET".into(), s3.bucket().into()),
+        ("CORRAL_BLOB__S3_ACCESS_KEY_ID".into(), s3.access_key().into()),
+        ("CORRAL_BLOB__S3_SECRET_ACCESS_KEY".into(), s3.secret_key().into()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_output_keeps_agent_memory_bounded() -> anyhow::Result<()> {
     let (cluster, client) = cluster().await?;

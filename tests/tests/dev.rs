@@ -38,6 +38,51 @@ dev_test!(run_code_errors);
 dev_test!(docker_run_code);
 dev_test!(process_and_session_errors);
 dev_test!(docker_sandbox);
+dev_test!(codebase_store);
+dev_test!(codebase_bad_rules);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_sandbox_bwrap() -> anyhow::Result<()> {
+    let (server, client) = dev().await?;
+    let result = codebase_sandbox(&client, corral_client::v1::Runtime::Bwrap).await;
+    if result.is_err() {
+        eprintln!("--- corral dev log:\n{}", server.proc.log_tail(6000));
+    }
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_fs_crash_bwrap() -> anyhow::Result<()> {
+    let (_server, client) = dev().await?;
+    codebase_fs_crash(&client, corral_client::v1::Runtime::Bwrap).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_fs_crash_docker() -> anyhow::Result<()> {
+    let (_server, client) = dev().await?;
+    codebase_fs_crash(&client, corral_client::v1::Runtime::Docker).await
+}
+
+/// 100 sandboxes on one codebase: one copy on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_one_copy_for_100_sandboxes() -> anyhow::Result<()> {
+    let (server, client) = dev().await?;
+    let result = codebase_one_copy(&client, &server.dir.path().join("state"), 100).await;
+    if result.is_err() {
+        eprintln!("--- corral dev log:\n{}", server.proc.log_tail(6000));
+    }
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_sandbox_docker() -> anyhow::Result<()> {
+    let (server, client) = dev().await?;
+    let result = codebase_sandbox(&client, corral_client::v1::Runtime::Docker).await;
+    if result.is_err() {
+        eprintln!("--- corral dev log:\n{}", server.proc.log_tail(6000));
+    }
+    result
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_output_keeps_memory_bounded() -> anyhow::Result<()> {

@@ -143,6 +143,7 @@ async fn run_batch(
         corral_coordinator::CoordinatorConfig::default(),
         shared,
         bus,
+        Arc::new(corral_blob::ObjectBlobStore::memory()),
         listener,
         stopped(stop_rx),
     );

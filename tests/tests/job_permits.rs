@@ -45,6 +45,7 @@ async fn permits_follow_the_attempts(store: Arc<dyn StateStore>) -> anyhow::Resu
         corral_coordinator::CoordinatorConfig::default(),
         store.clone(),
         bus,
+        Arc::new(corral_blob::ObjectBlobStore::memory()),
         listener,
         stopped(stop_rx),
     );

@@ -38,6 +38,7 @@ fn sandbox() -> SandboxSpec {
         workdir: "/workspace".into(),
         image: String::new(),
         disk_mb: 0,
+        codebase: None,
     }
 }
 

@@ -82,8 +82,14 @@ async fn handle(agent: &Arc<Agent>, uploads: &Uploads, req: RpcRequest) -> RpcRe
                 RpcReply::Ok
             }
             RpcRequest::Ping => RpcReply::Pong { node: agent.node.clone() },
-            RpcRequest::DiskUsage { sandbox } => {
-                RpcReply::DiskUsage(agent.runtime_of(&sandbox)?.disk_usage(&sandbox).await?)
+            RpcRequest::Status { sandbox } => {
+                let runtime = agent.runtime_of(&sandbox)?;
+                let disk = runtime.disk_usage(&sandbox).await?;
+                RpcReply::Status { disk, codebase_failed: runtime.codebase_failed(&sandbox) }
+            }
+            RpcRequest::Diff { sandbox } => {
+                let (changes, truncated) = agent.runtime_of(&sandbox)?.diff(&sandbox).await?;
+                RpcReply::Changes { changes, truncated }
             }
         })
     }

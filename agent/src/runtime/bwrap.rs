@@ -44,7 +44,7 @@ use corral_core::model::{DiskUsage, ExecSpec, FileEntry, RuntimeKind, SandboxSpe
 use corral_core::task::OwnedTask;
 use tokio::sync::{Notify, OnceCell};
 
-pub use self::config::{BwrapConfig, corral_init_path};
+pub use self::config::{BwrapConfig, corral_fs_path, corral_init_path};
 use self::config::{install_init, instance_name, open_to_sandbox_owner};
 use self::pool::Pool;
 use self::sandbox::{Sandbox, Warm};
@@ -166,11 +166,11 @@ impl BwrapRuntime {
     }
 
     /// Binds a pooled sandbox to `spec` and writes its limits; `None` when the spec needs the
-    /// normal path (internet access, a disk of another size), the pool is empty, or the limits
-    /// could not be applied.
+    /// normal path (internet access, a disk of another size, a codebase, whose view is mounted
+    /// before bwrap starts), the pool is empty, or the limits could not be applied.
     async fn take_pooled(&self, spec: &SandboxSpec) -> Option<Sandbox> {
         let default_mb = self.config.disk.settings().default_mb;
-        if spec.internet_access || (spec.disk_mb != 0 && spec.disk_mb != default_mb) {
+        if spec.internet_access || spec.codebase.is_some() || (spec.disk_mb != 0 && spec.disk_mb != default_mb) {
             return None;
         }
         let quota = self.config.disk.quota(spec.disk_mb, spec.memory_mb).ok()?;
@@ -291,6 +291,30 @@ impl Runtime for BwrapRuntime {
                 tracing::warn!(error = %e, "sweeping a sandbox directory failed");
             }
         }
+    }
+
+    fn codebase_failed(&self, sandbox: &SandboxId) -> bool {
+        let Ok(sb) = self.get(sandbox) else { return false };
+        sb.layer.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|l| l.failed())
+    }
+
+    async fn diff(&self, sandbox: &SandboxId) -> RuntimeResult<(Vec<corral_core::codebase::Change>, bool)> {
+        let sb = self.get(sandbox)?;
+        let id = sandbox.clone();
+        tokio::task::spawn_blocking(move || {
+            let layer = sb.layer.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(layer) = layer.as_ref() else {
+                return Err(RuntimeError::Conflict(format!("sandbox {id} has no codebase")));
+            };
+            if layer.failed() {
+                return Err(RuntimeError::Conflict(format!(
+                    "the permission file system of sandbox {id} failed; its codebase answers EIO"
+                )));
+            }
+            layer.diff().map_err(|e| RuntimeError::io("reading the sandbox's layer", e))
+        })
+        .await
+        .map_err(|e| RuntimeError::io("reading the sandbox's layer", io::Error::other(e)))?
     }
 
     async fn disk_usage(&self, sandbox: &SandboxId) -> RuntimeResult<Option<DiskUsage>> {

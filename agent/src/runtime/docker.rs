@@ -52,6 +52,8 @@ pub struct DockerRuntime {
     /// With `init_path` pointing at the runtime's own copy of the init.
     config: DockerConfig,
     containers: Mutex<ContainerMap>,
+    /// The codebase views of sandboxes created on one (bind-mounted into their containers).
+    layers: Mutex<HashMap<SandboxId, crate::codebases::LayerMount>>,
 }
 
 /// Maps an engine error; `what` says what was being done.
@@ -102,7 +104,7 @@ impl DockerRuntime {
                 "Docker does not use the cgroupfs driver: the node watchdog cannot reach this node's containers"
             ),
         }
-        let rt = Self { docker, config, containers: Mutex::new(HashMap::new()) };
+        let rt = Self { docker, config, containers: Mutex::new(HashMap::new()), layers: Mutex::default() };
         rt.sweep_storage().await;
         Ok(rt)
     }
@@ -226,7 +228,14 @@ impl Runtime for DockerRuntime {
     async fn create(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         self.register(&spec.id, || async {
             let storage = self.prepare_storage(spec).await?;
-            let created = attach::create(&self.docker, &self.config, spec, storage.as_deref()).await;
+            let binds = match self.mount_layer(spec).await {
+                Ok(binds) => binds,
+                Err(e) => {
+                    self.release_storage(&spec.id).await;
+                    return Err(e);
+                }
+            };
+            let created = attach::create(&self.docker, &self.config, spec, storage.as_deref(), &binds).await;
             if created.is_err() {
                 self.release_storage(&spec.id).await;
             }
@@ -237,6 +246,15 @@ impl Runtime for DockerRuntime {
 
     fn disk_quotas(&self) -> bool {
         self.config.disk.enforced()
+    }
+
+    fn codebase_failed(&self, sandbox: &SandboxId) -> bool {
+        self.layer_failed(sandbox)
+    }
+
+    async fn diff(&self, sandbox: &SandboxId) -> RuntimeResult<(Vec<corral_core::codebase::Change>, bool)> {
+        self.get(sandbox)?;
+        self.layer_diff(sandbox).await
     }
 
     async fn disk_usage(&self, sandbox: &SandboxId) -> RuntimeResult<Option<DiskUsage>> {

@@ -156,6 +156,18 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether the sandbox's codebase view failed (its permission file system died).
+    fn codebase_failed(&self, sandbox: &SandboxId) -> bool {
+        let _ = sandbox;
+        false
+    }
+
+    /// What a sandbox created on a codebase changed in it (and whether there was more than
+    /// listed). Refused for a sandbox without a codebase.
+    async fn diff(&self, sandbox: &SandboxId) -> RuntimeResult<(Vec<corral_core::codebase::Change>, bool)> {
+        Err(RuntimeError::Conflict(format!("sandbox {sandbox} has no codebase")))
+    }
+
     /// Removes what sandboxes no longer running left behind (storage of a container removed
     /// behind the agent's back); called by the agent's GC every period.
     async fn sweep(&self) {}

@@ -2,6 +2,7 @@
 
 mod batch;
 mod code;
+mod codebase;
 mod demo;
 mod exec;
 mod files;
@@ -103,6 +104,10 @@ pub enum Command {
     /// Run many jobs as one batch (items.jsonl) with a concurrency cap, and follow it.
     #[command(subcommand)]
     Batch(batch::BatchCmd),
+    /// Upload projects once and share them copy-on-write across sandboxes, each through its
+    /// own path rules (`corral sandbox create --codebase ID --preset agent-safe`).
+    #[command(subcommand)]
+    Codebase(codebase::CodebaseCmd),
     /// A short tour against a running server: several sandboxes at once, code in each, cleanup.
     Demo(demo::DemoArgs),
 }
@@ -175,6 +180,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Languages => code::languages(&endpoint, out).await,
         Command::Job(cmd) => job::run(&endpoint, out, cmd).await,
         Command::Batch(cmd) => batch::run(&endpoint, cli.output, cmd).await,
+        Command::Codebase(cmd) => codebase::run(&endpoint, out, cmd).await,
         Command::Demo(args) => demo::run(&endpoint, args).await,
     }
 }

@@ -45,6 +45,50 @@ pub struct CreateOpts {
     /// Default working directory (under /workspace or /tmp).
     #[arg(long)]
     pub workdir: Option<String>,
+    /// A codebase (`corral codebase create`) to show in the sandbox, copy-on-write: its writes
+    /// land in the sandbox's own layer (`corral sandbox diff`).
+    #[arg(long, value_name = "ID")]
+    pub codebase: Option<String>,
+    /// Permission preset for the codebase: view-only, read-only, agent-safe, development,
+    /// full-access [default: read-only, or none when --rule is given].
+    #[arg(long, requires = "codebase")]
+    pub preset: Option<String>,
+    /// Path rule added after the preset's: PATTERN=PERMISSION[:TYPE[:PRIORITY]], e.g.
+    /// 'docs/**=write' or 'src=read:directory' (permissions none|view|read|write; types
+    /// glob|directory|file) (repeatable).
+    #[arg(long = "rule", value_name = "RULE", requires = "codebase", value_parser = rule)]
+    pub rules: Vec<pb::PermissionRule>,
+    /// Where the codebase appears [default: /workspace].
+    #[arg(long, value_name = "PATH", requires = "codebase")]
+    pub codebase_path: Option<String>,
+}
+
+/// Parses a `--rule` (the CLI form of a permission rule).
+fn rule(s: &str) -> Result<pb::PermissionRule, String> {
+    let (pattern, rest) =
+        s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not PATTERN=PERMISSION[:TYPE[:PRIORITY]]"))?;
+    let mut parts = rest.split(':');
+    let permission = match parts.next().unwrap_or_default() {
+        "none" => pb::Permission::None,
+        "view" => pb::Permission::View,
+        "read" => pb::Permission::Read,
+        "write" => pb::Permission::Write,
+        other => return Err(format!("{s:?}: permission {other:?} is not none, view, read or write")),
+    };
+    let kind = match parts.next().unwrap_or("glob") {
+        "glob" => pb::PatternType::Glob,
+        "directory" | "dir" => pb::PatternType::Directory,
+        "file" => pb::PatternType::File,
+        other => return Err(format!("{s:?}: type {other:?} is not glob, directory or file")),
+    };
+    let priority = match parts.next() {
+        None => 0,
+        Some(p) => p.parse().map_err(|_| format!("{s:?}: priority {p:?} is not an integer"))?,
+    };
+    if parts.next().is_some() {
+        return Err(format!("{s:?} has too many ':' parts"));
+    }
+    Ok(pb::PermissionRule { pattern: pattern.to_owned(), permission: permission as i32, r#type: kind as i32, priority })
 }
 
 impl CreateOpts {
@@ -64,6 +108,10 @@ impl CreateOpts {
             labels: self.labels.iter().cloned().collect(),
             name: self.name.clone().unwrap_or_default(),
             workdir: self.workdir.clone().unwrap_or_default(),
+            codebase_id: self.codebase.clone().unwrap_or_default(),
+            preset: self.preset.clone().unwrap_or_default(),
+            permissions: self.rules.clone(),
+            codebase_path: self.codebase_path.clone().unwrap_or_default(),
         }
     }
 }
@@ -77,7 +125,7 @@ pub enum RuntimeArg {
 #[derive(Debug, Subcommand)]
 pub enum SandboxCmd {
     /// Create a sandbox and print it once it is RUNNING.
-    Create(CreateOpts),
+    Create(Box<CreateOpts>),
     /// List sandboxes (newest records first are not guaranteed; ordered by id).
     List {
         /// Only these states (repeatable), e.g. RUNNING, STOPPED, LOST.
@@ -120,6 +168,9 @@ pub enum SandboxCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// What a sandbox created with --codebase changed in it: added (A), modified (M) and
+    /// deleted (D) paths. Read changed files with `corral files read`.
+    Diff { id: String },
 }
 
 fn parse_state(s: &str) -> anyhow::Result<i32> {
@@ -156,6 +207,10 @@ pub async fn run(endpoint: &str, out: Format, cmd: SandboxCmd) -> anyhow::Result
             for id in ids {
                 output::print_sandbox(out, &client.destroy(&id).await?);
             }
+        }
+        SandboxCmd::Diff { id } => {
+            let d = client.sandboxes.clone().diff(pb::DiffSandboxRequest { id }).await?.into_inner();
+            output::print_diff(out, &d);
         }
         SandboxCmd::List { states, labels, page_size, page_token, all } => {
             list(&client, out, states, labels, page_size, page_token, all).await?

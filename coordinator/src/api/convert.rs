@@ -254,6 +254,7 @@ pub fn create_spec(req: pb::CreateSandboxRequest, tenant: TenantId, cfg: &Coordi
         workdir,
         image,
         disk_mb: if req.disk_mb == 0 { cfg.default_disk_mb } else { req.disk_mb as u64 },
+        codebase: None,
     })
 }
 
@@ -370,7 +371,13 @@ pub fn state_from_pb(field: &str, raw: i32) -> ApiResult<SandboxState> {
 
 pub fn sandbox_to_pb(r: SandboxRecord) -> pb::Sandbox {
     let spec = r.spec;
+    let cb = spec.codebase.as_ref();
     pb::Sandbox {
+        codebase_id: cb.map(|c| c.id.to_string()).unwrap_or_default(),
+        preset: cb.map(|c| c.preset.clone()).unwrap_or_default(),
+        permissions: cb.map(|c| c.extra.iter().map(super::codebase_convert::rule_to_pb).collect()).unwrap_or_default(),
+        codebase_path: cb.map(|c| c.path.clone()).unwrap_or_default(),
+        codebase_error: String::new(),
         id: spec.id.to_string(),
         name: spec.name.map(|n| n.to_string()).unwrap_or_default(),
         tenant: spec.tenant.to_string(),

@@ -14,6 +14,8 @@ pub mod batch_watch;
 pub mod batches;
 pub mod calls;
 pub mod code;
+pub mod codebase_convert;
+pub mod codebases;
 pub mod convert;
 pub mod exec;
 pub mod files;

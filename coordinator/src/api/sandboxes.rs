@@ -7,13 +7,15 @@ use corral_proto::v1 as pb;
 use corral_proto::v1::sandboxes_server::Sandboxes as SandboxesService;
 use tonic::{Request, Response, Status};
 
-use super::{convert, tenant};
+use super::{codebase_convert, convert, tenant};
+use crate::codebases::Codebases;
 use crate::config::CoordinatorConfig;
 use crate::error::ApiError;
 use crate::sandboxes::{ListFilter, Sandboxes};
 
 pub struct SandboxesApi {
     pub sandboxes: Arc<Sandboxes>,
+    pub codebases: Arc<Codebases>,
     pub config: Arc<CoordinatorConfig>,
 }
 
@@ -28,7 +30,14 @@ impl SandboxesService for SandboxesApi {
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
         let tenant = tenant(&req);
-        let spec = convert::create_spec(req.into_inner(), tenant, &self.config)?;
+        let req = req.into_inner();
+        let ask = codebase_convert::codebase_ask(&req)?;
+        let mut spec = convert::create_spec(req, tenant, &self.config)?;
+        if let Some(ask) = ask {
+            // The sandbox sees the codebase as it is now; later uploads do not change it.
+            let codebase = self.codebases.get(&spec.tenant, &ask.id).await?;
+            spec.codebase = Some(Box::new(codebase_convert::mount(ask, codebase.manifest.unwrap_or_default())?));
+        }
         let record = self.sandboxes.create(spec).await?;
         Ok(Response::new(pb::CreateSandboxResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
     }
@@ -38,9 +47,15 @@ impl SandboxesService for SandboxesApi {
         let tenant = tenant(&req);
         let id = convert::sandbox_id("id", &req.get_ref().id)?;
         let record = self.sandboxes.get(&tenant, &id).await?;
-        let usage = self.sandboxes.disk_usage(&record).await;
+        let status = self.sandboxes.node_status(&record).await;
         let mut sandbox = convert::sandbox_to_pb(record);
-        sandbox.disk_usage = usage.map(convert::disk_usage_to_pb);
+        if let Some((disk, codebase_failed)) = status {
+            sandbox.disk_usage = disk.map(convert::disk_usage_to_pb);
+            if codebase_failed {
+                sandbox.codebase_error =
+                    "the codebase's permission file system failed: its files answer EIO; recreate the sandbox".into();
+            }
+        }
         Ok(Response::new(pb::GetSandboxResponse { sandbox: Some(sandbox) }))
     }
 
@@ -127,5 +142,16 @@ impl SandboxesService for SandboxesApi {
         let seconds = convert::set_timeout_seconds(req.get_ref().timeout_seconds, &self.config)?;
         let record = self.sandboxes.set_timeout(&tenant, &id, seconds).await?;
         Ok(Response::new(pb::SetSandboxTimeoutResponse { sandbox: Some(convert::sandbox_to_pb(record)) }))
+    }
+
+    #[tracing::instrument(name = "api.Sandboxes.Diff", skip_all)]
+    async fn diff(&self, req: Request<pb::DiffSandboxRequest>) -> Result<Response<pb::DiffSandboxResponse>, Status> {
+        let tenant = tenant(&req);
+        let id = convert::sandbox_id("id", &req.get_ref().id)?;
+        let (changes, truncated) = self.sandboxes.diff(&tenant, &id).await?;
+        Ok(Response::new(pb::DiffSandboxResponse {
+            changes: changes.iter().map(codebase_convert::change_to_pb).collect(),
+            truncated,
+        }))
     }
 }

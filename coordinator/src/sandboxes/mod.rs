@@ -122,25 +122,40 @@ impl Sandboxes {
         }
     }
 
-    /// The disk use of a live sandbox, asked from its node; `None` when it has ended, its node
-    /// enforces no quotas, or the node does not answer in time (Get still answers).
-    pub async fn disk_usage(&self, record: &SandboxRecord) -> Option<DiskUsage> {
+    /// What the node says of a live sandbox: its disk use (`None` when the node enforces no
+    /// quotas) and whether its codebase view failed; `None` when it has ended or the node does
+    /// not answer in time (Get still answers).
+    pub async fn node_status(&self, record: &SandboxRecord) -> Option<(Option<DiskUsage>, bool)> {
         if !matches!(record.state, SandboxState::Running | SandboxState::Paused) {
             return None;
         }
         let node = record.node.as_ref()?;
-        let req = RpcRequest::DiskUsage { sandbox: record.spec.id.clone() };
+        let req = RpcRequest::Status { sandbox: record.spec.id.clone() };
         match tokio::time::timeout(USAGE_TIMEOUT, self.dispatch.rpc(node, &req)).await {
-            Ok(Ok(RpcReply::DiskUsage(usage))) => usage,
+            Ok(Ok(RpcReply::Status { disk, codebase_failed })) => Some((disk, codebase_failed)),
             Ok(Ok(other)) => {
-                tracing::warn!(sandbox_id = %record.spec.id, reply = ?other, "unexpected reply to a disk usage request");
+                tracing::warn!(sandbox_id = %record.spec.id, reply = ?other, "unexpected reply to a status request");
                 None
             }
             Ok(Err(e)) => {
-                tracing::debug!(sandbox_id = %record.spec.id, error = %e, "no disk usage from the node");
+                tracing::debug!(sandbox_id = %record.spec.id, error = %e, "no status from the node");
                 None
             }
             Err(_) => None,
+        }
+    }
+
+    /// What a RUNNING sandbox on a codebase changed in it, asked from its node.
+    pub async fn diff(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+    ) -> ApiResult<(Vec<corral_core::codebase::Change>, bool)> {
+        let node = self.locate(tenant, id).await?;
+        match self.dispatch.rpc(&node, &RpcRequest::Diff { sandbox: id.clone() }).await? {
+            RpcReply::Changes { changes, truncated } => Ok((changes, truncated)),
+            RpcReply::Error(e) => Err(e.into()),
+            other => Err(ApiError::Internal(format!("unexpected reply to a diff request: {other:?}"))),
         }
     }
 

@@ -106,6 +106,7 @@ fn create(req: pb::CreateSandboxRequest, cfg: &CoordinatorConfig) {
         workdir: wire.workdir,
         image: wire.image,
         disk_mb: wire.disk_mb,
+        ..Default::default()
     };
     let mut back = cv::create_spec(again, tenant, cfg).unwrap_or_else(|e| panic!("{spec:?} on the wire: {e}"));
     back.id = spec.id.clone();

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::BwrapConfig;
 use crate::runtime::client::{INIT_IN_SANDBOX, SANDBOX_HOME, SANDBOX_LANG, SANDBOX_PATH};
@@ -93,8 +93,15 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
 /// `internet_access` comes from the spec: every other sandbox setting is applied after the spawn
 /// (limits through cgroups, env and workdir per exec), which lets the warm pool start sandboxes
 /// before their spec is known.
-pub fn bwrap_args(config: &BwrapConfig, internet_access: bool, sandbox_dir: &Path) -> Vec<OsString> {
-    let mut a = base_args(config, internet_access, &Scratch::Dir(sandbox_dir), true, "/workspace");
+/// `binds` are host directories mounted read-write at sandbox paths over the scratch areas (a
+/// codebase's view).
+pub fn bwrap_args(
+    config: &BwrapConfig,
+    internet_access: bool,
+    sandbox_dir: &Path,
+    binds: &[(PathBuf, String)],
+) -> Vec<OsString> {
+    let mut a = base_args(config, internet_access, &Scratch::Dir(sandbox_dir), binds, true, "/workspace");
     a.push(INIT_IN_SANDBOX.into());
     a
 }
@@ -124,7 +131,7 @@ pub fn oneshot_args(
     env: &std::collections::BTreeMap<String, String>,
     argv: &[String],
 ) -> Vec<OsString> {
-    let mut a = base_args(config, internet_access, scratch, false, cwd);
+    let mut a = base_args(config, internet_access, scratch, &[], false, cwd);
     for (k, v) in env {
         a.extend([OsString::from("--setenv"), k.into(), v.into()]);
     }
@@ -138,6 +145,7 @@ fn base_args(
     config: &BwrapConfig,
     internet_access: bool,
     scratch: &Scratch<'_>,
+    binds: &[(PathBuf, String)],
     init: bool,
     cwd: &str,
 ) -> Vec<OsString> {
@@ -191,6 +199,9 @@ fn base_args(
             }
         }
     }
+    for (host, inside) in binds {
+        push(&[&"--bind", host, inside]);
+    }
     if init {
         push(&[&"--ro-bind", &config.init_path, &INIT_IN_SANDBOX]);
     }
@@ -216,7 +227,14 @@ mod tests {
     use crate::runtime::cgroup::CgroupMode;
 
     fn args(internet_access: bool) -> Vec<String> {
-        let config = BwrapConfig {
+        bwrap_args(&config(), internet_access, Path::new("/state/sandboxes/s"), &[])
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect()
+    }
+
+    fn config() -> BwrapConfig {
+        BwrapConfig {
             state_dir: "/state".into(),
             bwrap_path: "/usr/bin/bwrap".into(),
             init_path: "/state/bin/corral-init".into(),
@@ -227,11 +245,8 @@ mod tests {
             cgroup: CgroupMode::Off,
             warm_pool: 0,
             disk: crate::runtime::disk::Disks::off(Default::default()),
-        };
-        bwrap_args(&config, internet_access, Path::new("/state/sandboxes/s"))
-            .iter()
-            .map(|a| a.to_string_lossy().into())
-            .collect()
+            layers: None,
+        }
     }
 
     #[test]
@@ -245,5 +260,18 @@ mod tests {
         assert_eq!(setenv, ["PATH", "HOME", "LANG"]);
         let filters: Vec<&String> = off.windows(2).filter(|w| w[0] == "--add-seccomp-fd").map(|w| &w[1]).collect();
         assert_eq!(filters, ["3", "4"], "the syscall filters are the descriptors after the (no) files");
+    }
+
+    #[test]
+    fn a_codebase_view_is_bound_over_the_workspace() {
+        let config = config();
+        let view = [(std::path::PathBuf::from("/state/sandboxes/s/view"), "/workspace".to_owned())];
+        let a: Vec<String> = bwrap_args(&config, false, Path::new("/state/sandboxes/s"), &view)
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
+        let binds: Vec<&[String]> = a.windows(3).filter(|w| w[0] == "--bind" && w[2] == "/workspace").collect();
+        assert_eq!(binds.len(), 2, "the disk's workspace, then the view over it");
+        assert_eq!(binds[1][1], "/state/sandboxes/s/view");
     }
 }

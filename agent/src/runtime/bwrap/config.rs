@@ -31,6 +31,8 @@ pub struct BwrapConfig {
     pub warm_pool: usize,
     /// Sandboxes' storage and its quotas.
     pub disk: Disks,
+    /// Codebases (cache and permission views); `None` when this node offers none.
+    pub layers: Option<std::sync::Arc<crate::codebases::Layers>>,
 }
 
 impl BwrapConfig {
@@ -50,6 +52,7 @@ impl BwrapConfig {
             cgroup: CgroupMode::Auto,
             warm_pool: 0,
             disk: Disks::off(DiskSettings::default()),
+            layers: None,
         })
     }
 }
@@ -62,17 +65,23 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// Finds the `corral-init` binary: next to the current executable, in its parent directory (test
 /// binaries live in `target/debug/deps`, the init in `target/debug`), then on `PATH`.
 pub fn corral_init_path() -> RuntimeResult<PathBuf> {
-    const NAME: &str = "corral-init";
+    sibling_binary("corral-init")
+}
+
+/// Finds the `corral-fs` binary (the permission file system of codebases) the same way.
+pub fn corral_fs_path() -> RuntimeResult<PathBuf> {
+    sibling_binary("corral-fs")
+}
+
+fn sibling_binary(name: &'static str) -> RuntimeResult<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| RuntimeError::io("locating the current executable", e))?;
-    let near: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(NAME)).collect();
-    if let Some(found) = near.iter().find(|p| p.is_file()).cloned().or_else(|| find_on_path(NAME)) {
+    let near: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(name)).collect();
+    if let Some(found) = near.iter().find(|p| p.is_file()).cloned().or_else(|| find_on_path(name)) {
         return Ok(found);
     }
     let searched: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
-    let context = format!(
-        "corral-init not found at {} or on PATH; build it with `cargo build -p corral-init`",
-        searched.join(", ")
-    );
+    let context =
+        format!("{name} not found at {} or on PATH; build it with `cargo build -p {name}`", searched.join(", "));
     Err(RuntimeError::io(context, io::ErrorKind::NotFound.into()))
 }
 

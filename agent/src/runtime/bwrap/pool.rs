@@ -99,7 +99,8 @@ impl Pool {
                     return Ok(());
                 }
             };
-            match Warm::start(&self.config, self.owner, &self.cgroups, &name, &limits, &quota, false).await {
+            match Warm::start(&self.config, self.owner, &self.cgroups, &name, &limits, &quota, Default::default()).await
+            {
                 Ok(warm) => {
                     failures = 0;
                     let mut st = self.state();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_core::codebase::CodebaseMount;
 use corral_core::ids::SandboxId;
 use corral_core::model::SandboxSpec;
 use corral_core::task::OwnedTask;
@@ -14,6 +15,7 @@ use tokio::io::BufReader;
 use super::BwrapConfig;
 use super::args;
 use super::spawn::{self, Process as Child};
+use crate::codebases::LayerMount;
 use crate::runtime::RuntimeError;
 use crate::runtime::RuntimeResult;
 use crate::runtime::cgroup::{Cgroups, Limits, SandboxCgroup};
@@ -30,11 +32,22 @@ pub struct Sandbox {
     pub id: SandboxId,
     pub dir: PathBuf,
     pub fs: SandboxFs,
+    /// Its codebase's layered view, if it has one (taken at shutdown, before the cleanup).
+    pub layer: std::sync::Mutex<Option<LayerMount>>,
     pub client: InitClient,
     conn: Arc<Conn>,
     child: tokio::sync::Mutex<Option<Child>>,
     reader: std::sync::Mutex<Option<OwnedTask>>,
     pub cgroup: Option<Arc<SandboxCgroup>>,
+}
+
+/// What of a spec must be known before its sandbox starts (everything else is applied after,
+/// which lets the warm pool start sandboxes of the default shape early).
+#[derive(Clone, Copy, Default)]
+pub struct Shape<'a> {
+    pub internet_access: bool,
+    /// A codebase's view is mounted before bwrap starts.
+    pub codebase: Option<&'a CodebaseMount>,
 }
 
 /// A started sandbox not bound to a spec yet (a warm-pool slot, or a sandbox being created).
@@ -49,6 +62,7 @@ struct Parts {
     child: Child,
     reader: OwnedTask,
     cgroup: Option<Arc<SandboxCgroup>>,
+    layer: Option<LayerMount>,
 }
 
 /// Removes a sandbox's directory and cgroups when dropped armed: covers failures and a start
@@ -87,8 +101,9 @@ impl Warm {
         name: &str,
         limits: &Limits,
         quota: &Quota,
-        internet_access: bool,
+        shape: Shape<'_>,
     ) -> Result<Self, String> {
+        let Shape { internet_access, codebase } = shape;
         let dir = config.state_dir.join("sandboxes").join(name);
         let mut guard = CleanupGuard { dir: dir.clone(), cgroup: None, armed: true };
         guard.cgroup = prepare(&dir, cgroups, name, limits).map_err(|e| e.to_string())?.map(Arc::new);
@@ -97,12 +112,23 @@ impl Warm {
             .await
             .map_err(|e| format!("preparing the sandbox's disk: {e}"))?
             .map_err(|e| e.to_string())?;
+        // Dropped (stopping its file system) before the guard cleans the directory up.
+        let layer = match codebase {
+            None => None,
+            Some(cb) => {
+                let layers = config.layers.as_ref().ok_or("this node offers no codebases (agent.codebases is off)")?;
+                let layer_dir = dir.join("disk").join("layer");
+                Some(layers.mount(cb, &dir, &layer_dir).await.map_err(|e| format!("codebase {}: {e}", cb.id))?)
+            }
+        };
+        let binds: Vec<(PathBuf, String)> =
+            layer.iter().zip(codebase).map(|(l, cb)| (l.view.clone(), cb.path.clone())).collect();
         let cgroup = guard.cgroup.clone();
         let oom: Option<OomCounter> = cgroup.clone().map(|cg| Box::new(move || cg.oom_kills()) as OomCounter);
-        match launch(config, owner, internet_access, &dir, cgroup.as_deref(), oom).await {
+        match launch(config, owner, internet_access, &dir, &binds, cgroup.as_deref(), oom).await {
             Ok((child, conn, reader)) => {
                 guard.armed = false;
-                Ok(Self { parts: Some(Parts { dir, conn, child, reader, cgroup }) })
+                Ok(Self { parts: Some(Parts { dir, conn, child, reader, cgroup, layer }) })
             }
             Err(e) => Err(format!("{e}; bwrap said: {}", read_log(&dir))),
         }
@@ -125,10 +151,17 @@ impl Warm {
 
     /// Makes it the sandbox of `spec` (exec defaults from the spec; limits are the caller's).
     pub fn bind(mut self, spec: &SandboxSpec, owner: Option<(u32, u32)>) -> Sandbox {
-        let Parts { dir, conn, child, reader, cgroup } = self.parts.take().expect("a warm sandbox has its parts");
+        let Parts { dir, conn, child, reader, cgroup, layer } =
+            self.parts.take().expect("a warm sandbox has its parts");
+        // The files API reaches a codebase at /workspace through its view, under the same rules.
+        let workspace = match (&layer, &spec.codebase) {
+            (Some(l), Some(cb)) if cb.path == "/workspace" => l.view.clone(),
+            _ => disk::workspace(&dir),
+        };
         Sandbox {
             id: spec.id.clone(),
-            fs: SandboxFs::new(disk::workspace(&dir), disk::tmp(&dir), owner),
+            fs: SandboxFs::new(workspace, disk::tmp(&dir), owner),
+            layer: std::sync::Mutex::new(layer),
             dir,
             client: InitClient::new(spec, conn.clone()),
             conn,
@@ -142,7 +175,8 @@ impl Warm {
 impl Drop for Warm {
     fn drop(&mut self) {
         if let Some(mut p) = self.parts.take() {
-            teardown(&p.conn, Some(&mut p.child), p.cgroup.as_deref(), &p.dir);
+            let layer = p.layer.take();
+            teardown(&p.conn, Some(&mut p.child), p.cgroup.as_deref(), &p.dir, layer);
             drop(p.reader);
         }
     }
@@ -159,7 +193,8 @@ impl Sandbox {
     ) -> RuntimeResult<Self> {
         let quota = config.disk.quota(spec.disk_mb, spec.memory_mb).map_err(|e| disk_refusal(spec, e))?;
         let limits = limits_of(spec);
-        let warm = Warm::start(config, owner, cgroups, spec.id.as_str(), &limits, &quota, spec.internet_access)
+        let shape = Shape { internet_access: spec.internet_access, codebase: spec.codebase.as_deref() };
+        let warm = Warm::start(config, owner, cgroups, spec.id.as_str(), &limits, &quota, shape)
             .await
             .map_err(|why| RuntimeError::StartFailed { sandbox: spec.id.clone(), why })?;
         Ok(warm.bind(spec, owner))
@@ -193,26 +228,40 @@ impl Sandbox {
         self.conn.close();
         drop(self.reader.lock().unwrap_or_else(|p| p.into_inner()).take());
         let this = self.clone();
-        tokio::task::spawn_blocking(move || cleanup(&this.dir, this.cgroup.as_deref()))
-            .await
-            .map_err(|e| RuntimeError::io("removing the sandbox", io::Error::other(e)))
+        tokio::task::spawn_blocking(move || {
+            drop(this.take_layer());
+            cleanup(&this.dir, this.cgroup.as_deref())
+        })
+        .await
+        .map_err(|e| RuntimeError::io("removing the sandbox", io::Error::other(e)))
     }
 }
 
 impl Sandbox {
     /// Best-effort synchronous teardown for when the runtime is dropped without destroying.
     pub fn teardown_blocking(&self) {
+        let layer = self.take_layer();
         match self.child.try_lock() {
-            Ok(mut child) => teardown(&self.conn, child.as_mut(), self.cgroup.as_deref(), &self.dir),
-            Err(_) => teardown(&self.conn, None, self.cgroup.as_deref(), &self.dir),
+            Ok(mut child) => teardown(&self.conn, child.as_mut(), self.cgroup.as_deref(), &self.dir, layer),
+            Err(_) => teardown(&self.conn, None, self.cgroup.as_deref(), &self.dir, layer),
         }
+    }
+
+    fn take_layer(&self) -> Option<LayerMount> {
+        self.layer.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
 /// Closes the control pipe, gives the init a moment to stop everything (bwrap then reaps it and
 /// exits) before bwrap is killed (which would orphan the init), kills what is left and removes
 /// the cgroups and directory. Blocking.
-fn teardown(conn: &Conn, child: Option<&mut Child>, cgroup: Option<&SandboxCgroup>, dir: &Path) {
+fn teardown(
+    conn: &Conn,
+    child: Option<&mut Child>,
+    cgroup: Option<&SandboxCgroup>,
+    dir: &Path,
+    layer: Option<LayerMount>,
+) {
     conn.try_close_writer();
     if let Some(child) = child {
         for _ in 0..100 {
@@ -227,6 +276,7 @@ fn teardown(conn: &Conn, child: Option<&mut Child>, cgroup: Option<&SandboxCgrou
     if let Some(cg) = cgroup {
         cg.kill_all();
     }
+    drop(layer);
     cleanup(dir, cgroup);
 }
 
@@ -262,6 +312,7 @@ async fn launch(
     owner: Option<(u32, u32)>,
     internet_access: bool,
     dir: &Path,
+    binds: &[(PathBuf, String)],
     cgroup: Option<&SandboxCgroup>,
     oom: Option<OomCounter>,
 ) -> io::Result<(Child, Arc<Conn>, OwnedTask)> {
@@ -269,7 +320,7 @@ async fn launch(
     let join = cgroup.map(SandboxCgroup::join_files).transpose()?.unwrap_or_default();
     let mut child = spawn::spawn(spawn::Spawn {
         program: &config.bwrap_path,
-        args: args::bwrap_args(config, internet_access, dir),
+        args: args::bwrap_args(config, internet_access, dir, binds),
         stdin: spawn::Stdio::Piped,
         stdout: spawn::Stdio::Piped,
         stderr: spawn::Stdio::Fd(log.into()),

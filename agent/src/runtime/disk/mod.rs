@@ -17,7 +17,7 @@
 
 mod image;
 mod loopdev;
-mod mounts;
+pub mod mounts;
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

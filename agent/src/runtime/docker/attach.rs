@@ -36,6 +36,7 @@ pub async fn create(
     config: &DockerConfig,
     s: &SandboxSpec,
     storage: Option<&std::path::Path>,
+    binds: &[(std::path::PathBuf, String)],
 ) -> RuntimeResult<Container> {
     let failed = |why: String| RuntimeError::StartFailed { sandbox: s.id.clone(), why };
     let image = spec::image(config, s);
@@ -49,7 +50,7 @@ pub async fn create(
     let name = DockerRuntime::container_name(&s.id);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     docker
-        .create_container(Some(opts), spec::container(config, s, storage))
+        .create_container(Some(opts), spec::container(config, s, storage, binds))
         .await
         .map_err(|e| failed(e.to_string()))?;
     match start(docker, &name, s).await {

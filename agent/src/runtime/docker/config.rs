@@ -35,6 +35,8 @@ pub struct DockerConfig {
     /// can kill them all; set by [`super::DockerRuntime::connect`] when the engine uses the cgroupfs
     /// driver (with the systemd driver the containers stay where the engine puts them).
     pub cgroup_parent: Option<String>,
+    /// Codebases (cache and permission views); `None` when this node offers none.
+    pub layers: Option<std::sync::Arc<crate::codebases::Layers>>,
 }
 
 impl DockerConfig {
@@ -51,6 +53,7 @@ impl DockerConfig {
             sandbox_gid: 1000,
             disk: Disks::off(DiskSettings::default()),
             cgroup_parent: None,
+            layers: None,
         })
     }
 }

@@ -42,7 +42,14 @@ fn labels(config: &DockerConfig, spec: &SandboxSpec) -> HashMap<String, String> 
 /// The container: `corral-init` as its command, attached stdin/stdout (stdin stays open across
 /// attaches so the container outlives the agent's connection), no TTY (a binary-safe stream).
 /// `storage` is the sandbox's prepared directory when disk quotas are on.
-pub fn container(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Path>) -> ContainerCreateBody {
+/// `binds` are host directories mounted read-write over the scratch areas (a codebase's view);
+/// one at `/workspace` replaces the workspace mount.
+pub fn container(
+    config: &DockerConfig,
+    spec: &SandboxSpec,
+    storage: Option<&Path>,
+    binds: &[(std::path::PathBuf, String)],
+) -> ContainerCreateBody {
     // Only the base environment: the spec's variables travel with each exec (as with bubblewrap),
     // so they are not visible in the engine's container metadata.
     let env = [("PATH", SANDBOX_PATH), ("HOME", SANDBOX_HOME), ("LANG", SANDBOX_LANG)];
@@ -62,14 +69,19 @@ pub fn container(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Pat
         open_stdin: Some(true),
         stdin_once: Some(false),
         tty: Some(false),
-        host_config: Some(host_config(config, spec, storage)),
+        host_config: Some(host_config(config, spec, storage, binds)),
         ..Default::default()
     }
 }
 
-fn host_config(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Path>) -> HostConfig {
+fn host_config(
+    config: &DockerConfig,
+    spec: &SandboxSpec,
+    storage: Option<&Path>,
+    binds: &[(std::path::PathBuf, String)],
+) -> HostConfig {
     let memory = (spec.memory_mb > 0).then(|| (spec.memory_mb * 1024 * 1024) as i64);
-    let (mounts, tmpfs) = match storage {
+    let (mut mounts, tmpfs) = match storage {
         Some(dir) => (quota_mounts(dir), None),
         None => {
             let tmp_bytes = memory.map_or(TMP_DEFAULT_BYTES, |m| m as u64);
@@ -84,6 +96,16 @@ fn host_config(config: &DockerConfig, spec: &SandboxSpec, storage: Option<&Path>
             (vec![workspace], Some(HashMap::from([("/tmp".to_owned(), tmp)])))
         }
     };
+    for (host, inside) in binds {
+        mounts.retain(|m| m.target.as_deref() != Some(inside.as_str()));
+        mounts.push(Mount {
+            target: Some(inside.clone()),
+            source: Some(host.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Default::default()
+        });
+    }
     HostConfig {
         cap_drop: Some(vec!["ALL".to_owned()]),
         security_opt: Some(vec![
@@ -142,6 +164,7 @@ mod tests {
             sandbox_gid: 1000,
             disk: disk::Disks::off(Default::default()),
             cgroup_parent: Some("/corral-docker/n1".into()),
+            layers: None,
         };
         let spec = SandboxSpec {
             id: SandboxId::random(),
@@ -158,13 +181,22 @@ mod tests {
             workdir: "/workspace".into(),
             image: String::new(),
             disk_mb: 0,
+            codebase: None,
         };
-        let quota = container(&config, &spec, Some(Path::new("/s/docker/x")));
+        let quota = container(&config, &spec, Some(Path::new("/s/docker/x")), &[]);
         let mounts = quota.host_config.and_then(|h| h.mounts).unwrap();
         let targets: Vec<_> = mounts.iter().filter_map(|m| m.target.as_deref()).collect();
         assert_eq!(targets, ["/workspace", "/tmp", "/dev/shm"]);
         assert_eq!(mounts[0].source.as_deref(), Some("/s/docker/x/disk/workspace"));
-        let c = container(&config, &spec, None);
+        // A codebase's view at /workspace replaces the workspace mount, with or without quotas.
+        let view = [(std::path::PathBuf::from("/s/docker/x/view"), "/workspace".to_owned())];
+        for storage in [Some(Path::new("/s/docker/x")), None] {
+            let mounts = container(&config, &spec, storage, &view).host_config.and_then(|h| h.mounts).unwrap();
+            let at: Vec<_> = mounts.iter().filter(|m| m.target.as_deref() == Some("/workspace")).collect();
+            assert_eq!(at.len(), 1);
+            assert_eq!(at[0].source.as_deref(), Some("/s/docker/x/view"));
+        }
+        let c = container(&config, &spec, None, &[]);
         let h = c.host_config.clone().unwrap();
         assert_eq!(c.image.as_deref(), Some("corral/base:latest"));
         assert_eq!(c.user.as_deref(), Some("1000:1000"));

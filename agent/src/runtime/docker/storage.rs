@@ -44,8 +44,54 @@ impl DockerRuntime {
         }
     }
 
-    /// Unmounts and removes a sandbox's storage (nothing to do without quotas).
+    /// Mounts the codebase view of a sandbox created on one, in its storage directory (its
+    /// writes on its quota disk when quotas are on); returns the binds for its container.
+    pub(super) async fn mount_layer(&self, spec: &SandboxSpec) -> RuntimeResult<Vec<(PathBuf, String)>> {
+        let Some(cb) = &spec.codebase else { return Ok(Vec::new()) };
+        let failed = |why: String| RuntimeError::StartFailed { sandbox: spec.id.clone(), why };
+        let layers = self.config.layers.as_ref().ok_or_else(|| failed("this node offers no codebases".into()))?;
+        let dir = self.storage_dir(&spec.id);
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating the sandbox's storage", e))?;
+        let layer = layers.mount(cb, &dir, &dir.join("disk").join("layer")).await;
+        let layer = layer.map_err(|e| failed(format!("codebase {}: {e}", cb.id)))?;
+        let binds = vec![(layer.view.clone(), cb.path.clone())];
+        self.layer_map().insert(spec.id.clone(), layer);
+        Ok(binds)
+    }
+
+    /// Whether the sandbox's codebase view failed.
+    pub(super) fn layer_failed(&self, id: &SandboxId) -> bool {
+        self.layer_map().get(id).is_some_and(|l| l.failed())
+    }
+
+    /// What a sandbox changed in its codebase.
+    pub(super) async fn layer_diff(&self, id: &SandboxId) -> RuntimeResult<(Vec<corral_core::codebase::Change>, bool)> {
+        let result = {
+            let layers = self.layer_map();
+            let layer =
+                layers.get(id).ok_or_else(|| RuntimeError::Conflict(format!("sandbox {id} has no codebase")))?;
+            if layer.failed() {
+                return Err(RuntimeError::Conflict(format!(
+                    "the permission file system of sandbox {id} failed; its codebase answers EIO"
+                )));
+            }
+            layer.diff()
+        };
+        result.map_err(|e| RuntimeError::io("reading the sandbox's layer", e))
+    }
+
+    fn layer_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<SandboxId, crate::codebases::LayerMount>> {
+        self.layers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unmounts and removes a sandbox's storage and codebase view (nothing to do without either).
     pub(super) async fn release_storage(&self, id: &SandboxId) {
+        let layer = self.layer_map().remove(id);
+        if let Some(layer) = layer {
+            let _ = tokio::task::spawn_blocking(move || drop(layer)).await;
+        }
         let dir = self.storage_dir(id);
         let released = tokio::task::spawn_blocking(move || {
             if !dir.exists() {

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from corral.v1 import codebase_pb2 as corral_dot_v1_dot_codebase__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63orral/v1/sandbox.proto\x12\tcorral.v1\"\x9c\x03\n\x14\x43reateSandboxRequest\x12#\n\x07runtime\x18\x01 \x01(\x0e\x32\x12.corral.v1.Runtime\x12\x0c\n\x04\x63pus\x18\x02 \x01(\x01\x12\x11\n\tmemory_mb\x18\x03 \x01(\x03\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x03\x12\x17\n\x0finternet_access\x18\x05 \x01(\x08\x12\x35\n\x03\x65nv\x18\x06 \x03(\x0b\x32(.corral.v1.CreateSandboxRequest.EnvEntry\x12;\n\x06labels\x18\x07 \x03(\x0b\x32+.corral.v1.CreateSandboxRequest.LabelsEntry\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x0f\n\x07workdir\x18\t \x01(\t\x12\r\n\x05image\x18\n \x01(\t\x12\x0f\n\x07\x64isk_mb\x18\x0b \x01(\x03\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\tDiskUsage\x12\x12\n\nused_bytes\x18\x01 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x13\n\x0bused_inodes\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_inodes\x18\x04 \x01(\x03\"\x94\x04\n\x07Sandbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12#\n\x07runtime\x18\x04 \x01(\x0e\x32\x12.corral.v1.Runtime\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.corral.v1.SandboxState\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x0c\n\x04\x63pus\x18\x07 \x01(\x01\x12\x11\n\tmemory_mb\x18\x08 \x01(\x03\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x03\x12\x17\n\x0finternet_access\x18\n \x01(\x08\x12.\n\x06labels\x18\x0b \x03(\x0b\x32\x1e.corral.v1.Sandbox.LabelsEntry\x12\x0f\n\x07workdir\x18\x0c \x01(\t\x12\x15\n\rcreated_at_ms\x18\r \x01(\x03\x12\x15\n\rstarted_at_ms\x18\x0e \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x0f \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x10 \x01(\x03\x12\x1a\n\x12termination_reason\x18\x11 \x01(\t\x12\r\n\x05image\x18\x12 \x01(\t\x12\x0f\n\x07\x64isk_mb\x18\x13 \x01(\x03\x12(\n\ndisk_usage\x18\x14 \x01(\x0b\x32\x14.corral.v1.DiskUsage\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x15\x43reateSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"\x1f\n\x11GetSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x17GetSandboxByNameRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"\xd2\x01\n\x14ListSandboxesRequest\x12\'\n\x06states\x18\x01 \x03(\x0e\x32\x17.corral.v1.SandboxState\x12;\n\x06labels\x18\x02 \x03(\x0b\x32+.corral.v1.ListSandboxesRequest.LabelsEntry\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x15ListSandboxesResponse\x12%\n\tsandboxes\x18\x01 \x03(\x0b\x32\x12.corral.v1.Sandbox\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15\x44\x65stroySandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13PauseSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x14PauseSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"\"\n\x14ResumeSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x15ResumeSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"=\n\x16\x44\x65stroySandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"?\n\x18SetSandboxTimeoutRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x03\"@\n\x19SetSandboxTimeoutResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox*[\n\x07Runtime\x12\x17\n\x13RUNTIME_UNSPECIFIED\x10\x00\x12\x11\n\rRUNTIME_BWRAP\x10\x01\x12\x12\n\x0eRUNTIME_DOCKER\x10\x02\x12\x10\n\x0cRUNTIME_NOOP\x10\x03*\xbe\x02\n\x0cSandboxState\x12\x1d\n\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SANDBOX_STATE_PENDING\x10\x01\x12\x1b\n\x17SANDBOX_STATE_SCHEDULED\x10\x02\x12\x1a\n\x16SANDBOX_STATE_STARTING\x10\x03\x12\x19\n\x15SANDBOX_STATE_RUNNING\x10\x04\x12\x18\n\x14SANDBOX_STATE_PAUSED\x10\x05\x12\x1e\n\x1aSANDBOX_STATE_SNAPSHOTTING\x10\x06\x12\x19\n\x15SANDBOX_STATE_STOPPED\x10\x07\x12\x18\n\x14SANDBOX_STATE_FAILED\x10\x08\x12\x16\n\x12SANDBOX_STATE_LOST\x10\t\x12\x19\n\x15SANDBOX_STATE_EXPIRED\x10\n2\xf7\x04\n\tSandboxes\x12K\n\x06\x43reate\x12\x1f.corral.v1.CreateSandboxRequest\x1a .corral.v1.CreateSandboxResponse\x12\x42\n\x03Get\x12\x1c.corral.v1.GetSandboxRequest\x1a\x1d.corral.v1.GetSandboxResponse\x12N\n\tGetByName\x12\".corral.v1.GetSandboxByNameRequest\x1a\x1d.corral.v1.GetSandboxResponse\x12I\n\x04List\x12\x1f.corral.v1.ListSandboxesRequest\x1a .corral.v1.ListSandboxesResponse\x12N\n\x07\x44\x65stroy\x12 .corral.v1.DestroySandboxRequest\x1a!.corral.v1.DestroySandboxResponse\x12H\n\x05Pause\x12\x1e.corral.v1.PauseSandboxRequest\x1a\x1f.corral.v1.PauseSandboxResponse\x12K\n\x06Resume\x12\x1f.corral.v1.ResumeSandboxRequest\x1a .corral.v1.ResumeSandboxResponse\x12W\n\nSetTimeout\x12#.corral.v1.SetSandboxTimeoutRequest\x1a$.corral.v1.SetSandboxTimeoutResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63orral/v1/sandbox.proto\x12\tcorral.v1\x1a\x18\x63orral/v1/codebase.proto\"\x88\x04\n\x14\x43reateSandboxRequest\x12#\n\x07runtime\x18\x01 \x01(\x0e\x32\x12.corral.v1.Runtime\x12\x0c\n\x04\x63pus\x18\x02 \x01(\x01\x12\x11\n\tmemory_mb\x18\x03 \x01(\x03\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x03\x12\x17\n\x0finternet_access\x18\x05 \x01(\x08\x12\x35\n\x03\x65nv\x18\x06 \x03(\x0b\x32(.corral.v1.CreateSandboxRequest.EnvEntry\x12;\n\x06labels\x18\x07 \x03(\x0b\x32+.corral.v1.CreateSandboxRequest.LabelsEntry\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x0f\n\x07workdir\x18\t \x01(\t\x12\r\n\x05image\x18\n \x01(\t\x12\x0f\n\x07\x64isk_mb\x18\x0b \x01(\x03\x12\x13\n\x0b\x63odebase_id\x18\x0c \x01(\t\x12\x0e\n\x06preset\x18\r \x01(\t\x12.\n\x0bpermissions\x18\x0e \x03(\x0b\x32\x19.corral.v1.PermissionRule\x12\x15\n\rcodebase_path\x18\x0f \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\tDiskUsage\x12\x12\n\nused_bytes\x18\x01 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x13\n\x0bused_inodes\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_inodes\x18\x04 \x01(\x03\"\x98\x05\n\x07Sandbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12#\n\x07runtime\x18\x04 \x01(\x0e\x32\x12.corral.v1.Runtime\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.corral.v1.SandboxState\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x0c\n\x04\x63pus\x18\x07 \x01(\x01\x12\x11\n\tmemory_mb\x18\x08 \x01(\x03\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x03\x12\x17\n\x0finternet_access\x18\n \x01(\x08\x12.\n\x06labels\x18\x0b \x03(\x0b\x32\x1e.corral.v1.Sandbox.LabelsEntry\x12\x0f\n\x07workdir\x18\x0c \x01(\t\x12\x15\n\rcreated_at_ms\x18\r \x01(\x03\x12\x15\n\rstarted_at_ms\x18\x0e \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x0f \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x10 \x01(\x03\x12\x1a\n\x12termination_reason\x18\x11 \x01(\t\x12\r\n\x05image\x18\x12 \x01(\t\x12\x0f\n\x07\x64isk_mb\x18\x13 \x01(\x03\x12(\n\ndisk_usage\x18\x14 \x01(\x0b\x32\x14.corral.v1.DiskUsage\x12\x13\n\x0b\x63odebase_id\x18\x15 \x01(\t\x12\x0e\n\x06preset\x18\x16 \x01(\t\x12.\n\x0bpermissions\x18\x17 \x03(\x0b\x32\x19.corral.v1.PermissionRule\x12\x15\n\rcodebase_path\x18\x18 \x01(\t\x12\x16\n\x0e\x63odebase_error\x18\x19 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x15\x43reateSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"\x1f\n\x11GetSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x17GetSandboxByNameRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"\xd2\x01\n\x14ListSandboxesRequest\x12\'\n\x06states\x18\x01 \x03(\x0e\x32\x17.corral.v1.SandboxState\x12;\n\x06labels\x18\x02 \x03(\x0b\x32+.corral.v1.ListSandboxesRequest.LabelsEntry\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x15ListSandboxesResponse\x12%\n\tsandboxes\x18\x01 \x03(\x0b\x32\x12.corral.v1.Sandbox\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15\x44\x65stroySandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13PauseSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x14PauseSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"\"\n\x14ResumeSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x15ResumeSandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"=\n\x16\x44\x65stroySandboxResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\"?\n\x18SetSandboxTimeoutRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x03\"@\n\x19SetSandboxTimeoutResponse\x12#\n\x07sandbox\x18\x01 \x01(\x0b\x32\x12.corral.v1.Sandbox\" \n\x12\x44iffSandboxRequest\x12\n\n\x02id\x18\x01 \x01(\t\"q\n\x06\x43hange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.corral.v1.ChangeKind\x12&\n\tfile_kind\x18\x03 \x01(\x0e\x32\x13.corral.v1.FileKind\x12\x0c\n\x04size\x18\x04 \x01(\x03\"L\n\x13\x44iffSandboxResponse\x12\"\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x11.corral.v1.Change\x12\x11\n\ttruncated\x18\x02 \x01(\x08*[\n\x07Runtime\x12\x17\n\x13RUNTIME_UNSPECIFIED\x10\x00\x12\x11\n\rRUNTIME_BWRAP\x10\x01\x12\x12\n\x0eRUNTIME_DOCKER\x10\x02\x12\x10\n\x0cRUNTIME_NOOP\x10\x03*\xbe\x02\n\x0cSandboxState\x12\x1d\n\x19SANDBOX_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SANDBOX_STATE_PENDING\x10\x01\x12\x1b\n\x17SANDBOX_STATE_SCHEDULED\x10\x02\x12\x1a\n\x16SANDBOX_STATE_STARTING\x10\x03\x12\x19\n\x15SANDBOX_STATE_RUNNING\x10\x04\x12\x18\n\x14SANDBOX_STATE_PAUSED\x10\x05\x12\x1e\n\x1aSANDBOX_STATE_SNAPSHOTTING\x10\x06\x12\x19\n\x15SANDBOX_STATE_STOPPED\x10\x07\x12\x18\n\x14SANDBOX_STATE_FAILED\x10\x08\x12\x16\n\x12SANDBOX_STATE_LOST\x10\t\x12\x19\n\x15SANDBOX_STATE_EXPIRED\x10\n*s\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x01\x12\x18\n\x14\x43HANGE_KIND_MODIFIED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_DELETED\x10\x03\x32\xbe\x05\n\tSandboxes\x12K\n\x06\x43reate\x12\x1f.corral.v1.CreateSandboxRequest\x1a .corral.v1.CreateSandboxResponse\x12\x42\n\x03Get\x12\x1c.corral.v1.GetSandboxRequest\x1a\x1d.corral.v1.GetSandboxResponse\x12N\n\tGetByName\x12\".corral.v1.GetSandboxByNameRequest\x1a\x1d.corral.v1.GetSandboxResponse\x12I\n\x04List\x12\x1f.corral.v1.ListSandboxesRequest\x1a .corral.v1.ListSandboxesResponse\x12N\n\x07\x44\x65stroy\x12 .corral.v1.DestroySandboxRequest\x1a!.corral.v1.DestroySandboxResponse\x12H\n\x05Pause\x12\x1e.corral.v1.PauseSandboxRequest\x1a\x1f.corral.v1.PauseSandboxResponse\x12K\n\x06Resume\x12\x1f.corral.v1.ResumeSandboxRequest\x1a .corral.v1.ResumeSandboxResponse\x12W\n\nSetTimeout\x12#.corral.v1.SetSandboxTimeoutRequest\x1a$.corral.v1.SetSandboxTimeoutResponse\x12\x45\n\x04\x44iff\x12\x1d.corral.v1.DiffSandboxRequest\x1a\x1e.corral.v1.DiffSandboxResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,52 +40,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SANDBOX_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTSANDBOXESREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTSANDBOXESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNTIME']._serialized_start=2007
-  _globals['_RUNTIME']._serialized_end=2098
-  _globals['_SANDBOXSTATE']._serialized_start=2101
-  _globals['_SANDBOXSTATE']._serialized_end=2419
-  _globals['_CREATESANDBOXREQUEST']._serialized_start=39
-  _globals['_CREATESANDBOXREQUEST']._serialized_end=451
-  _globals['_CREATESANDBOXREQUEST_ENVENTRY']._serialized_start=362
-  _globals['_CREATESANDBOXREQUEST_ENVENTRY']._serialized_end=404
-  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_start=406
-  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_end=451
-  _globals['_DISKUSAGE']._serialized_start=453
-  _globals['_DISKUSAGE']._serialized_end=548
-  _globals['_SANDBOX']._serialized_start=551
-  _globals['_SANDBOX']._serialized_end=1083
-  _globals['_SANDBOX_LABELSENTRY']._serialized_start=406
-  _globals['_SANDBOX_LABELSENTRY']._serialized_end=451
-  _globals['_CREATESANDBOXRESPONSE']._serialized_start=1085
-  _globals['_CREATESANDBOXRESPONSE']._serialized_end=1145
-  _globals['_GETSANDBOXREQUEST']._serialized_start=1147
-  _globals['_GETSANDBOXREQUEST']._serialized_end=1178
-  _globals['_GETSANDBOXBYNAMEREQUEST']._serialized_start=1180
-  _globals['_GETSANDBOXBYNAMEREQUEST']._serialized_end=1219
-  _globals['_GETSANDBOXRESPONSE']._serialized_start=1221
-  _globals['_GETSANDBOXRESPONSE']._serialized_end=1278
-  _globals['_LISTSANDBOXESREQUEST']._serialized_start=1281
-  _globals['_LISTSANDBOXESREQUEST']._serialized_end=1491
-  _globals['_LISTSANDBOXESREQUEST_LABELSENTRY']._serialized_start=406
-  _globals['_LISTSANDBOXESREQUEST_LABELSENTRY']._serialized_end=451
-  _globals['_LISTSANDBOXESRESPONSE']._serialized_start=1493
-  _globals['_LISTSANDBOXESRESPONSE']._serialized_end=1580
-  _globals['_DESTROYSANDBOXREQUEST']._serialized_start=1582
-  _globals['_DESTROYSANDBOXREQUEST']._serialized_end=1617
-  _globals['_PAUSESANDBOXREQUEST']._serialized_start=1619
-  _globals['_PAUSESANDBOXREQUEST']._serialized_end=1652
-  _globals['_PAUSESANDBOXRESPONSE']._serialized_start=1654
-  _globals['_PAUSESANDBOXRESPONSE']._serialized_end=1713
-  _globals['_RESUMESANDBOXREQUEST']._serialized_start=1715
-  _globals['_RESUMESANDBOXREQUEST']._serialized_end=1749
-  _globals['_RESUMESANDBOXRESPONSE']._serialized_start=1751
-  _globals['_RESUMESANDBOXRESPONSE']._serialized_end=1811
-  _globals['_DESTROYSANDBOXRESPONSE']._serialized_start=1813
-  _globals['_DESTROYSANDBOXRESPONSE']._serialized_end=1874
-  _globals['_SETSANDBOXTIMEOUTREQUEST']._serialized_start=1876
-  _globals['_SETSANDBOXTIMEOUTREQUEST']._serialized_end=1939
-  _globals['_SETSANDBOXTIMEOUTRESPONSE']._serialized_start=1941
-  _globals['_SETSANDBOXTIMEOUTRESPONSE']._serialized_end=2005
-  _globals['_SANDBOXES']._serialized_start=2422
-  _globals['_SANDBOXES']._serialized_end=3053
+  _globals['_RUNTIME']._serialized_start=2500
+  _globals['_RUNTIME']._serialized_end=2591
+  _globals['_SANDBOXSTATE']._serialized_start=2594
+  _globals['_SANDBOXSTATE']._serialized_end=2912
+  _globals['_CHANGEKIND']._serialized_start=2914
+  _globals['_CHANGEKIND']._serialized_end=3029
+  _globals['_CREATESANDBOXREQUEST']._serialized_start=65
+  _globals['_CREATESANDBOXREQUEST']._serialized_end=585
+  _globals['_CREATESANDBOXREQUEST_ENVENTRY']._serialized_start=496
+  _globals['_CREATESANDBOXREQUEST_ENVENTRY']._serialized_end=538
+  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_start=540
+  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_end=585
+  _globals['_DISKUSAGE']._serialized_start=587
+  _globals['_DISKUSAGE']._serialized_end=682
+  _globals['_SANDBOX']._serialized_start=685
+  _globals['_SANDBOX']._serialized_end=1349
+  _globals['_SANDBOX_LABELSENTRY']._serialized_start=540
+  _globals['_SANDBOX_LABELSENTRY']._serialized_end=585
+  _globals['_CREATESANDBOXRESPONSE']._serialized_start=1351
+  _globals['_CREATESANDBOXRESPONSE']._serialized_end=1411
+  _globals['_GETSANDBOXREQUEST']._serialized_start=1413
+  _globals['_GETSANDBOXREQUEST']._serialized_end=1444
+  _globals['_GETSANDBOXBYNAMEREQUEST']._serialized_start=1446
+  _globals['_GETSANDBOXBYNAMEREQUEST']._serialized_end=1485
+  _globals['_GETSANDBOXRESPONSE']._serialized_start=1487
+  _globals['_GETSANDBOXRESPONSE']._serialized_end=1544
+  _globals['_LISTSANDBOXESREQUEST']._serialized_start=1547
+  _globals['_LISTSANDBOXESREQUEST']._serialized_end=1757
+  _globals['_LISTSANDBOXESREQUEST_LABELSENTRY']._serialized_start=540
+  _globals['_LISTSANDBOXESREQUEST_LABELSENTRY']._serialized_end=585
+  _globals['_LISTSANDBOXESRESPONSE']._serialized_start=1759
+  _globals['_LISTSANDBOXESRESPONSE']._serialized_end=1846
+  _globals['_DESTROYSANDBOXREQUEST']._serialized_start=1848
+  _globals['_DESTROYSANDBOXREQUEST']._serialized_end=1883
+  _globals['_PAUSESANDBOXREQUEST']._serialized_start=1885
+  _globals['_PAUSESANDBOXREQUEST']._serialized_end=1918
+  _globals['_PAUSESANDBOXRESPONSE']._serialized_start=1920
+  _globals['_PAUSESANDBOXRESPONSE']._serialized_end=1979
+  _globals['_RESUMESANDBOXREQUEST']._serialized_start=1981
+  _globals['_RESUMESANDBOXREQUEST']._serialized_end=2015
+  _globals['_RESUMESANDBOXRESPONSE']._serialized_start=2017
+  _globals['_RESUMESANDBOXRESPONSE']._serialized_end=2077
+  _globals['_DESTROYSANDBOXRESPONSE']._serialized_start=2079
+  _globals['_DESTROYSANDBOXRESPONSE']._serialized_end=2140
+  _globals['_SETSANDBOXTIMEOUTREQUEST']._serialized_start=2142
+  _globals['_SETSANDBOXTIMEOUTREQUEST']._serialized_end=2205
+  _globals['_SETSANDBOXTIMEOUTRESPONSE']._serialized_start=2207
+  _globals['_SETSANDBOXTIMEOUTRESPONSE']._serialized_end=2271
+  _globals['_DIFFSANDBOXREQUEST']._serialized_start=2273
+  _globals['_DIFFSANDBOXREQUEST']._serialized_end=2305
+  _globals['_CHANGE']._serialized_start=2307
+  _globals['_CHANGE']._serialized_end=2420
+  _globals['_DIFFSANDBOXRESPONSE']._serialized_start=2422
+  _globals['_DIFFSANDBOXRESPONSE']._serialized_end=2498
+  _globals['_SANDBOXES']._serialized_start=3032
+  _globals['_SANDBOXES']._serialized_end=3734
 # @@protoc_insertion_point(module_scope)

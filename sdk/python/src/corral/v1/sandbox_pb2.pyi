@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from corral.v1 import codebase_pb2 as _codebase_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -81,6 +82,25 @@ SANDBOX_STATE_LOST: SandboxState.ValueType  # 9
 SANDBOX_STATE_EXPIRED: SandboxState.ValueType  # 10
 Global___SandboxState: _TypeAlias = SandboxState  # noqa: Y015
 
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    CHANGE_KIND_ADDED: _ChangeKind.ValueType  # 1
+    CHANGE_KIND_MODIFIED: _ChangeKind.ValueType  # 2
+    CHANGE_KIND_DELETED: _ChangeKind.ValueType  # 3
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper): ...
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+CHANGE_KIND_ADDED: ChangeKind.ValueType  # 1
+CHANGE_KIND_MODIFIED: ChangeKind.ValueType  # 2
+CHANGE_KIND_DELETED: ChangeKind.ValueType  # 3
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
 @_typing.final
 class CreateSandboxRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -136,6 +156,10 @@ class CreateSandboxRequest(_message.Message):
     WORKDIR_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     DISK_MB_FIELD_NUMBER: _builtins.int
+    CODEBASE_ID_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    CODEBASE_PATH_FIELD_NUMBER: _builtins.int
     runtime: Global___Runtime.ValueType
     cpus: _builtins.float
     """CPU cores (fractions allowed); 0 = server default."""
@@ -156,12 +180,26 @@ class CreateSandboxRequest(_message.Message):
     """Disk quota in MiB of /workspace and /tmp together (bytes, and inodes in proportion); 0 =
     server default. Writing past it fails with ENOSPC inside the sandbox only.
     """
+    codebase_id: _builtins.str
+    """A codebase (see CodebaseService) to show at `codebase_path` through `preset` and
+    `permissions`; the sandbox's writes land in its own layer, counted against disk_mb.
+    """
+    preset: _builtins.str
+    """One of the presets (ListPresets): view-only, read-only, agent-safe, development, full-access.
+    Empty with a codebase and no rules = read-only.
+    """
+    codebase_path: _builtins.str
+    """Where the codebase appears; default /workspace. An absolute path under /workspace or /mnt."""
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment for every command run in the sandbox (merged under each exec's env)."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedCompositeFieldContainer[_codebase_pb2.PermissionRule]:
+        """Rules added after the preset's (see PermissionRule for which one wins)."""
+
     def __init__(
         self,
         *,
@@ -176,10 +214,14 @@ class CreateSandboxRequest(_message.Message):
         workdir: _builtins.str = ...,
         image: _builtins.str = ...,
         disk_mb: _builtins.int = ...,
+        codebase_id: _builtins.str = ...,
+        preset: _builtins.str = ...,
+        permissions: _abc.Iterable[_codebase_pb2.PermissionRule] | None = ...,
+        codebase_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "disk_mb", b"disk_mb", "env", b"env", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "runtime", b"runtime", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codebase_id", b"codebase_id", "codebase_path", b"codebase_path", "cpus", b"cpus", "disk_mb", b"disk_mb", "env", b"env", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "permissions", b"permissions", "preset", b"preset", "runtime", b"runtime", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,6 +301,11 @@ class Sandbox(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     DISK_MB_FIELD_NUMBER: _builtins.int
     DISK_USAGE_FIELD_NUMBER: _builtins.int
+    CODEBASE_ID_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    CODEBASE_PATH_FIELD_NUMBER: _builtins.int
+    CODEBASE_ERROR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     tenant: _builtins.str
@@ -280,12 +327,21 @@ class Sandbox(_message.Message):
     image: _builtins.str
     disk_mb: _builtins.int
     """Disk quota in MiB (0 on records from before quotas: the node's default)."""
+    codebase_id: _builtins.str
+    preset: _builtins.str
+    codebase_path: _builtins.str
+    codebase_error: _builtins.str
+    """Set by Get when the sandbox's codebase view failed (its permission file system died):
+    every operation on the codebase then answers EIO, never the unfiltered files.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def disk_usage(self) -> Global___DiskUsage:
         """Set by Get for a RUNNING or PAUSED sandbox on a node that enforces disk quotas."""
 
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedCompositeFieldContainer[_codebase_pb2.PermissionRule]: ...
     def __init__(
         self,
         *,
@@ -309,10 +365,15 @@ class Sandbox(_message.Message):
         image: _builtins.str = ...,
         disk_mb: _builtins.int = ...,
         disk_usage: Global___DiskUsage | None = ...,
+        codebase_id: _builtins.str = ...,
+        preset: _builtins.str = ...,
+        permissions: _abc.Iterable[_codebase_pb2.PermissionRule] | None = ...,
+        codebase_path: _builtins.str = ...,
+        codebase_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["disk_usage", b"disk_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "created_at_ms", b"created_at_ms", "disk_mb", b"disk_mb", "disk_usage", b"disk_usage", "ended_at_ms", b"ended_at_ms", "expires_at_ms", b"expires_at_ms", "id", b"id", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "node_id", b"node_id", "runtime", b"runtime", "started_at_ms", b"started_at_ms", "state", b"state", "tenant", b"tenant", "termination_reason", b"termination_reason", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codebase_error", b"codebase_error", "codebase_id", b"codebase_id", "codebase_path", b"codebase_path", "cpus", b"cpus", "created_at_ms", b"created_at_ms", "disk_mb", b"disk_mb", "disk_usage", b"disk_usage", "ended_at_ms", b"ended_at_ms", "expires_at_ms", b"expires_at_ms", "id", b"id", "image", b"image", "internet_access", b"internet_access", "labels", b"labels", "memory_mb", b"memory_mb", "name", b"name", "node_id", b"node_id", "permissions", b"permissions", "preset", b"preset", "runtime", b"runtime", "started_at_ms", b"started_at_ms", "state", b"state", "tenant", b"tenant", "termination_reason", b"termination_reason", "timeout_seconds", b"timeout_seconds", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -636,3 +697,76 @@ class SetSandboxTimeoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetSandboxTimeoutResponse: _TypeAlias = SetSandboxTimeoutResponse  # noqa: Y015
+
+@_typing.final
+class DiffSandboxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffSandboxRequest: _TypeAlias = DiffSandboxRequest  # noqa: Y015
+
+@_typing.final
+class Change(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FILE_KIND_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Relative to the codebase root."""
+    kind: Global___ChangeKind.ValueType
+    file_kind: _codebase_pb2.FileKind.ValueType
+    size: _builtins.int
+    """Size after the change (0 for deletions)."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        file_kind: _codebase_pb2.FileKind.ValueType = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_kind", b"file_kind", "kind", b"kind", "path", b"path", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class DiffSandboxResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """More changes than the 10,000 listed."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Change]: ...
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___Change] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffSandboxResponse: _TypeAlias = DiffSandboxResponse  # noqa: Y015

@@ -74,6 +74,11 @@ class SandboxesStub:
                 request_serializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutResponse.FromString,
                 _registered_method=True)
+        self.Diff = channel.unary_unary(
+                '/corral.v1.Sandboxes/Diff',
+                request_serializer=corral_dot_v1_dot_sandbox__pb2.DiffSandboxRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_sandbox__pb2.DiffSandboxResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxesServicer:
@@ -131,6 +136,14 @@ class SandboxesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Diff(self, request, context):
+        """What a sandbox created on a codebase changed in it: the files its layer adds, modifies and
+        deletes (read them with Files.Read). FAILED_PRECONDITION for a sandbox with no codebase.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +186,11 @@ def add_SandboxesServicer_to_server(servicer, server):
                     servicer.SetTimeout,
                     request_deserializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutRequest.FromString,
                     response_serializer=corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutResponse.SerializeToString,
+            ),
+            'Diff': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diff,
+                    request_deserializer=corral_dot_v1_dot_sandbox__pb2.DiffSandboxRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_sandbox__pb2.DiffSandboxResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -391,6 +409,33 @@ class Sandboxes:
             '/corral.v1.Sandboxes/SetTimeout',
             corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutRequest.SerializeToString,
             corral_dot_v1_dot_sandbox__pb2.SetSandboxTimeoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Sandboxes/Diff',
+            corral_dot_v1_dot_sandbox__pb2.DiffSandboxRequest.SerializeToString,
+            corral_dot_v1_dot_sandbox__pb2.DiffSandboxResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class SandboxesStub:
     """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
     once the sandbox has ended.
     """
+    Diff: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.DiffSandboxRequest, _sandbox_pb2.DiffSandboxResponse]
+    """What a sandbox created on a codebase changed in it: the files its layer adds, modifies and
+    deletes (read them with Files.Read). FAILED_PRECONDITION for a sandbox with no codebase.
+    """
 
 @_typing.type_check_only
 class SandboxesAsyncStub(SandboxesStub):
@@ -62,6 +66,10 @@ class SandboxesAsyncStub(SandboxesStub):
     SetTimeout: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.SetSandboxTimeoutRequest, _sandbox_pb2.SetSandboxTimeoutResponse]  # type: ignore[assignment]
     """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
     once the sandbox has ended.
+    """
+    Diff: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.DiffSandboxRequest, _sandbox_pb2.DiffSandboxResponse]  # type: ignore[assignment]
+    """What a sandbox created on a codebase changed in it: the files its layer adds, modifies and
+    deletes (read them with Files.Read). FAILED_PRECONDITION for a sandbox with no codebase.
     """
 
 class SandboxesServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +133,16 @@ class SandboxesServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_sandbox_pb2.SetSandboxTimeoutResponse, _abc.Awaitable[_sandbox_pb2.SetSandboxTimeoutResponse]]:
         """Resets the lifetime of a live sandbox (expires_at = now + timeout_seconds). FAILED_PRECONDITION
         once the sandbox has ended.
+        """
+
+    @_abc_1.abstractmethod
+    def Diff(
+        self,
+        request: _sandbox_pb2.DiffSandboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.DiffSandboxResponse, _abc.Awaitable[_sandbox_pb2.DiffSandboxResponse]]:
+        """What a sandbox created on a codebase changed in it: the files its layer adds, modifies and
+        deletes (read them with Files.Read). FAILED_PRECONDITION for a sandbox with no codebase.
         """
 
 def add_SandboxesServicer_to_server(servicer: SandboxesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
