@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -146,8 +147,13 @@ def corral_dev() -> Iterator[DevServer]:
 
 
 @pytest.fixture(autouse=True)
-def _server(corral_dev: DevServer) -> DevServer:
-    """Every test runs against the session's server (and CORRAL_ENDPOINT points at it)."""
+def _server(request: pytest.FixtureRequest) -> Optional[DevServer]:
+    """Every test runs against the session's server (and CORRAL_ENDPOINT points at it), except
+    those marked ``unit``: pure client-side tests, which ``pytest -m unit`` runs without a binary.
+    Everything else fails (never skips) when the server cannot be started."""
+    if request.node.get_closest_marker("unit") is not None:
+        return None
+    corral_dev: DevServer = request.getfixturevalue("corral_dev")
     os.environ["CORRAL_ENDPOINT"] = corral_dev.endpoint
     return corral_dev
 

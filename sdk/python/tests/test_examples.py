@@ -16,6 +16,12 @@ EXPECTED = {
     "fanout.py": ["20 sandboxes evaluated in", "sum of results 1330"],
     "streaming.py": ["[stdout] step 0", "[stdout] step 4", "done: exit 0"],
     "from_local.py": ["uploaded: ['.gitignore', 'calc.py', 'test_calc.py']", "tests ok (exit 0)"],
+    "codebase_agent.py": [
+        "report: n=5 sum=189 max=92",
+        "cat .env: hidden",
+        "write to src/: denied",
+        "diff: A output/report.txt (19 bytes)",
+    ],
     "sync_script.py": ["hello from 3.", "streamed: 2", "status after exit: stopped"],
     "processes.py": [
         "server 1: listening on 8000",

@@ -17,17 +17,33 @@ Quick start::
 ``detect_language(filename)`` maps a file name to a language. Jobs and batches (the server runs
 each command in a fresh sandbox and queues them): ``execute_code``, ``execute_async``,
 ``get_job``, ``wait_for_job``, ``cancel_job``, ``list_jobs``, ``run_batch`` (blocking mirrors:
-``execute_code_sync``, ...). The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
+``execute_code_sync``, ...). Codebases (a project uploaded once, shown to many sandboxes through
+path rules, each writing to its own layer): ``AsyncSandbox.from_local(path, preset="agent-safe")``,
+``AsyncSandbox.from_codebase``, ``sb.diff()``, and the client's ``upload_codebase`` & co.
+The coordinator is found through ``endpoint=``, ``CORRAL_ENDPOINT``,
 ``~/.config/corral/config.toml``, or ``127.0.0.1:50051``.
 """
 
 from ._config import DEFAULT_ENDPOINT, ResolvedConfig, resolve as resolve_config
 from .client import AsyncSandboxClient, SandboxPage
+from .codebases import (
+    Change,
+    ChangeKind,
+    Codebase,
+    CodebaseFile,
+    CodebaseFilePage,
+    CodebasePage,
+    Diff,
+    FileKind,
+    Preset,
+    UploadResult,
+)
 from .errors import (
     AbortedError,
     AlreadyExistsError,
     CorralError,
     DataLossError,
+    DownloadError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
@@ -44,6 +60,7 @@ from .errors import (
     UnavailableError,
     UnimplementedError,
     UnknownError,
+    UploadError,
 )
 from .job_types import (
     BatchCounts,
@@ -61,6 +78,7 @@ from .job_types import (
 from .batches import BatchRun, run_batch
 from .jobs import cancel_job, execute_async, execute_code, get_job, list_jobs, wait_for_job
 from .languages import LanguageInfo, detect_language, get_languages
+from .permissions import PRESETS, PatternType, Permission, PermissionRule
 from .processes import AsyncProcess, ProcessEvent, ProcessInfo
 from .sandbox import LANGUAGES, AsyncSandbox, SandboxCreation
 from .session import AsyncSession, SessionOpening
@@ -144,6 +162,20 @@ __all__ = [
     "BatchPage",
     "BatchEvent",
     "BatchSubmission",
+    "Permission",
+    "PatternType",
+    "PermissionRule",
+    "PRESETS",
+    "Preset",
+    "Codebase",
+    "CodebasePage",
+    "CodebaseFile",
+    "CodebaseFilePage",
+    "FileKind",
+    "UploadResult",
+    "Change",
+    "ChangeKind",
+    "Diff",
     "DEFAULT_ENDPOINT",
     "ResolvedConfig",
     "resolve_config",
@@ -167,4 +199,6 @@ __all__ = [
     "UnavailableError",
     "DataLossError",
     "UnauthenticatedError",
+    "UploadError",
+    "DownloadError",
 ]

@@ -4,8 +4,9 @@
 converts requests from keyword arguments, responses to the SDK's result objects, and every gRPC
 error to a :class:`~corral.errors.CorralError` subclass. The generated stubs are available as
 ``client.sandboxes``, ``client.exec``, ``client.files``, ``client.sessions``, ``client.languages``,
-``client.jobs`` and ``client.batches`` for callers who want raw protobuf. The process and session
-calls live in :mod:`corral._client_procs`, the job and batch calls in :mod:`corral._client_jobs`.
+``client.jobs``, ``client.batches`` and ``client.codebases`` for callers who want raw protobuf. The
+process and session calls live in :mod:`corral._client_procs`, the job and batch calls in
+:mod:`corral._client_jobs`, the codebase calls in :mod:`corral._client_codebases`.
 
 The high-level :class:`~corral.AsyncSandbox` is built on it.
 """
@@ -23,8 +24,10 @@ import grpc.aio
 
 from ._config import ResolvedConfig, resolve
 from .errors import CorralError, InvalidArgumentError, SandboxTimeoutError, error_from_rpc
+from .permissions import RuleLike, parse_rules
 from .types import ExecResult, FileInfo, RuntimeType, SandboxInfo, SandboxStatus, WriteResult, _Record
 from ._client_code import _CodeCalls
+from ._client_codebases import _CodebaseCalls
 from ._client_jobs import _JobCalls
 from ._client_procs import _ProcessAndSessionCalls
 from .v1 import exec_pb2, exec_pb2_grpc, files_pb2, files_pb2_grpc, sandbox_pb2, sandbox_pb2_grpc, session_pb2_grpc
@@ -103,7 +106,7 @@ def _to_bytes(field: str, data: Union[bytes, bytearray, memoryview, str]) -> byt
     raise InvalidArgumentError(f"{field}: expected bytes or str, got {type(data).__name__}")
 
 
-class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
+class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls, _CodebaseCalls):
     """A connection to a Corral coordinator (asyncio).
 
     ``endpoint`` and ``api_key`` resolve as: arguments, then ``CORRAL_ENDPOINT`` /
@@ -177,6 +180,7 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
             self._languages = None
             self._jobs = None
             self._batches = None
+            self._codebases = None
         return self._channel
 
     @property
@@ -281,12 +285,21 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
         image: Optional[str] = None,
         timeout: Optional[float] = None,
         disk_mb: Optional[int] = None,
+        codebase_id: Optional[str] = None,
+        preset: Optional[str] = None,
+        permissions: Union[Iterable[RuleLike], RuleLike, None] = None,
+        codebase_path: Optional[str] = None,
     ) -> SandboxInfo:
         """``Sandboxes.Create``: returns once the sandbox is RUNNING (or raises).
 
         Unset values use the server's defaults. ``timeout`` is the gRPC deadline of the call.
         ``disk_mb`` is the disk quota of ``/workspace`` and ``/tmp`` together (inodes in
         proportion); writes past it fail with ENOSPC inside the sandbox.
+
+        ``codebase_id`` shows a codebase at ``codebase_path`` (default ``/workspace``) through the
+        ``preset`` (view-only, read-only, agent-safe, development, full-access) and then the
+        ``permissions`` rules (see :mod:`corral.permissions`); with neither, read-only. The
+        sandbox's writes land in its own layer (``diff_sandbox``).
         """
         req = sandbox_pb2.CreateSandboxRequest()
         rt = RuntimeType.parse(runtime)
@@ -309,6 +322,13 @@ class AsyncSandboxClient(_ProcessAndSessionCalls, _CodeCalls, _JobCalls):
             _set(req, "workdir", workdir)
         if image:
             _set(req, "image", image)
+        if codebase_id:
+            _set(req, "codebase_id", codebase_id)
+        if preset:
+            _set(req, "preset", preset)
+        req.permissions.extend(r.to_pb() for r in parse_rules(permissions))
+        if codebase_path:
+            _set(req, "codebase_path", codebase_path)
         resp = await self._unary(self.sandboxes.Create, req, timeout)
         return SandboxInfo.from_pb(resp.sandbox)
 

@@ -33,6 +33,8 @@ __all__ = [
     "UnavailableError",
     "DataLossError",
     "UnauthenticatedError",
+    "UploadError",
+    "DownloadError",
     "error_from_rpc",
 ]
 
@@ -171,6 +173,30 @@ class UnauthenticatedError(CorralError):
     """UNAUTHENTICATED: missing or wrong API key."""
 
     default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class UploadError(InvalidArgumentError):
+    """A local directory cannot be uploaded as a codebase, found before anything is sent: a hard
+    link, a device, fifo or socket, a symlink that is absolute or leaves the tree, set-id bits, a
+    name that is not UTF-8, a file that cannot be read or changed while it was sent. ``.path`` is
+    the offending path (relative to the directory) and ``.reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", grpc.StatusCode.INVALID_ARGUMENT)
+        self.path = path
+        self.reason = reason
+
+
+class DownloadError(CorralError):
+    """A codebase download cannot be written where it was asked to go: a tar member that would
+    land outside the destination (absolute, ``..``, a symlink leaving it) or that is not a file,
+    directory or symlink, or a destination of the wrong kind. Nothing of the archive is written
+    when a member is refused. ``.path`` names the member, ``.reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", grpc.StatusCode.DATA_LOSS)
+        self.path = path
+        self.reason = reason
 
 
 _BY_CODE: dict[grpc.StatusCode, type[CorralError]] = {

@@ -20,16 +20,20 @@ from collections.abc import (
 from pathlib import Path, PurePosixPath
 from typing import Any, List, Optional, TypeVar, Union
 
-from . import _ignore
+from . import _codebase_upload, _ignore
+from ._codebase_upload import Progress
 from ._sandbox_procs import _SandboxProcesses
 from .client import AsyncSandboxClient, StatusFilter
+from .codebases import Diff, UploadResult
 from .errors import CorralError, FailedPreconditionError, InvalidArgumentError, SandboxNotFoundError
+from .permissions import RuleLike, parse_rules
 from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
 
 __all__ = ["AsyncSandbox", "SandboxCreation", "LANGUAGES"]
 
 T = TypeVar("T")
 StrPath = Union[str, "os.PathLike[str]"]
+Rules = Union[Iterable[RuleLike], RuleLike, None]
 
 #: How long cleanup after a cancellation may take before it is left to run in the background.
 CLEANUP_TIMEOUT = 30.0
@@ -197,8 +201,8 @@ def _remote_join(base: str, rel: str) -> str:
 class AsyncSandbox(_SandboxProcesses):
     """A running sandbox.
 
-    Make one with :meth:`create`, :meth:`from_local` or :meth:`connect`; use it as an async
-    context manager to destroy it on exit. Commands run with :meth:`run` / :meth:`run_code`;
+    Make one with :meth:`create`, :meth:`from_local`, :meth:`from_codebase` or :meth:`connect`;
+    use it as an async context manager to destroy it on exit. Commands run with :meth:`run` / :meth:`run_code`;
     files move with :meth:`write_file`, :meth:`read_file`, :meth:`upload`, :meth:`download`;
     background processes, sessions, set_timeout and pause/resume come from
     :class:`~corral._sandbox_procs._SandboxProcesses`.
@@ -208,6 +212,7 @@ class AsyncSandbox(_SandboxProcesses):
         self._info = info
         self._ref = _ref if _ref is not None else _ClientRef(None, None, client)
         self._destroyed = False
+        self._upload: Optional[UploadResult] = None
 
     @property
     def _client(self) -> AsyncSandboxClient:
@@ -235,6 +240,21 @@ class AsyncSandbox(_SandboxProcesses):
     def client(self) -> AsyncSandboxClient:
         """The low-level client this sandbox uses."""
         return self._client
+
+    @property
+    def codebase_id(self) -> str:
+        """The codebase this sandbox was created on ("" for none)."""
+        return self._info.codebase_id
+
+    @property
+    def preset(self) -> str:
+        """The preset it sees its codebase through ("read-only" when none and no rules were given)."""
+        return self._info.preset
+
+    @property
+    def upload_result(self) -> Optional[UploadResult]:
+        """What :meth:`from_local` uploaded into the sandbox's codebase (None otherwise)."""
+        return self._upload
 
     @property
     def cached_info(self) -> SandboxInfo:
@@ -268,6 +288,10 @@ class AsyncSandbox(_SandboxProcesses):
         api_key: Optional[str] = None,
         client: Optional[AsyncSandboxClient] = None,
         disk_mb: Optional[int] = None,
+        codebase_id: Optional[str] = None,
+        preset: Optional[str] = None,
+        permissions: Rules = None,
+        codebase_path: Optional[str] = None,
     ) -> SandboxCreation:
         """Creates a sandbox and returns once it is RUNNING.
 
@@ -282,6 +306,13 @@ class AsyncSandbox(_SandboxProcesses):
         local image of a ``RuntimeType.DOCKER`` sandbox. ``disk_mb`` is the disk quota of
         ``/workspace`` and ``/tmp`` together (writes past it fail with ENOSPC inside the sandbox;
         ``info()`` reports the use). Unset values use server defaults.
+
+        ``codebase_id`` shows a codebase (see :meth:`AsyncSandboxClient.upload_codebase`) at
+        ``codebase_path`` (default ``/workspace``) through the ``preset`` (``view-only``,
+        ``read-only``, ``agent-safe``, ``development``, ``full-access``) and then the
+        ``permissions`` rules (:class:`~corral.PermissionRule` s, dicts or ``"docs/**=write"``
+        strings; see :mod:`corral.permissions`); with neither, read-only. The sandbox writes to
+        its own copy-on-write layer: :meth:`diff` lists what it changed.
         """
         kwargs = _create_kwargs(
             image=image,
@@ -299,6 +330,10 @@ class AsyncSandbox(_SandboxProcesses):
             workdir=workdir,
             resources=resources,
             disk_mb=disk_mb,
+            codebase_id=codebase_id,
+            preset=preset,
+            permissions=permissions,
+            codebase_path=codebase_path,
         )
         return SandboxCreation(lambda: cls._create(kwargs, endpoint, api_key, client))
 
@@ -346,16 +381,55 @@ class AsyncSandbox(_SandboxProcesses):
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
         client: Optional[AsyncSandboxClient] = None,
+        preset: Optional[str] = None,
+        permissions: Rules = None,
+        codebase: Optional[bool] = None,
+        codebase_name: Optional[str] = None,
+        include_secrets: bool = False,
+        progress: Optional[Progress] = None,
+        **create_kwargs: Any,
     ) -> SandboxCreation:
-        """Creates a sandbox and uploads the local directory ``path`` into ``remote_path``
-        (``/workspace``), skipping ``.git/``, what ``.gitignore`` files exclude (unless
-        ``use_gitignore=False``) and ``ignore_patterns`` (gitignore syntax, relative to ``path``).
-        Returns the running sandbox (awaitable, or ``async with``); if the upload fails the
-        sandbox is destroyed."""
+        """Creates a sandbox holding the local directory ``path`` at ``remote_path``
+        (``/workspace``). Returns the running sandbox (awaitable, or ``async with``).
+
+        **As a codebase** — when ``preset`` or ``permissions`` is given, or ``codebase=True``:
+        the directory is uploaded as a new codebase (named ``codebase_name``, default the
+        directory's name, labelled with ``labels``; only content the server lacks is sent), then
+        the sandbox is created on it, seeing it through the preset and rules (read-only with
+        neither; see :meth:`create`) and writing to its own layer (:meth:`diff`). Skipped: what
+        ``.gitignore`` files exclude and ``.git/``, ``node_modules/``, ``__pycache__/``,
+        ``.venv/`` (kept with ``use_gitignore=False``), secrets files (``.env*``, ``*.key``,
+        ``*.pem``, ``credentials*``, ``secrets/``; kept with ``include_secrets=True``, and then
+        hidden by ``agent-safe``), and ``ignore_patterns``. Hard links, devices, fifos, sockets,
+        symlinks leaving the tree and set-id bits raise :class:`~corral.UploadError` before
+        anything is sent. ``progress(files_done, files_total, bytes_done, bytes_total)`` follows
+        the upload. The codebase outlives the sandbox: reuse it with :meth:`from_codebase`
+        (``sb.codebase_id``), delete it with ``client.delete_codebase``. If the upload or the
+        create fails, the new codebase is deleted.
+
+        **As a copy** — otherwise: the files are written into the sandbox's own ``/workspace``,
+        skipping ``.git/``, what ``.gitignore`` files exclude (unless ``use_gitignore=False``)
+        and ``ignore_patterns`` (gitignore syntax, relative to ``path``); if the upload fails the
+        sandbox is destroyed.
+
+        ``name`` is the sandbox's name; other keyword arguments (``cpus``, ``memory_mb``,
+        ``disk_mb``, ``workdir``, ``env`` ...) are :meth:`create`'s."""
         root = Path(path)
         if not root.is_dir():
             raise InvalidArgumentError(f"path: {str(path)!r} is not a local directory")
         patterns = list(ignore_patterns) if ignore_patterns is not None else None
+        as_codebase = codebase if codebase is not None else (preset is not None or permissions is not None)
+        if not as_codebase:
+            for field, given in (
+                ("preset", preset),
+                ("permissions", permissions),
+                ("codebase_name", codebase_name),
+                ("progress", progress),
+            ):
+                if given is not None:
+                    raise InvalidArgumentError(f"{field}: applies only to from_local(..., codebase=True)")
+            if include_secrets:
+                raise InvalidArgumentError("include_secrets: applies only to from_local(..., codebase=True)")
         kwargs = _create_kwargs(
             runtime=runtime,
             resources=resources,
@@ -366,12 +440,99 @@ class AsyncSandbox(_SandboxProcesses):
             timeout_seconds=timeout_seconds,
             image=image,
             template=template,
+            **create_kwargs,
         )
+        if as_codebase:
+            rules = parse_rules(permissions)
+            kwargs.update(preset=preset, permissions=rules, codebase_path=remote_path)
+            title = (codebase_name or root.resolve().name or "codebase")[:128]
+            return SandboxCreation(
+                lambda: cls._create_from_local(
+                    kwargs,
+                    endpoint,
+                    api_key,
+                    client,
+                    root=root,
+                    codebase_name=title,
+                    labels=labels,
+                    include_ignored=not use_gitignore,
+                    include_secrets=include_secrets,
+                    ignore_patterns=patterns,
+                    progress=progress,
+                )
+            )
 
         async def upload(sb: "AsyncSandbox") -> None:
             await sb.upload(root, remote_path, ignore_patterns=patterns, use_gitignore=use_gitignore)
 
         return SandboxCreation(lambda: cls._create(kwargs, endpoint, api_key, client, after=upload))
+
+    @classmethod
+    async def _create_from_local(
+        cls,
+        kwargs: dict[str, Any],
+        endpoint: Optional[str],
+        api_key: Optional[str],
+        client: Optional[AsyncSandboxClient],
+        *,
+        root: Path,
+        codebase_name: str,
+        labels: Optional[Mapping[str, str]],
+        include_ignored: bool,
+        include_secrets: bool,
+        ignore_patterns: Optional[List[str]],
+        progress: Optional[Progress],
+    ) -> "AsyncSandbox":
+        """Scan (refusing what a codebase cannot hold before anything is sent), create the
+        codebase, upload, create the sandbox on it; the codebase is deleted if a later step fails."""
+        entries = await asyncio.to_thread(
+            _codebase_upload.scan,
+            root,
+            include_ignored=include_ignored,
+            include_secrets=include_secrets,
+            ignore_patterns=ignore_patterns,
+        )
+        ref = _ClientRef(endpoint, api_key, client)
+        try:
+            cb = await ref.client.create_codebase(codebase_name, labels=labels)
+            try:
+                result = await ref.client.upload_entries(cb.codebase_id, entries, True, progress)
+                sandbox = await cls._create({**kwargs, "codebase_id": cb.codebase_id}, endpoint, api_key, client)
+            except BaseException:
+                await _shielded(_delete_codebase_quietly(ref.client, cb.codebase_id))
+                raise
+        finally:
+            await _shielded(ref.release())
+        sandbox._upload = result
+        return sandbox
+
+    @classmethod
+    def from_codebase(
+        cls,
+        codebase_id: str,
+        preset: Optional[str] = None,
+        permissions: Rules = None,
+        *,
+        codebase_path: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        api_key: Optional[str] = None,
+        client: Optional[AsyncSandboxClient] = None,
+        **create_kwargs: Any,
+    ) -> SandboxCreation:
+        """Creates a sandbox on an existing codebase: :meth:`create` with ``codebase_id``. Each
+        sandbox on a codebase sees it as uploaded, through its own ``preset`` and
+        ``permissions`` (read-only with neither), and writes only to its own layer: it does not
+        see other sandboxes' changes. Other keyword arguments are :meth:`create`'s."""
+        if not codebase_id:
+            raise InvalidArgumentError("codebase_id: is empty")
+        kwargs = _create_kwargs(
+            codebase_id=codebase_id,
+            preset=preset,
+            permissions=permissions,
+            codebase_path=codebase_path,
+            **create_kwargs,
+        )
+        return SandboxCreation(lambda: cls._create(kwargs, endpoint, api_key, client))
 
     @classmethod
     async def connect(
@@ -393,6 +554,13 @@ class AsyncSandbox(_SandboxProcesses):
             await _shielded(ref.release())
             raise
         return cls(info, ref.client, _ref=ref)
+
+    async def diff(self) -> Diff:
+        """What this sandbox changed in its codebase: a list of :class:`~corral.Change` (``path``
+        relative to the codebase root, ``kind`` added/modified/deleted, ``file_kind``, ``size``),
+        with ``.added`` / ``.modified`` / ``.deleted`` path lists and ``.truncated``. Read a changed
+        file with :meth:`read_file`. FailedPreconditionError for a sandbox without a codebase."""
+        return await self._client.diff_sandbox(self.sandbox_id)
 
     async def info(self) -> SandboxInfo:
         """Fresh information from the server (``Sandboxes.Get``)."""
@@ -761,6 +929,10 @@ def _create_kwargs(
     image: Optional[str] = None,
     template: Optional[str] = None,
     disk_mb: Optional[int] = None,
+    codebase_id: Optional[str] = None,
+    preset: Optional[str] = None,
+    permissions: Rules = None,
+    codebase_path: Optional[str] = None,
 ) -> dict[str, Any]:
     if image is not None and template is not None and image != template:
         raise InvalidArgumentError("image: give image or its alias template, not both")
@@ -786,6 +958,9 @@ def _create_kwargs(
     rt = RuntimeType.parse(runtime)
     if rt is not None:
         rt.to_pb()  # fail now, not inside the coroutine, when the protocol lacks it
+    rules = parse_rules(permissions)
+    if preset is not None and not isinstance(preset, str):
+        raise InvalidArgumentError(f"preset: expected a str, got {type(preset).__name__}")
     return dict(
         runtime=rt,
         cpus=cpus,
@@ -798,6 +973,10 @@ def _create_kwargs(
         workdir=workdir,
         image=image if image is not None else template,
         disk_mb=disk_mb,
+        codebase_id=codebase_id,
+        preset=preset,
+        permissions=rules,
+        codebase_path=codebase_path,
     )
 
 
@@ -819,6 +998,13 @@ async def _destroy_rpc(client: AsyncSandboxClient, sandbox_id: str) -> SandboxIn
         return await client.destroy_sandbox(sandbox_id, timeout=CLEANUP_TIMEOUT)
     except asyncio.CancelledError:
         return await client.destroy_sandbox(sandbox_id, timeout=CLEANUP_TIMEOUT)
+
+
+async def _delete_codebase_quietly(client: AsyncSandboxClient, codebase_id: str) -> None:
+    try:
+        await client.delete_codebase(codebase_id, timeout=CLEANUP_TIMEOUT)
+    except CorralError:
+        pass
 
 
 async def _destroy_when_created(client: AsyncSandboxClient, task: "asyncio.Task[SandboxInfo]") -> None:

@@ -21,10 +21,12 @@ from ._sync_jobs import (
     wait_for_job_sync,
 )
 from ._sync_loop import iterate, run
+from ._codebase_upload import Progress
 from ._sync_procs import Process, Session, _SyncProcesses
 from .client import StatusFilter
+from .codebases import Diff, UploadResult
 from .languages import LanguageInfo, get_languages
-from .sandbox import AsyncSandbox, StrPath
+from .sandbox import AsyncSandbox, Rules, SandboxCreation, StrPath
 from .types import ExecResult, FileInfo, ResourceLimits, RuntimeType, SandboxInfo, SandboxStatus, WriteResult
 
 __all__ = [
@@ -80,6 +82,18 @@ class Sandbox(_SyncProcesses):
     def cached_info(self) -> SandboxInfo:
         return self._inner.cached_info
 
+    @property
+    def codebase_id(self) -> str:
+        return self._inner.codebase_id
+
+    @property
+    def preset(self) -> str:
+        return self._inner.preset
+
+    @property
+    def upload_result(self) -> Optional[UploadResult]:
+        return self._inner.upload_result
+
     def __repr__(self) -> str:
         return f"Sandbox(sandbox_id={self.sandbox_id!r}, status={self.cached_info.status.value!r})"
 
@@ -106,6 +120,10 @@ class Sandbox(_SyncProcesses):
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
         disk_mb: Optional[int] = None,
+        codebase_id: Optional[str] = None,
+        preset: Optional[str] = None,
+        permissions: Rules = None,
+        codebase_path: Optional[str] = None,
     ) -> "Sandbox":
         """Creates a sandbox; ``with Sandbox.create(...) as sb:`` destroys it on exit."""
         creation = AsyncSandbox.create(
@@ -126,8 +144,15 @@ class Sandbox(_SyncProcesses):
             template=template,
             endpoint=endpoint,
             api_key=api_key,
+            codebase_id=codebase_id,
+            preset=preset,
+            permissions=permissions,
+            codebase_path=codebase_path,
         )
+        return cls._made(creation)
 
+    @classmethod
+    def _made(cls, creation: SandboxCreation) -> "Sandbox":
         async def make() -> AsyncSandbox:
             return await creation
 
@@ -155,8 +180,17 @@ class Sandbox(_SyncProcesses):
         timeout_seconds: Optional[int] = None,
         endpoint: Optional[str] = None,
         api_key: Optional[str] = None,
+        preset: Optional[str] = None,
+        permissions: Rules = None,
+        codebase: Optional[bool] = None,
+        codebase_name: Optional[str] = None,
+        include_secrets: bool = False,
+        progress: Optional[Progress] = None,
+        **create_kwargs: Any,
     ) -> "Sandbox":
-        """Creates a sandbox with the local directory ``path`` uploaded into ``/workspace``."""
+        """Creates a sandbox with the local directory ``path`` at ``/workspace``: as a codebase
+        when ``preset`` or ``permissions`` is given (or ``codebase=True``), else copied in (see
+        :meth:`AsyncSandbox.from_local`). ``progress`` is called on the SDK's loop thread."""
         creation = AsyncSandbox.from_local(
             path,
             runtime=runtime,
@@ -171,12 +205,39 @@ class Sandbox(_SyncProcesses):
             timeout_seconds=timeout_seconds,
             endpoint=endpoint,
             api_key=api_key,
+            preset=preset,
+            permissions=permissions,
+            codebase=codebase,
+            codebase_name=codebase_name,
+            include_secrets=include_secrets,
+            progress=progress,
+            **create_kwargs,
         )
+        return cls._made(creation)
 
-        async def make() -> AsyncSandbox:
-            return await creation
-
-        return cls(_run(make()))
+    @classmethod
+    def from_codebase(
+        cls,
+        codebase_id: str,
+        preset: Optional[str] = None,
+        permissions: Rules = None,
+        *,
+        codebase_path: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        api_key: Optional[str] = None,
+        **create_kwargs: Any,
+    ) -> "Sandbox":
+        """A sandbox on an existing codebase (see :meth:`AsyncSandbox.from_codebase`)."""
+        creation = AsyncSandbox.from_codebase(
+            codebase_id,
+            preset,
+            permissions,
+            codebase_path=codebase_path,
+            endpoint=endpoint,
+            api_key=api_key,
+            **create_kwargs,
+        )
+        return cls._made(creation)
 
     @classmethod
     def connect(cls, id_or_name: str, *, endpoint: Optional[str] = None, api_key: Optional[str] = None) -> "Sandbox":
@@ -213,6 +274,10 @@ class Sandbox(_SyncProcesses):
 
     def info(self) -> SandboxInfo:
         return _run(self._inner.info())
+
+    def diff(self) -> Diff:
+        """What this sandbox changed in its codebase (see :meth:`AsyncSandbox.diff`)."""
+        return _run(self._inner.diff())
 
     get_info = info
 

@@ -12,10 +12,13 @@ import enum
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union, cast
 
 from .errors import InvalidArgumentError
 from .v1 import exec_pb2, files_pb2, sandbox_pb2
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .permissions import PermissionRule
 
 __all__ = [
     "RuntimeType",
@@ -222,6 +225,16 @@ class SandboxInfo(_Record):
     disk_mb: int = 0
     #: What the sandbox uses of it, when ``info()`` asked a node that enforces quotas.
     disk_usage: Optional[DiskUsage] = None
+    #: The codebase the sandbox was created on ("" for none), the preset it sees it through
+    #: ("read-only" when neither preset nor rules were given), its own extra rules, and where
+    #: the codebase appears.
+    codebase_id: str = ""
+    preset: str = ""
+    permissions: list["PermissionRule"] = field(default_factory=list)
+    codebase_path: str = ""
+    #: Set by ``info()`` when the sandbox's codebase view failed (its permission file system
+    #: died): its codebase files then answer EIO.
+    codebase_error: str = ""
 
     _aliases: ClassVar[dict[str, str]] = {"id": "sandbox_id", "state": "status", "template": "image"}
 
@@ -239,6 +252,8 @@ class SandboxInfo(_Record):
 
     @classmethod
     def from_pb(cls, sb: sandbox_pb2.Sandbox) -> "SandboxInfo":
+        from .permissions import PermissionRule
+
         return cls(
             sandbox_id=sb.id,
             name=sb.name,
@@ -269,6 +284,11 @@ class SandboxInfo(_Record):
                 if sb.HasField("disk_usage")
                 else None
             ),
+            codebase_id=sb.codebase_id,
+            preset=sb.preset,
+            permissions=[PermissionRule.from_pb(r) for r in sb.permissions],
+            codebase_path=sb.codebase_path,
+            codebase_error=sb.codebase_error,
         )
 
 
