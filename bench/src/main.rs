@@ -7,6 +7,7 @@
 //! this one): `cargo build --release -p corral-bench -p corral-cli -p corral-init`, then
 //! `target/release/corral-bench all`. Progress goes to stderr, the report to stdout.
 
+mod codebase;
 mod disk;
 mod docker;
 mod jobs;
@@ -85,6 +86,10 @@ enum What {
     /// Jobs: 1,000 × `true` and × python next to the same bare bwrap spawns at the same
     /// parallelism, scheduling throughput with the noop runtime, batch accept time, CPU per job.
     Jobs,
+    /// Codebases: file operations through the permission layer next to the same tree on a
+    /// sandbox's own disk, a 10,000-file upload (and again, deduplicated), create-to-ready on a
+    /// codebase. Not part of `all`.
+    Codebase,
     /// Disk quotas: create-to-ready with the per-sandbox disk on and off (bubblewrap and Docker,
     /// the runtimes alone, no warm pool), as a ratio.
     Disk,
@@ -152,6 +157,14 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         results.docker = Some(docker_rows(cli, engine).await?);
     }
 
+    if what == What::Codebase {
+        let (md, value) = codebase::run().await?;
+        println!("{md}");
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
+        }
+        return Ok(());
+    }
     if what == What::Upload {
         let (md, value) = upload::run(cli.upload_items).await?;
         println!("{md}");
