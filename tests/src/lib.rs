@@ -18,7 +18,10 @@ pub mod faults;
 pub mod jobs;
 pub mod uploads;
 
-pub use codebases::{codebase_bad_rules, codebase_fs_crash, codebase_one_copy, codebase_sandbox, codebase_store};
+pub use codebases::{
+    codebase_bad_rules, codebase_fs_crash, codebase_one_copy, codebase_permission_matrix, codebase_sandbox,
+    codebase_store,
+};
 pub use disk::disk_quota;
 
 /// The tails of a cluster's logs (coordinator, then each agent), printed when a test fails.

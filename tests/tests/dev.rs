@@ -63,6 +63,18 @@ async fn codebase_fs_crash_docker() -> anyhow::Result<()> {
     codebase_fs_crash(&client, corral_client::v1::Runtime::Docker).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_permission_matrix_bwrap() -> anyhow::Result<()> {
+    let (_server, client) = dev().await?;
+    codebase_permission_matrix(&client, corral_client::v1::Runtime::Bwrap).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_permission_matrix_docker() -> anyhow::Result<()> {
+    let (_server, client) = dev().await?;
+    codebase_permission_matrix(&client, corral_client::v1::Runtime::Docker).await
+}
+
 /// 100 sandboxes on one codebase: one copy on the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codebase_one_copy_for_100_sandboxes() -> anyhow::Result<()> {

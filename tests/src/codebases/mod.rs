@@ -1,6 +1,10 @@
 //! Codebases end to end: the store (upload hygiene, dedup, listing, download, delete) and
 //! sandboxes on a codebase (rules and presets from inside, copy-on-write layers, diff), on both
-//! runtimes.
+//! runtimes; [`node`]: the permission matrix, a crashed file system server, one copy per node.
+
+mod node;
+
+pub use node::{codebase_fs_crash, codebase_one_copy, codebase_permission_matrix};
 
 use std::path::Path;
 
@@ -39,12 +43,17 @@ pub fn fixture_repo(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn new_codebase(c: &Client, name: &str) -> anyhow::Result<pb::Codebase> {
+pub(crate) async fn new_codebase(c: &Client, name: &str) -> anyhow::Result<pb::Codebase> {
     let req = pb::CreateCodebaseRequest { name: name.into(), ..Default::default() };
     c.codebases.clone().create(req).await?.into_inner().codebase.context("no codebase")
 }
 
-async fn upload_repo(c: &Client, id: &str, root: &Path, secrets: bool) -> anyhow::Result<pb::UploadResponse> {
+pub(crate) async fn upload_repo(
+    c: &Client,
+    id: &str,
+    root: &Path,
+    secrets: bool,
+) -> anyhow::Result<pb::UploadResponse> {
     let options = ScanOptions { include_secrets: secrets, ..Default::default() };
     let files = corral_client::scan(root, &options)?;
     Ok(c.upload_files(id, files, true, |_| {}).await?)
@@ -136,7 +145,12 @@ pub async fn codebase_store(c: &Client) -> anyhow::Result<()> {
         "leaves the tree",
     )?;
     // Symlink-then-write: an entry below a symlink (even one inside the tree) is refused.
-    let inner = pb::UploadFile { path: "ln".into(), kind: pb::FileKind::Symlink as i32, link_target: "src".into(), ..Default::default() };
+    let inner = pb::UploadFile {
+        path: "ln".into(),
+        kind: pb::FileKind::Symlink as i32,
+        link_target: "src".into(),
+        ..Default::default()
+    };
     let through = vec![pb::upload_request::Item::File(inner), file("ln/evil", 0)];
     expect_err(raw_upload(c, &cb.id, through).await, Code::InvalidArgument, "not a directory")?;
     let dev = pb::UploadFile { path: "dev".into(), kind: 9, ..Default::default() };
@@ -356,86 +370,5 @@ pub async fn codebase_bad_rules(c: &Client) -> anyhow::Result<()> {
     let presets = c.codebases.clone().list_presets(pb::ListPresetsRequest {}).await?.into_inner().presets;
     let names: Vec<&str> = presets.iter().map(|p| p.name.as_str()).collect();
     ensure!(names == ["view-only", "read-only", "agent-safe", "development", "full-access"], "presets {names:?}");
-    Ok(())
-}
-
-/// Killing a sandbox's permission file system (its `corral-fs` server) fails every further
-/// operation on its codebase with EIO; the base is never exposed.
-pub async fn codebase_fs_crash(c: &Client, runtime: pb::Runtime) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    fixture_repo(dir.path())?;
-    let cb = new_codebase(c, "crash-test").await?;
-    upload_repo(c, &cb.id, dir.path(), true).await?;
-    let image = if runtime == pb::Runtime::Docker { "corral/base" } else { "" };
-    let req = pb::CreateSandboxRequest {
-        runtime: runtime as i32,
-        image: image.into(),
-        codebase_id: cb.id.clone(),
-        preset: "agent-safe".into(),
-        ..Default::default()
-    };
-    let sb = c.create(req).await?;
-    let r = c.run(shell(&sb.id, "cat /workspace/README.md")).await?;
-    ensure!(r.stdout == b"# demo\n", "before the crash: {:?}", String::from_utf8_lossy(&r.stdout));
-    // The server's command line names the sandbox's merged tree.
-    let found = std::process::Command::new("pgrep").args(["-f", &format!("{}/merged", sb.id)]).output()?;
-    let pids: Vec<i32> =
-        String::from_utf8_lossy(&found.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
-    ensure!(pids.len() == 1, "expected one corral-fs server for {}, found {pids:?}", sb.id);
-    // SAFETY: sending SIGKILL to a pid we just looked up has no memory-safety concern.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pids[0], libc::SIGKILL) };
-    ensure!(rc == 0, "kill failed: {}", std::io::Error::last_os_error());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let after = pb::ExecRequest {
-        cwd: "/tmp".into(),
-        ..shell(&sb.id, "cat /workspace/README.md /workspace/.env; ls /workspace")
-    };
-    let r = c.run(after).await?;
-    let (out, err) = (String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
-    ensure!(!out.contains("demo") && !out.contains("SECRET"), "content after the crash: {out}");
-    ensure!(err.contains("Input/output error"), "after the crash: stdout {out:?}, stderr {err:?}");
-    expect_err(
-        c.sandboxes.clone().diff(pb::DiffSandboxRequest { id: sb.id.clone() }).await.map_err(Into::into),
-        Code::FailedPrecondition,
-        "failed",
-    )?;
-    let marked = c.get(&sb.id).await?;
-    ensure!(marked.codebase_error.contains("EIO"), "Get does not mark it: {:?}", marked.codebase_error);
-    c.destroy(&sb.id).await?;
-    Ok(())
-}
-
-/// `n` sandboxes on one codebase on one node cost one copy of it on disk (`du` of the cache).
-pub async fn codebase_one_copy(c: &Client, state_dir: &Path, n: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let big: Vec<u8> = (0..(8 << 20)).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    std::fs::write(dir.path().join("data.bin"), &big)?;
-    fixture_repo(dir.path())?;
-    let cb = new_codebase(c, "one-copy").await?;
-    let up = upload_repo(c, &cb.id, dir.path(), false).await?;
-    let size = up.codebase.context("no codebase")?.size_bytes as u64;
-    let mut ids = Vec::new();
-    for _ in 0..n / 10 {
-        let creates =
-            (0..10).map(|_| c.create(pb::CreateSandboxRequest { codebase_id: cb.id.clone(), ..Default::default() }));
-        for s in futures::future::try_join_all(creates).await? {
-            ids.push(s.id);
-        }
-    }
-    for id in &ids {
-        let r = c.run(shell(id, "wc -c < /workspace/data.bin")).await?;
-        ensure!(String::from_utf8_lossy(&r.stdout).trim() == (8 << 20).to_string(), "{id} sees {:?}", r.stdout);
-    }
-    let du = std::process::Command::new("du").args(["-sb"]).arg(state_dir.join("codebases")).output()?;
-    let used: u64 = String::from_utf8_lossy(&du.stdout).split_whitespace().next().unwrap_or("0").parse()?;
-    eprintln!("{n} sandboxes on a {size}-byte codebase: the node's cache holds {used} bytes");
-    ensure!(
-        used >= size && used < size + (1 << 20),
-        "{n} sandboxes on a {size}-byte codebase: the cache holds {used} bytes"
-    );
-    for id in &ids {
-        c.destroy(id).await?;
-    }
     Ok(())
 }
