@@ -29,5 +29,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
-echo "== fuzzing (short: 20 s per target; scripts/fuzz.sh --seconds 3600 is the long run)"
+echo "== fuzzing (short: 15 s per target; scripts/fuzz.sh --seconds 3600 is the long run)"
 scripts/fuzz.sh

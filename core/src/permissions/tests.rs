@@ -293,3 +293,13 @@ fn rules_keeps_the_given_list() {
     let list = Preset::AgentSafe.rules();
     assert_eq!(Rules::compile(&list).unwrap().rules(), &list[..]);
 }
+
+/// Found by the `permission_rules` fuzz target: an escaped backslash before a trailing `/` does
+/// not escape the slash.
+#[test]
+fn a_trailing_slash_after_an_escaped_backslash_means_directories_only() {
+    let rule = |p: &str| PermissionRule::new(p, Permission::Read, PatternType::Glob, 0);
+    let r = Rules::compile(&[rule(r"a\\/")]).unwrap();
+    assert_eq!(r.eval(r"a\", true), Permission::Read);
+    assert_eq!(r.eval(r"a\", false), Permission::None);
+}
