@@ -9,10 +9,13 @@
 //! - [`batch_items`]: `corral batch run`'s JSON Lines items (`corral_cli::batch_items`).
 //! - [`proto_convert`]: the coordinator's request validation (`api::convert`, `api::job_convert`)
 //!   on prost messages decoded from the input.
+//! - [`permission_rules`]: the path-permission engine (`corral_core::permissions`) against simple
+//!   models, and the codebase path checks (`corral_core::codebase`).
 //! - [`seeds`]: the seed corpus, made from the inputs of those modules' own tests.
 
 pub mod batch_items;
 pub mod init_protocol;
+pub mod permission_rules;
 pub mod proto_convert;
 pub mod sandbox_paths;
 pub mod seeds;
@@ -26,4 +29,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sandbox_paths", sandbox_paths::run),
     ("batch_items", batch_items::run),
     ("proto_convert", proto_convert::run),
+    ("permission_rules", permission_rules::run),
 ];

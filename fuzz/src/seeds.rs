@@ -1,9 +1,11 @@
 //! The seed corpus (`fuzz/corpus/<target>/<name>`), made from the inputs of the project's own
 //! tests: the frames of `init/src/protocol.rs`'s tests, the paths of `init/src/files.rs`'s and
-//! the runtime conformance suite's, the lines of `cli/src/batch_items.rs`'s, and requests like
-//! the coordinator's tests send. `corral-fuzz-seeds` writes them; `tests/corpus.rs` checks the
-//! committed files are what this module makes.
+//! the runtime conformance suite's, the lines of `cli/src/batch_items.rs`'s, requests like the
+//! coordinator's tests send, and the rules, paths and links of `core/src/permissions/tests.rs`
+//! and `core/src/codebase.rs`'s tests. `corral-fuzz-seeds` writes them; `tests/corpus.rs` checks
+//! the committed files are what this module makes.
 
+use corral_core::permissions::{PermissionRule, Preset};
 use corral_init::files::{Entry, FileData};
 use corral_init::protocol::{self, Event, Exited, FileFailure, FileOp, FileReply, RESYNC_MAGIC, Request, SpawnRequest};
 use corral_proto::v1 as pb;
@@ -19,6 +21,7 @@ pub fn of(target: &str) -> Vec<Seed> {
         "sandbox_paths" => sandbox_paths(),
         "batch_items" => batch_items(),
         "proto_convert" => proto_convert(),
+        "permission_rules" => permission_rules(),
         other => panic!("no seeds for an unknown target {other:?}"),
     }
 }
@@ -220,4 +223,147 @@ fn proto_convert() -> Vec<Seed> {
                 .encode_to_vec()
         }),
     ]
+}
+
+/// A rule in the CLI form of `core/src/permissions/tests.rs` (`PATTERN=PERM[:TYPE[:PRIORITY]]`),
+/// not validated, so that the refused patterns of its tests can be seeds too.
+fn cli_rule(s: &str) -> PermissionRule {
+    let (pattern, spec) = s.rsplit_once('=').expect("PATTERN=PERM");
+    let mut parts = spec.split(':');
+    let permission = parts.next().unwrap_or_default().parse().expect("a permission");
+    let kind = parts.next().map_or(Ok(Default::default()), str::parse).expect("a pattern type");
+    let priority = parts.next().map_or(0, |p| p.parse().expect("a priority"));
+    PermissionRule::new(pattern, permission, kind, priority)
+}
+
+/// The lines of a `permission_rules` input: an optional preset, rules in the CLI form, paths
+/// (`x/` is the directory `x`, as in the permission tests; `""` the root) and symlinks.
+fn rules_input(preset: Option<Option<Preset>>, rules: &[&str], paths: &[&str], links: &[(&str, &str)]) -> Vec<u8> {
+    use crate::permission_rules::{link_line, path_line, preset_line, rule_line};
+    let mut lines: Vec<Vec<u8>> = preset.map(preset_line).into_iter().collect();
+    lines.extend(rules.iter().map(|r| rule_line(&cli_rule(r))));
+    lines.extend(paths.iter().map(|p| match p.strip_suffix('/') {
+        Some(dir) => path_line(dir, true),
+        None => path_line(p, p.is_empty()),
+    }));
+    lines.extend(links.iter().map(|(link, target)| link_line(link, target)));
+    lines.join(&b'\n')
+}
+
+fn permission_rules() -> Vec<Seed> {
+    use crate::permission_rules::{long_path_line, long_rule_line};
+    let seed = |name: &str, rules: &[&str], paths: &[&str]| (name.to_owned(), rules_input(None, rules, paths, &[]));
+    let preset = |name: &str, p: Preset, rules: &[&str], paths: &[&str]| {
+        (name.to_owned(), rules_input(Some(Some(p)), rules, paths, &[]))
+    };
+    let fixture = ["", "README.md", "src/", ".env", "config/.env.production", "secrets/", "x/secrets/b", "id.key"];
+    let fixture2 = ["certs/server.pem", "credentials.json", ".git/", "vendor/lib/.git", "output/", "output/.env"];
+    let mut seeds = vec![
+        seed(
+            "file-rules",
+            &["a.txt=read:file", "/a/b.txt=write:file", "a/b.txt=none:file:1", "d/x=none:file", "c/d/e=view:file"],
+            &["a/b.txt", "a/", "a", "a/c.txt", "b.txt", "a/b.txt/c", "d/x/", "c/"],
+        ),
+        seed(
+            "file-priorities",
+            &["x=read:file:-1", "x=write:file:5", "/x=none:file:5", "y/z=read:file:99", "y/z=none:file:100"],
+            &["x", "x/", "y/", "y/z", ""],
+        ),
+        seed("glob-secrets", &["**/secrets/**=read"], &["secrets/a", "x/secrets/", "secrets", "secretsx/a", "x/y/s/"]),
+        seed("glob-anchored", &["/out/**=write"], &["out/", "out", "a/out/x", "", "out/x/y"]),
+        seed("glob-double-star", &["a/**/b/**/c=write"], &["a/b/c", "a/1/2/b/3/c", "z/a/b/c", "a/", "a/b/"]),
+        seed("glob-any-depth", &["build/=read"], &["build/", "build", "x/build/out.o", "x/"]),
+        seed("glob-middle", &["**/x/**/y=read"], &["q/r/", "x/y", "a/x/b/c/y", "a/y"]),
+        seed("glob-name", &["/x=view"], &["x", "a/x", "x/", "x/y"]),
+        seed("glob-escapes", &[r"\*\*/a\?/b\\/c/=read"], &["**/a?/b\\/c/", "**/a?/b\\/c", "x/**/", "**/ab/"]),
+        seed(
+            "conflicts",
+            &["a/b.txt=none:file", "a/**=write:glob:5", "a=write:directory", "a/b=read:directory", "docs/*.md=read"],
+            &["a/b.txt", "a/x", "a/b/c", "docs/x.md", "docs/"],
+        ),
+        seed(
+            "wildcards",
+            &["file?.txt=read", "[abc].txt=read", "[!a]x=read", "[]]=read", r"\*.txt=read", r"a\?=view", "*.md=read"],
+            &["file1.txt", "file12.txt", "b.txt", "ax", "bx", "]", "*.txt", "a?", "docs/"],
+        ),
+        seed(
+            "hidden-dirs",
+            &["secrets/**=none", "secrets/public/**=read", "**/s2/**=none:glob:10", "s2/public/**=read"],
+            &["secrets/", "secrets/public/a", "secrets/other/", "s2/", "s2/public/a"],
+        ),
+        preset("agent-safe", Preset::AgentSafe, &["docs/**=write", "docs/.env=read:file:99"], &fixture),
+        preset(
+            "agent-safe-regrant",
+            Preset::AgentSafe,
+            &["/.git/HEAD=read:file:200", "docs/.env=read:file:100"],
+            &[".git/", ".git/HEAD", ".git/config", "docs/.env", "docs/"],
+        ),
+        preset("development", Preset::Development, &["tmp/**=none"], &fixture2),
+        preset("view-only", Preset::ViewOnly, &["a=write:directory"], &["a/b", "b/", ""]),
+        preset("read-only", Preset::ReadOnly, &[], &["README.md", "src/"]),
+        preset("full-access", Preset::FullAccess, &["*.key=none:glob:1"], &["id.key", "x/"]),
+        preset("preset-refused", Preset::AgentSafe, &["ok=read", "[z-a]=read"], &["ok"]),
+    ];
+    // `validation_errors_name_the_rule`: a refused rule after two good ones, then another.
+    let refused = [
+        "=read",
+        "a/../b=read",
+        "..=read:directory",
+        "./a=read:file",
+        "a\0b=read",
+        "[abc=read",
+        "a/[b/c]=read",
+        "[[:alpha:]]=read",
+        "[z-a]=read",
+        r"a\=read",
+        "a//b=read",
+        "a*=read:file",
+        "src/[x]=read:directory",
+        "a/=read:file",
+        "/=read:directory",
+        "/=read",
+    ];
+    for (i, bad) in refused.iter().enumerate() {
+        seeds.push(seed(&format!("refused-{i:02}"), &["ok=read", "ok=read", bad, "b=write"], &["ok"]));
+    }
+    let longest = |n: usize| format!("{}=read", "x".repeat(n));
+    let limit = [longest(corral_core::permissions::MAX_PATTERN_BYTES), longest(4097)];
+    seeds.push(seed("pattern-limit", &[&limit[0]], &["x"]));
+    seeds.push(seed("pattern-over-limit", &[&limit[1]], &["x"]));
+    // `core/src/codebase.rs`'s tests, and paths past the length limits.
+    let ok_paths = ["a", "a/b.txt", ".env", "a/.git/config", "..a", "a..b/c"];
+    let bad_paths = ["", "/a", "a//b", "a/", "./a", "a/../b", "..", "a/\0"];
+    seeds.push(("codebase-paths".into(), rules_input(None, &[], &ok_paths, &[])));
+    let bad: Vec<Vec<u8>> = bad_paths.iter().map(|p| crate::permission_rules::path_line(p, false)).collect();
+    seeds.push(("codebase-bad-paths".into(), bad.join(&b'\n')));
+    let links_ok = [("a/b/link", "../c"), ("a/link", "b/../c"), ("link", "a/b"), ("a/b/l", "./../../c/.")];
+    let links_bad = [("link", "../x"), ("a/link", "../../x"), ("a/link", "/etc/passwd"), ("a/link", "b/../../../x")];
+    seeds.push(("links".into(), rules_input(None, &[], &[], &links_ok)));
+    seeds.push(("links-leaving".into(), rules_input(None, &[], &[], &links_bad)));
+    let long = [
+        long_path_line("abcdefghijklmnop/", 255, false),
+        long_path_line("x", 255, false),
+        long_path_line("a/", 255, true),
+    ];
+    seeds.push(("long-paths".into(), long.join(&b'\n')));
+    // Patterns that would blow up a backtracking matcher, on long paths (`many_double_stars_are_cheap`).
+    let stars = [
+        long_rule_line(&cli_rule("**/a/=read"), 119),
+        rule_line_of("b=write"),
+        long_path_line("a/", 200, true),
+        long_path_line("a/", 200, false),
+    ];
+    seeds.push(("many-double-stars".into(), stars.join(&b'\n')));
+    let wild = [
+        long_rule_line(&cli_rule("*a=read"), 150),
+        long_rule_line(&cli_rule("a*=none:glob:1"), 100),
+        long_path_line("a", 250, false),
+        long_path_line("aaab/", 120, true),
+    ];
+    seeds.push(("many-stars".into(), wild.join(&b'\n')));
+    seeds
+}
+
+fn rule_line_of(cli: &str) -> Vec<u8> {
+    crate::permission_rules::rule_line(&cli_rule(cli))
 }
