@@ -411,11 +411,8 @@ impl NaiveGlob {
         }
         let (p, leading) = pattern.strip_prefix('/').map_or((pattern, false), |p| (p, true));
         let (p, mut dir_only) = p.strip_suffix('/').map_or((p, false), |p| (p, true));
-        // A trailing `/` right after a `\` is left out. After an odd number of them it is an
-        // escaped slash, which no name can hold. After an even number (an escaped `\`, then the
-        // trailing slash) the docs make it a directory-only glob, but the engine takes it for an
-        // escaped slash and refuses the pattern (`a\\/`: "empty path segment ('//')").
-        if dir_only && p.ends_with('\\') {
+        // A trailing `/` after an odd run of `\` is an escaped slash, which no name can hold.
+        if dir_only && p.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1 {
             return None;
         }
         let mut raw: Vec<&str> = p.split('/').collect();

@@ -51,7 +51,8 @@ impl Glob {
         let mut dir_only = false;
         // A trailing '/' is escaped only by an odd run of backslashes before it (`a\\/` is the
         // name `a\` for directories only).
-        let escaped = p.strip_suffix('/').is_some_and(|rest| rest.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1);
+        let escaped =
+            p.strip_suffix('/').is_some_and(|rest| rest.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1);
         if p.ends_with('/') && !escaped {
             p = &p[..p.len() - 1];
             dir_only = true;
