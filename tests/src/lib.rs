@@ -19,8 +19,8 @@ pub mod jobs;
 pub mod uploads;
 
 pub use codebases::{
-    codebase_bad_rules, codebase_fs_crash, codebase_one_copy, codebase_permission_matrix, codebase_sandbox,
-    codebase_store,
+    codebase_bad_rules, codebase_fs_crash, codebase_limits, codebase_one_copy, codebase_permission_matrix,
+    codebase_sandbox, codebase_store,
 };
 pub use disk::disk_quota;
 

@@ -75,6 +75,18 @@ async fn codebase_permission_matrix_docker() -> anyhow::Result<()> {
     codebase_permission_matrix(&client, corral_client::v1::Runtime::Docker).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codebase_upload_limits() -> anyhow::Result<()> {
+    let env = [
+        ("CORRAL_COORDINATOR__CODEBASE_MAX_FILES", "3"),
+        ("CORRAL_COORDINATOR__CODEBASE_MAX_MB", "1"),
+        ("CORRAL_COORDINATOR__CODEBASE_MAX_FILE_MB", "1"),
+    ];
+    let server = DevServer::start_with_env(&env)?;
+    let client = ready_client(&server.endpoint).await?;
+    codebase_limits(&client).await
+}
+
 /// 100 sandboxes on one codebase: one copy on the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codebase_one_copy_for_100_sandboxes() -> anyhow::Result<()> {

@@ -24,20 +24,13 @@ use futures::Stream;
 
 use crate::cluster::ClusterView;
 use crate::error::{ApiError, ApiResult, thousands};
+pub use upload::CodebaseLimits;
 use upload::UploadItem;
 
 /// Manifests kept decoded in memory (they are immutable: named by digest).
 const MANIFEST_CACHE: usize = 32;
 /// Attempts to merge an upload into a record that other uploads change at the same time.
 const MERGE_ATTEMPTS: usize = 8;
-
-/// Size limits of codebases (the `coordinator.codebase_*` settings).
-#[derive(Debug, Clone, Copy)]
-pub struct CodebaseLimits {
-    pub max_file_bytes: u64,
-    pub max_total_bytes: u64,
-    pub max_files: u64,
-}
 
 /// What an upload did.
 #[derive(Debug)]
@@ -149,7 +142,7 @@ impl Codebases {
     {
         // Refuse an unknown codebase before reading any content.
         records::get(self.store.as_ref(), tenant, id).await?;
-        let got = upload::receive(&self.chunks, self.limits.max_file_bytes, input).await?;
+        let got = upload::receive(&self.chunks, &self.limits, input).await?;
         for _ in 0..MERGE_ATTEMPTS {
             let current = records::get(self.store.as_ref(), tenant, id).await?;
             let mut manifest = match (&current.record.manifest, replace) {

@@ -16,6 +16,14 @@ use crate::error::{ApiError, ApiResult, thousands};
 /// Files up to this size are gathered in memory and stored in one write; larger ones stream.
 const GATHER_BYTES: u64 = 4 << 20;
 
+/// Size limits of codebases (the `coordinator.codebase_*` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct CodebaseLimits {
+    pub max_file_bytes: u64,
+    pub max_total_bytes: u64,
+    pub max_files: u64,
+}
+
 /// One message of an upload stream, checked field by field at the edge.
 #[derive(Debug)]
 pub enum UploadItem {
@@ -41,10 +49,14 @@ pub struct Received {
     pub entries: BTreeMap<String, Entry>,
     pub bytes_received: u64,
     pub bytes_deduplicated: u64,
+    /// Sum of the declared sizes of the files so far.
+    pub declared_bytes: u64,
 }
 
-/// Reads the stream after its `Start` to the end, storing each file's content.
-pub async fn receive<S>(chunks: &Chunks, max_file_bytes: u64, mut input: S) -> ApiResult<Received>
+/// Reads the stream after its `Start` to the end, storing each file's content. One upload may
+/// carry no more than a whole codebase may hold (checked as it goes, so an oversized stream
+/// stores no more than the limits allow before it is refused).
+pub async fn receive<S>(chunks: &Chunks, limits: &CodebaseLimits, mut input: S) -> ApiResult<Received>
 where
     S: Stream<Item = ApiResult<UploadItem>> + Unpin + Send,
 {
@@ -62,8 +74,21 @@ where
         if got.entries.contains_key(&header.path) {
             return Err(ApiError::field("file.path", format!("{:?} appears twice in this upload", header.path)));
         }
+        if got.entries.len() as u64 >= limits.max_files {
+            return Err(ApiError::OverLimit(format!(
+                "the upload carries more than {} entries, coordinator.codebase_max_files",
+                thousands(limits.max_files)
+            )));
+        }
+        got.declared_bytes += header.size;
+        if got.declared_bytes > limits.max_total_bytes {
+            return Err(ApiError::OverLimit(format!(
+                "the upload carries more than {} bytes, coordinator.codebase_max_mb",
+                thousands(limits.max_total_bytes)
+            )));
+        }
         let digest = match header.kind {
-            EntryKind::File => Some(store_file(chunks, max_file_bytes, &header, &mut input, &mut got).await?),
+            EntryKind::File => Some(store_file(chunks, limits.max_file_bytes, &header, &mut input, &mut got).await?),
             _ => None,
         };
         let entry = Entry {

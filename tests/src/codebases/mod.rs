@@ -372,3 +372,22 @@ pub async fn codebase_bad_rules(c: &Client) -> anyhow::Result<()> {
     ensure!(names == ["view-only", "read-only", "agent-safe", "development", "full-access"], "presets {names:?}");
     Ok(())
 }
+
+/// Against a server with `codebase_max_files = 3` and `codebase_max_mb = 1`: an upload carrying
+/// more is refused as it goes, naming the setting, and the codebase is unchanged.
+pub async fn codebase_limits(c: &Client) -> anyhow::Result<()> {
+    let cb = new_codebase(c, "limits").await?;
+    let entries = (0..4).map(|i| file(&format!("f{i}"), 0)).collect();
+    expect_err(raw_upload(c, &cb.id, entries).await, Code::ResourceExhausted, "codebase_max_files")?;
+    let piece = vec![7u8; 600 << 10];
+    let mut big = vec![file("a", piece.len() as i64), pb::upload_request::Item::Data(piece.clone())];
+    big.push(file("b", piece.len() as i64));
+    big.push(pb::upload_request::Item::Data(piece));
+    expect_err(raw_upload(c, &cb.id, big).await, Code::ResourceExhausted, "codebase_max_mb")?;
+    let after = c.codebases.clone().get(pb::GetCodebaseRequest { id: cb.id.clone() }).await?.into_inner();
+    ensure!(
+        after.codebase.is_some_and(|a| a.file_count == 0 && a.digest.is_empty()),
+        "a refused upload changed the codebase"
+    );
+    Ok(())
+}
